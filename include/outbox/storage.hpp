@@ -1,0 +1,70 @@
+#pragma once
+/// \file
+/// The vocabulary a storage speaks with the outbox: claim requests, outcomes to record,
+/// queries and statistics. The requirements themselves are the concepts in concepts.hpp;
+/// tests/storage/conformance.hpp states them as behaviour.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "outbox/clock.hpp"
+#include "outbox/event.hpp"
+
+namespace outbox {
+
+/// Claim up to `limit` ready events of `user_id` under one lease ending at `lease_until`.
+///
+/// A storage claims, in this order: heads of ordering keys that are pending, or failed with
+/// `retry_after <= now`; highest priority first, then lowest `seq`. At most one event per
+/// ordering key is processing at a time. Claiming first expires leases that ended by `now`.
+struct claim_request {
+  std::string_view user_id{};
+  timestamp now{};
+  timestamp lease_until{};
+  std::size_t limit = 10;
+};
+
+/// The new state of one claimed event. A storage applies it only while the event is still
+/// processing under the same `lease`; otherwise (the lease expired and the event moved on) it
+/// sets `applied = false` and leaves the event untouched.
+struct outcome {
+  event_id id{};
+  std::uint64_t lease = 0;
+  status to = status::completed;  ///< completed, failed, dead, or pending (offline / released)
+  int attempts = 0;               ///< the event's attempt count after this outcome
+  timestamp at{};
+  timestamp retry_after{};        ///< failed: when it becomes claimable again
+  std::string error{};              ///< failed / dead / pending: the reason; empty keeps the last
+  std::string remote_id{};          ///< completed: the backend's id
+  bool applied = false;           ///< set by the storage
+};
+
+/// A page of events in append order. `after_seq` continues from a previous page.
+struct event_query {
+  std::optional<status> status_is{};
+  std::optional<std::string> user_id{};
+  std::size_t limit = 100;
+  std::uint64_t after_seq = 0;
+};
+
+/// Counts and ages, for one user or for all.
+struct event_stats {
+  std::array<std::size_t, status_count> counts{};
+  std::optional<duration> oldest_pending_age{};  ///< age of the oldest pending event
+  std::optional<duration> oldest_due_age{};      ///< age of the oldest event claimable right now
+
+  [[nodiscard]] std::size_t count(status s) const noexcept {
+    return counts[static_cast<std::size_t>(s)];
+  }
+  [[nodiscard]] std::size_t total() const noexcept {
+    std::size_t sum = 0;
+    for (auto c : counts) sum += c;
+    return sum;
+  }
+};
+
+}  // namespace outbox
