@@ -1,0 +1,24 @@
+// outbox::memory_storage: the conformance suite, plus what is particular to keeping it in memory.
+#include <outbox/storage/memory.hpp>
+#include <outbox/testing/storage_conformance.hpp>
+
+namespace {
+struct memory_storage_factory {
+  using storage_type = outbox::memory_storage;
+  outbox::memory_storage make() { return {}; }
+};
+}  // namespace
+
+OUTBOX_STORAGE_CONFORMANCE_TESTS(memory_storage_factory)
+
+TEST_CASE("a moved memory storage keeps its events", "[storage][memory]") {
+  outbox::testing::storage_fixture f;
+  outbox::memory_storage first;
+  std::vector<outbox::event> batch = {f.make("alice", "k")};
+  REQUIRE(first.append(std::span<outbox::event>(batch)).has_value());
+  outbox::memory_storage second = std::move(first);
+  auto found = second.find(batch[0].id);
+  REQUIRE(found.has_value());
+  REQUIRE(found->has_value());
+  CHECK((*found)->seq == batch[0].seq);
+}
