@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "outbox/clock.hpp"
+#include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/storage.hpp"
@@ -103,5 +104,18 @@ concept event_maintainer = requires(S& s, std::span<const event_id> ids,
 template <class S>
 concept storage = event_appender<S> && event_claimer<S> && outcome_recorder<S> &&
                   event_inspector<S> && event_maintainer<S>;
+
+// ---- the entity half, for Repository ------------------------------------------------------
+
+/// A storage that also keeps entities: commits an entity change and its event atomically, and
+/// writes delivery outcomes back onto the entity when it records them.
+template <class S>
+concept entity_storage = storage<S> && requires(S& s, const entity_change& change, std::string_view text,
+                                                const entity_query& query) {
+  { s.commit(change) } -> std::same_as<result<void>>;
+  { s.find_entity(text, text) } -> std::same_as<result<std::optional<entity_record>>>;
+  { s.find_entity_by_key(text, text, text) } -> std::same_as<result<std::optional<entity_record>>>;
+  { s.query_entities(query) } -> std::same_as<result<std::vector<entity_record>>>;
+};
 
 }  // namespace outbox

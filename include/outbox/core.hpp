@@ -174,6 +174,10 @@ class Outbox {
     return ids;
   }
 
+  /// Wakes the runner to look for work now. Call it after writing events into the storage
+  /// other than through `enqueue` (a Repository built from this outbox does it for you).
+  void notify() { wake_runner(false); }
+
   // ---- the session -----------------------------------------------------------------------------
 
   /// Makes `user` the active user: only their events are delivered from now on. Returns after

@@ -31,6 +31,7 @@ enum class errc {
   schema_too_new,        ///< stored data was written by a newer version; left untouched
   already_open,          ///< another process or object owns the storage
   closed,                ///< the storage or outbox was closed
+  conflict,              ///< the data changed since it was read; read again and retry
 };
 
 namespace detail {
@@ -53,6 +54,7 @@ class error_category_impl final : public std::error_category {
       case errc::schema_too_new: return "schema written by a newer version";
       case errc::already_open: return "storage already open elsewhere";
       case errc::closed: return "closed";
+      case errc::conflict: return "conflicting concurrent change";
     }
     return "unknown outbox error";
   }

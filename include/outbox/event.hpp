@@ -60,6 +60,7 @@ struct event {
   std::uint64_t seq = 0;      ///< append order, assigned by the storage (1, 2, ...)
   std::string type{};           ///< "steps.hourly.created", by convention entity.verb
   std::string entity_id{};      ///< the entity this event describes
+  std::string entity_type{};    ///< its collection when a Repository wrote it ("steps"); else empty
   std::string ordering_key{};   ///< events sharing it are delivered in append order
   std::string user_id{};        ///< the owner; only the active user's events are delivered
   std::string payload{};        ///< opaque bytes (JSON by convention)

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/storage.hpp"
@@ -46,23 +48,10 @@ class memory_state {
   result<void> append(std::span<event> events) {
     std::unordered_set<event_id> fresh;
     for (const event& e : events) {
-      if (e.id.is_nil()) return error(errc::invalid_argument, "event id must not be nil");
-      if (e.status != status::pending)
-        return error(errc::invalid_argument, "a new event must be pending, got " + std::string(to_string(e.status)));
-      if (by_id_.contains(e.id) || !fresh.insert(e.id).second)
-        return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
+      if (auto valid = validate_new(e); !valid) return valid;
+      if (!fresh.insert(e.id).second) return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
     }
-    for (event& e : events) {
-      e.seq = next_seq_++;
-      e.lease = 0;
-      auto [it, inserted] = events_.emplace(e.seq, e);
-      by_id_.emplace(e.id, e.seq);
-      user_state& user = user_of(it->second);
-      user.by_status[index(status::pending)].insert(e.seq);
-      line& l = user.lines[it->second.ordering_key];
-      l.members.insert(e.seq);
-      refresh(user, it->second.ordering_key, l);
-    }
+    for (event& e : events) insert_event(e);
     return {};
   }
 
@@ -117,7 +106,7 @@ class memory_state {
         case status::completed:
           e.completed_at = o.at;
           e.remote_id = o.remote_id;
-          completed_.emplace(o.at, e.seq);
+          completed_.emplace_hint(completed_.end(), o.at, e.seq);  // completions come in time order
           break;
         case status::failed: e.retry_after = o.retry_after; break;
         case status::pending:
@@ -127,6 +116,7 @@ class memory_state {
       move_status(user, e, o.to);
       if (is_terminal(o.to)) l.members.erase(e.seq);
       refresh(user, e.ordering_key, l);
+      write_back(e);
       o.applied = true;
       ++applied;
     }
@@ -258,6 +248,100 @@ class memory_state {
     return count;
   }
 
+  // ---- entities ------------------------------------------------------------------------------
+
+  result<void> commit(const entity_change& c) {
+    const entity_key key{c.entity.collection, c.entity.id};
+    auto found = entities_.find(key);
+    const std::uint64_t current = found == entities_.end() ? 0 : found->second.version;
+    if (current != c.expected_version)
+      return error(errc::conflict, "entity " + c.entity.collection + "/" + c.entity.id + " changed since it was read");
+    if (c.erase && found == entities_.end())
+      return error(errc::conflict, "entity " + c.entity.collection + "/" + c.entity.id + " no longer exists");
+    if (!c.erase && !c.entity.natural_key.empty()) {
+      auto owner = natural_keys_.find({c.entity.collection, c.entity.user_id, c.entity.natural_key});
+      if (owner != natural_keys_.end() && owner->second != c.entity.id)
+        return error(errc::conflict, "natural key " + c.entity.natural_key + " belongs to " + owner->second);
+    }
+    event* target = nullptr;
+    if (c.op == entity_change::event_op::append) {
+      if (auto valid = validate_new(c.event); !valid) return valid;
+    } else {
+      auto t = by_id_.find(c.target);
+      if (t == by_id_.end()) return error(errc::conflict, "event " + c.target.to_string() + " no longer exists");
+      target = &events_.at(t->second);
+      if (target->status != status::pending || target->attempts != 0)
+        return error(errc::conflict, "event " + c.target.to_string() + " was claimed since it was read");
+    }
+
+    // Everything is checked: from here on nothing fails, so the change applies whole.
+    if (found != entities_.end()) unindex_entity(found->second);
+    if (c.erase) {
+      if (found != entities_.end()) entities_.erase(found);
+    } else {
+      entity_record row = c.entity;
+      row.version = current + 1;
+      if (found != entities_.end()) row.created_at = found->second.created_at;
+      auto& stored = entities_.insert_or_assign(key, std::move(row)).first->second;
+      index_entity(stored);
+    }
+    switch (c.op) {
+      case entity_change::event_op::append: {
+        event e = c.event;
+        insert_event(e);
+        break;
+      }
+      case entity_change::event_op::replace:
+        target->type = c.event.type;
+        target->payload = c.event.payload;
+        target->updated_at = c.event.updated_at;
+        break;
+      case entity_change::event_op::drop: remove_event(target->seq); break;
+    }
+    return {};
+  }
+
+  [[nodiscard]] std::optional<entity_record> find_entity(std::string_view collection, std::string_view id) const {
+    auto found = entities_.find(entity_key{std::string(collection), std::string(id)});
+    if (found == entities_.end()) return std::nullopt;
+    return found->second;
+  }
+
+  [[nodiscard]] std::optional<entity_record> find_entity_by_key(std::string_view collection, std::string_view user,
+                                                                std::string_view natural_key) const {
+    auto owner = natural_keys_.find({std::string(collection), std::string(user), std::string(natural_key)});
+    if (owner == natural_keys_.end()) return std::nullopt;
+    return find_entity(collection, owner->second);
+  }
+
+  [[nodiscard]] std::vector<entity_record> query_entities(const entity_query& q) const {
+    std::vector<const entity_record*> hits;
+    const timestamp from = q.from.value_or(timestamp::min());
+    auto it = q.user_id ? by_time_.lower_bound({q.collection, *q.user_id, from, std::string()})
+                        : by_time_.lower_bound({q.collection, std::string(), timestamp::min(), std::string()});
+    for (; it != by_time_.end(); ++it) {
+      const auto& [collection, user, when, id] = *it;
+      if (collection != q.collection || (q.user_id && user != *q.user_id)) break;
+      if (when < from) continue;
+      if (q.until && when >= *q.until) {
+        if (q.user_id) break;  // sorted by time within one user
+        continue;
+      }
+      const entity_record& row = entities_.at({collection, id});
+      if (q.sync && row.sync != *q.sync) continue;
+      hits.push_back(&row);
+      if (q.user_id && hits.size() >= q.limit) break;
+    }
+    std::stable_sort(hits.begin(), hits.end(), [](const entity_record* a, const entity_record* b) {
+      return std::tie(a->occurred_at, a->id) < std::tie(b->occurred_at, b->id);
+    });
+    if (hits.size() > q.limit) hits.resize(q.limit);
+    std::vector<entity_record> rows;
+    rows.reserve(hits.size());
+    for (const auto* row : hits) rows.push_back(*row);
+    return rows;
+  }
+
  private:
   /// The undelivered events of one ordering key, in append order, and where its head is queued.
   struct line {
@@ -276,6 +360,72 @@ class memory_state {
     std::array<std::set<std::uint64_t>, status_count> by_status;
   };
 
+  result<void> validate_new(const event& e) const {
+    if (e.id.is_nil()) return error(errc::invalid_argument, "event id must not be nil");
+    if (e.status != status::pending)
+      return error(errc::invalid_argument, "a new event must be pending, got " + std::string(to_string(e.status)));
+    if (by_id_.contains(e.id)) return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
+    return {};
+  }
+
+  /// Sequence numbers only grow, so every index takes the new event at its end: the hints
+  /// make those inserts O(1) instead of a walk down trees that no longer fit in cache.
+  void insert_event(event& e) {
+    e.seq = next_seq_++;
+    e.lease = 0;
+    auto it = events_.emplace_hint(events_.end(), e.seq, e);
+    by_id_.emplace(e.id, e.seq);
+    user_state& user = user_of(it->second);
+    auto& pending = user.by_status[index(status::pending)];
+    pending.insert(pending.end(), e.seq);
+    line& l = user.lines[it->second.ordering_key];
+    const bool new_head = l.members.empty();
+    l.members.insert(l.members.end(), e.seq);
+    // Behind an existing head the new event changes nothing about where the line is queued.
+    if (new_head) refresh(user, it->second.ordering_key, l);
+  }
+
+  /// Deletes a pending event that no transport has seen.
+  void remove_event(std::uint64_t seq) {
+    auto found = events_.find(seq);
+    const std::string key = found->second.ordering_key;
+    user_state& user = user_of(found->second);
+    user.by_status[index(found->second.status)].erase(seq);
+    by_id_.erase(found->second.id);
+    events_.erase(found);
+    line& l = user.lines.at(key);
+    l.members.erase(seq);
+    refresh(user, key, l);
+  }
+
+  /// Delivery outcomes written onto the entity, in the transaction that records them: the
+  /// backend's id always; synced only if no newer change of the entity is waiting.
+  void write_back(const event& e) {
+    if (e.entity_type.empty() || (e.status != status::completed && e.status != status::dead)) return;
+    auto found = entities_.find({e.entity_type, e.entity_id});
+    if (found == entities_.end()) return;
+    entity_record& row = found->second;
+    if (e.status == status::completed) {
+      if (!e.remote_id.empty()) row.remote_id = e.remote_id;
+      if (row.last_event == e.id) {
+        row.sync = sync_status::synced;
+        row.sync_error.clear();
+      }
+    } else {
+      row.sync_error = e.last_error;
+    }
+    ++row.version;
+  }
+
+  void index_entity(const entity_record& row) {
+    by_time_.insert({row.collection, row.user_id, row.occurred_at, row.id});
+    if (!row.natural_key.empty()) natural_keys_[{row.collection, row.user_id, row.natural_key}] = row.id;
+  }
+  void unindex_entity(const entity_record& row) {
+    by_time_.erase({row.collection, row.user_id, row.occurred_at, row.id});
+    if (!row.natural_key.empty()) natural_keys_.erase({row.collection, row.user_id, row.natural_key});
+  }
+
   static constexpr std::size_t index(status s) noexcept { return static_cast<std::size_t>(s); }
 
   user_state& user_of(const event& e) {
@@ -287,7 +437,8 @@ class memory_state {
   void move_status(user_state& user, event& e, status to) {
     user.by_status[index(e.status)].erase(e.seq);
     e.status = to;
-    user.by_status[index(to)].insert(e.seq);
+    auto& target = user.by_status[index(to)];
+    target.insert(target.end(), e.seq);  // mostly in seq order; a wrong hint costs only a lookup
   }
 
   void unqueue(user_state& user, line& l) {
@@ -354,6 +505,7 @@ class memory_state {
       move_status(user, e, last ? status::dead : status::pending);
       if (last) l.members.erase(seq);
       refresh(user, e.ordering_key, l);
+      write_back(e);
     }
   }
 
@@ -378,11 +530,17 @@ class memory_state {
   std::set<std::pair<timestamp, std::uint64_t>> completed_;  // (completed_at, seq), for purge
   std::uint64_t next_seq_ = 1;
   std::uint64_t next_lease_ = 1;
+
+  using entity_key = std::pair<std::string, std::string>;  // (collection, id)
+  std::map<entity_key, entity_record> entities_;
+  std::map<std::tuple<std::string, std::string, std::string>, std::string> natural_keys_;  // (collection, user, key) -> id
+  std::set<std::tuple<std::string, std::string, timestamp, std::string>> by_time_;  // (collection, user, occurred_at, id)
 };
 
 }  // namespace detail
 
-/// A thread-safe, in-memory `outbox::storage`. Movable; every operation takes one mutex.
+/// A thread-safe, in-memory `outbox::storage` and `outbox::entity_storage`. Movable; every
+/// operation takes one mutex, so each is atomic.
 class memory_storage {
   struct shared {
     std::mutex mutex;
@@ -429,6 +587,20 @@ class memory_storage {
   }
   result<std::size_t> clamp_schedule(timestamp retry_limit, timestamp lease_limit) {
     return locked([&](auto& s) { return s.clamp_schedule(retry_limit, lease_limit); });
+  }
+
+  result<void> commit(const entity_change& change) { return locked([&](auto& s) { return s.commit(change); }); }
+  result<std::optional<entity_record>> find_entity(std::string_view collection, std::string_view id) {
+    return locked([&](auto& s) { return result<std::optional<entity_record>>(s.find_entity(collection, id)); });
+  }
+  result<std::optional<entity_record>> find_entity_by_key(std::string_view collection, std::string_view user,
+                                                          std::string_view natural_key) {
+    return locked([&](auto& s) {
+      return result<std::optional<entity_record>>(s.find_entity_by_key(collection, user, natural_key));
+    });
+  }
+  result<std::vector<entity_record>> query_entities(const entity_query& q) {
+    return locked([&](auto& s) { return result<std::vector<entity_record>>(s.query_entities(q)); });
   }
 
 };

@@ -18,13 +18,17 @@
 #include <utility>
 #include <vector>
 
+#include "outbox/concepts.hpp"
+#include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/storage.hpp"
 
 namespace outbox::testing {
 
-enum class storage_op : std::size_t { append, claim, record, reset, reset_dead, purge_completed, clamp_schedule, count_ };
+enum class storage_op : std::size_t {
+  append, claim, record, reset, reset_dead, purge_completed, clamp_schedule, commit, count_
+};
 
 template <class Storage>
 class faulty_storage {
@@ -73,6 +77,29 @@ class faulty_storage {
   }
   result<std::size_t> clamp_schedule(timestamp retry_limit, timestamp lease_limit) {
     return call(storage_op::clamp_schedule, [&] { return inner_.clamp_schedule(retry_limit, lease_limit); });
+  }
+
+  /// The entity half, when the wrapped storage has one.
+  result<void> commit(const entity_change& change)
+    requires entity_storage<Storage>
+  {
+    return call(storage_op::commit, [&] { return inner_.commit(change); });
+  }
+  result<std::optional<entity_record>> find_entity(std::string_view collection, std::string_view id)
+    requires entity_storage<Storage>
+  {
+    return inner_.find_entity(collection, id);
+  }
+  result<std::optional<entity_record>> find_entity_by_key(std::string_view collection, std::string_view user,
+                                                          std::string_view natural_key)
+    requires entity_storage<Storage>
+  {
+    return inner_.find_entity_by_key(collection, user, natural_key);
+  }
+  result<std::vector<entity_record>> query_entities(const entity_query& q)
+    requires entity_storage<Storage>
+  {
+    return inner_.query_entities(q);
   }
 
   // Reads never fail: the faults model failed writes.
