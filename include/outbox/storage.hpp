@@ -54,8 +54,11 @@ struct event_query {
 /// Counts and ages, for one user or for all.
 struct event_stats {
   std::array<std::size_t, status_count> counts{};
-  std::optional<duration> oldest_pending_age{};  ///< age of the oldest pending event
-  std::optional<duration> oldest_due_age{};      ///< age of the oldest event claimable right now
+  /// now - created_at of the pending event appended first (lowest seq).
+  std::optional<duration> oldest_pending_age{};
+  /// now - created_at of the claimable event appended first: a ready head, or a failed head
+  /// whose retry time has come. How long the oldest deliverable change has been waiting.
+  std::optional<duration> oldest_due_age{};
 
   [[nodiscard]] std::size_t count(status s) const noexcept {
     return counts[static_cast<std::size_t>(s)];

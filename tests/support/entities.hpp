@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "support/fixture.hpp"
+#if OUTBOX_TEST_WITH_SQLITE
+#include "support/temp_sqlite.hpp"
+#endif
 
 namespace outbox_test {
 
@@ -74,7 +77,12 @@ struct weight_entry {
 };
 
 /// Every storage that implements the entity half; the repository tests run over each.
+#if OUTBOX_TEST_WITH_SQLITE
+#define OUTBOX_TEST_ENTITY_STORAGES \
+  outbox::memory_storage, outbox::testing::faulty_storage<outbox::memory_storage>, outbox_test::temp_sqlite_storage
+#else
 #define OUTBOX_TEST_ENTITY_STORAGES outbox::memory_storage, outbox::testing::faulty_storage<outbox::memory_storage>
+#endif
 
 /// An outbox over `Storage` and repositories sharing it.
 template <class Storage>

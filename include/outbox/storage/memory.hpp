@@ -157,21 +157,21 @@ class memory_state {
   [[nodiscard]] event_stats stats(std::optional<std::string_view> user_filter, timestamp now) {
     expire_leases(now);
     event_stats stats;
-    std::optional<timestamp> oldest_pending;
-    std::optional<timestamp> oldest_due;
-    auto earliest = [](std::optional<timestamp>& slot, timestamp t) {
-      if (!slot || t < *slot) slot = t;
+    std::optional<std::uint64_t> oldest_pending;  // lowest seq, over the users asked for
+    std::optional<std::uint64_t> oldest_due;
+    auto lowest = [](std::optional<std::uint64_t>& slot, std::uint64_t seq) {
+      if (!slot || seq < *slot) slot = seq;
     };
     for (auto& [name, user] : users_) {
       if (user_filter && name != *user_filter) continue;
       for (std::size_t s = 0; s < status_count; ++s) stats.counts[s] += user.by_status[s].size();
       const auto& pending = user.by_status[index(status::pending)];
-      if (!pending.empty()) earliest(oldest_pending, events_.at(*pending.begin()).created_at);
+      if (!pending.empty()) lowest(oldest_pending, *pending.begin());
       promote_due(user, now);
-      if (!user.ready_by_seq.empty()) earliest(oldest_due, events_.at(*user.ready_by_seq.begin()).created_at);
+      if (!user.ready_by_seq.empty()) lowest(oldest_due, *user.ready_by_seq.begin());
     }
-    if (oldest_pending) stats.oldest_pending_age = now - *oldest_pending;
-    if (oldest_due) stats.oldest_due_age = now - *oldest_due;
+    if (oldest_pending) stats.oldest_pending_age = now - events_.at(*oldest_pending).created_at;
+    if (oldest_due) stats.oldest_due_age = now - events_.at(*oldest_due).created_at;
     return stats;
   }
 

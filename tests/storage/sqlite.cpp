@@ -1,0 +1,258 @@
+// outbox::sqlite_storage: the conformance suite, plus what a file on disk adds: reopening,
+// schema versions, corrupt files, adopted connections, group commit, locks.
+#include <outbox/storage/sqlite.hpp>
+#include <outbox/testing/storage_conformance.hpp>
+
+#include <fstream>
+#include <thread>
+
+#include "support/fixture.hpp"
+#include "support/temp_sqlite.hpp"
+
+using namespace outbox_test;
+using outbox::errc;
+using outbox::status;
+
+namespace {
+struct sqlite_storage_factory {
+  using storage_type = temp_sqlite_storage;
+  temp_sqlite_storage make() { return temp_sqlite_storage(); }
+};
+
+/// Runs SQL on a raw connection of the test's own.
+void raw_exec(const std::filesystem::path& file, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+  char* message = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
+  INFO((message ? message : ""));
+  sqlite3_free(message);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+}  // namespace
+
+OUTBOX_STORAGE_CONFORMANCE_TESTS(sqlite_storage_factory)
+
+TEST_CASE("the claim is served by indexes in claim order: no sort, no scan", "[storage][sqlite]") {
+  temp_sqlite_storage s;
+  const auto plan = s.explain_claim();
+  REQUIRE(plan.size() >= 4);
+  for (const auto& step : plan) {
+    INFO(step);
+    CHECK(step.find("TEMP B-TREE") == std::string::npos);
+    CHECK(step.rfind("SEARCH", 0) == 0);
+  }
+}
+
+TEST_CASE("events, leases and retries survive closing and reopening the file", "[storage][sqlite]") {
+  const auto file = temp_path("outbox-reopen.db");
+  temp_file_owner cleanup(file);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> batch = {f.make("alice", "a"), f.make("alice", "b"), f.make("alice", "c")};
+  batch[0].payload = std::string("\0\x01binary", 8);
+  std::vector<outbox::event> claimed;
+  {
+    outbox::sqlite_storage s(file.string());
+    REQUIRE(s.append(std::span<outbox::event>(batch)).has_value());
+    REQUIRE(s.claim(f.claim_at("alice", f.t0, 2, std::chrono::seconds(60)), claimed).value() == 2);
+    std::vector<outbox::outcome> failed = {outbox::testing::storage_fixture::fail(claimed[1], f.t0, f.t0 + std::chrono::seconds(30))};
+    REQUIRE(s.record(std::span<outbox::outcome>(failed)).value() == 1);
+  }  // the process "dies" with "a" in flight
+  outbox::sqlite_storage s(file.string());
+  const auto a = s.find(batch[0].id).value().value();
+  CHECK(a.payload == batch[0].payload);
+  CHECK(a.status == status::processing);
+  CHECK(a.lease == claimed[0].lease);
+  std::vector<outbox::event> again;
+  CHECK(s.claim(f.claim_at("alice", f.t0 + std::chrono::seconds(10)), again).value() == 1);  // "c" only
+  CHECK(again[0].id == batch[2].id);
+  again.clear();
+  CHECK(s.claim(f.claim_at("alice", f.t0 + std::chrono::seconds(61)), again).value() == 2);  // lease ran out; retry due
+  CHECK(again[0].attempts == 2);
+  // The dead claimer's late answer is refused after the restart too.
+  std::vector<outbox::outcome> late = {outbox::testing::storage_fixture::complete(claimed[0], f.t0)};
+  CHECK(s.record(std::span<outbox::outcome>(late)).value() == 0);
+}
+
+TEST_CASE("a database from a newer version is refused and left unchanged", "[storage][sqlite][schema]") {
+  const auto file = temp_path("outbox-newer.db");
+  temp_file_owner cleanup(file);
+  { outbox::sqlite_storage s(file.string()); }
+  raw_exec(file, "UPDATE outbox_meta SET value = '99' WHERE key = 'schema_version'; PRAGMA user_version = 99;");
+  auto opened = outbox::sqlite_storage::open(file.string());
+  REQUIRE_FALSE(opened.has_value());
+  CHECK(opened.error() == errc::schema_too_new);
+  CHECK_THAT(opened.error().message, Catch::Contains("99"));
+  CHECK_THAT(opened.error().message, Catch::Contains("left unchanged"));
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT value FROM outbox_meta WHERE key = 'schema_version'", -1, &stmt, nullptr) ==
+          SQLITE_OK);
+  REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+  CHECK(std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0))) == "99");
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  CHECK_THROWS_AS(outbox::sqlite_storage(file.string()), outbox::exception);
+}
+
+TEST_CASE("a file that is not a database is a typed error", "[storage][sqlite][schema]") {
+  const auto file = temp_path("outbox-garbage.db");
+  temp_file_owner cleanup(file);
+  {
+    std::ofstream out(file, std::ios::binary);
+    for (int i = 0; i < 4096; ++i) out.put(static_cast<char>(i * 7 + 3));
+  }
+  auto opened = outbox::sqlite_storage::open(file.string());
+  REQUIRE_FALSE(opened.has_value());
+  CHECK(opened.error() == errc::corrupt_data);
+  CHECK_THAT(opened.error().what(), Catch::Contains(file.string()));
+}
+
+TEST_CASE("an adopted connection: the app's row and the outbox event commit or roll back together",
+          "[storage][sqlite][adopt]") {
+  const auto file = temp_path("outbox-adopt.db");
+  temp_file_owner cleanup(file);
+  sqlite3* app = nullptr;
+  REQUIRE(sqlite3_open(file.c_str(), &app) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(app, "CREATE TABLE notes(id INTEGER PRIMARY KEY, text TEXT)", nullptr, nullptr, nullptr) ==
+          SQLITE_OK);
+  {
+    auto s = outbox::sqlite_storage::adopt(app).value();
+    outbox::testing::storage_fixture f;
+    auto count = [&](const char* sql) {
+      sqlite3_stmt* stmt = nullptr;
+      REQUIRE(sqlite3_prepare_v2(app, sql, -1, &stmt, nullptr) == SQLITE_OK);
+      REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+      const int n = sqlite3_column_int(stmt, 0);
+      sqlite3_finalize(stmt);
+      return n;
+    };
+
+    SECTION("through the storage's transaction guard") {
+      std::vector<outbox::event> rolled = {f.make("alice", "note-1")};
+      {
+        auto tx = s.transaction();
+        REQUIRE(sqlite3_exec(app, "INSERT INTO notes(text) VALUES('draft')", nullptr, nullptr, nullptr) == SQLITE_OK);
+        REQUIRE(s.append(std::span<outbox::event>(rolled)).has_value());
+      }  // no commit: rolls back
+      CHECK(count("SELECT count(*) FROM notes") == 0);
+      CHECK_FALSE(s.find(rolled[0].id).value().has_value());
+
+      std::vector<outbox::event> kept = {f.make("alice", "note-2")};
+      {
+        auto tx = s.transaction();
+        REQUIRE(sqlite3_exec(app, "INSERT INTO notes(text) VALUES('final')", nullptr, nullptr, nullptr) == SQLITE_OK);
+        REQUIRE(s.append(std::span<outbox::event>(kept)).has_value());
+        REQUIRE(tx.commit().has_value());
+      }
+      CHECK(count("SELECT count(*) FROM notes") == 1);
+      CHECK(s.find(kept[0].id).value().has_value());
+    }
+
+    SECTION("inside the application's own BEGIN ... ROLLBACK") {
+      std::vector<outbox::event> rolled = {f.make("alice", "note-3")};
+      REQUIRE(sqlite3_exec(app, "BEGIN; INSERT INTO notes(text) VALUES('x');", nullptr, nullptr, nullptr) == SQLITE_OK);
+      REQUIRE(s.append(std::span<outbox::event>(rolled)).has_value());
+      REQUIRE(sqlite3_exec(app, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+      CHECK(count("SELECT count(*) FROM notes") == 0);
+      CHECK(count("SELECT count(*) FROM outbox_events") == 0);
+    }
+  }
+  CHECK(sqlite3_close(app) == SQLITE_OK);  // the storage finalised its statements on the app's connection
+}
+
+TEST_CASE("another thread's writes wait for an open transaction instead of joining it", "[storage][sqlite][adopt]") {
+  temp_sqlite_storage s;
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> inside = {f.make("alice", "in")};
+  std::vector<outbox::event> outside = {f.make("alice", "out")};
+  std::atomic<bool> appended{false};
+  std::thread other;
+  {
+    auto tx = s.transaction();
+    REQUIRE(s.append(std::span<outbox::event>(inside)).has_value());
+    other = std::thread([&] {
+      (void)s.append(std::span<outbox::event>(outside));
+      appended = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // bounded wait: shows it did not finish
+    CHECK_FALSE(appended);
+  }  // rolled back
+  other.join();
+  CHECK_FALSE(s.find(inside[0].id).value().has_value());
+  CHECK(s.find(outside[0].id).value().has_value());  // its own transaction, unaffected by the rollback
+}
+
+TEST_CASE("concurrent writers share transactions and each is durable when it returns", "[storage][sqlite][group_commit]") {
+  outbox::sqlite_options durable;  // synchronous = full: group commit matters when syncs cost
+  temp_sqlite_storage s(temp_path("outbox-group.db"), durable);
+  constexpr int threads = 8;
+  constexpr int per_thread = 100;
+  std::vector<std::vector<outbox::event>> made(threads);
+  {
+    outbox::testing::storage_fixture f;
+    for (int t = 0; t < threads; ++t)
+      for (int i = 0; i < per_thread; ++i) made[t].push_back(f.make("alice", "k" + std::to_string(t)));
+  }
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < threads; ++t) {
+    writers.emplace_back([&, t] {
+      for (auto& e : made[t]) failures += !s.append(std::span<outbox::event>(&e, 1)).has_value();
+    });
+  }
+  for (auto& w : writers) w.join();
+  REQUIRE(failures == 0);
+  const auto stats = s.commit_stats();
+  CHECK(stats.writes >= threads * per_thread);
+  CHECK(stats.commits < stats.writes);  // some callers shared a commit
+  outbox::sqlite_storage reopened(s.file().string());
+  CHECK(reopened.stats(std::nullopt, outbox::timestamp()).value().count(status::pending) == threads * per_thread);
+}
+
+TEST_CASE("a locked database is a busy error that loses nothing", "[storage][sqlite]") {
+  outbox::sqlite_options impatient = temp_sqlite_storage::fast();
+  impatient.busy_timeout = std::chrono::milliseconds(50);
+  temp_sqlite_storage s(temp_path("outbox-busy.db"), impatient);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> first = {f.make("alice", "a")};
+  REQUIRE(s.append(std::span<outbox::event>(first)).has_value());
+
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open(s.file().c_str(), &other) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  std::vector<outbox::event> second = {f.make("alice", "b")};
+  auto refused = s.append(std::span<outbox::event>(second));
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error() == errc::busy);
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+
+  CHECK(s.find(first[0].id).value().has_value());
+  CHECK_FALSE(s.find(second[0].id).value().has_value());
+  REQUIRE(s.append(std::span<outbox::event>(second)).has_value());
+}
+
+TEST_CASE("an outbox on SQLite delivers with the runner and many producers", "[storage][sqlite][outbox]") {
+  outbox::options options;
+  options.batch_size = 50;
+  basic_fixture<temp_sqlite_storage> f(options);
+  f.box.set_user("alice");
+  f.box.start();
+  std::vector<std::thread> producers;
+  std::atomic<int> refused{0};
+  for (int p = 0; p < 4; ++p) {
+    producers.emplace_back([&, p] {
+      for (int i = 0; i < 500; ++i)
+        refused += !f.box.enqueue({.type = "t", .entity_id = "p" + std::to_string(p) + "-" + std::to_string(i % 7),
+                                   .payload = std::to_string(i)}).has_value();
+    });
+  }
+  for (auto& t : producers) t.join();
+  REQUIRE(refused == 0);
+  REQUIRE(eventually([&] { return f.box.stats().value().count(status::completed) == 2000; }, std::chrono::seconds(60)));
+  f.box.stop();
+  CHECK(f.backend.duplicates() == 0);
+}
