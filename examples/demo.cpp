@@ -1,14 +1,19 @@
 // The main demo: a health-tracking app simulated over several days. Users take turns on one
 // device (only the logged-in user's data syncs), saving hourly steps, heart-rate samples and a
-// daily weight, while the backend misbehaves: random 503s, offline windows, a few permanent
-// rejections. Time is simulated (a manual clock), so days pass in about a second.
+// daily weight through repositories into an embedded SQLite database, while the backend
+// misbehaves: random 503s, offline windows, a few permanent rejections. Time is simulated (a
+// manual clock), so days pass in seconds; every write is really committed and synced.
 //
-// It ends with an audit: every saved event must be delivered or dead with a reason; it exits
-// non-zero otherwise.
+// It ends with an audit: every saved event must be delivered or dead with a reason, and every
+// entity synced or carrying the reason it is not; it exits non-zero otherwise.
 //
 //   outbox_demo [--users N] [--days N] [--failure-rate X] [--offline-rate X] [--reject-rate X]
-//               [--seed N] [--quiet]
+//               [--seed N] [--db PATH] [--quiet]
 #include <outbox/outbox.hpp>
+#include <outbox/storage/sqlite.hpp>
+
+#include <cstdio>
+#include <filesystem>
 
 #include <algorithm>
 #include <chrono>
@@ -32,12 +37,48 @@ struct config {
   double offline_rate = 0.02;   // chance per minute that the network drops for a while
   double reject_rate = 0.002;   // permanent 422s
   std::uint64_t seed = 7;
+  std::string db;  // empty: a fresh file in the temp directory, removed at the end
   bool quiet = false;
+};
+
+// The app's entities: plain structs; the repository reads id, user_id, collection, the
+// serialiser and the natural key from their members.
+struct hourly_steps {
+  static constexpr std::string_view collection = "steps";
+  std::string id, user_id, hour;  // hour: "d0h13"
+  int steps = 0;
+  [[nodiscard]] std::string natural_key() const { return hour; }
+  [[nodiscard]] std::string to_payload() const {
+    return R"({"user":")" + user_id + R"(","hour":")" + hour + R"(","steps":)" + std::to_string(steps) + "}";
+  }
+  static hourly_steps from_payload(std::string_view) { return {}; }  // the demo never reads back
+};
+
+struct heart_rate {
+  static constexpr std::string_view collection = "heart_rate";
+  std::string id, user_id, minute;
+  int bpm = 0;
+  [[nodiscard]] std::string natural_key() const { return minute; }
+  [[nodiscard]] std::string to_payload() const {
+    return R"({"user":")" + user_id + R"(","minute":")" + minute + R"(","bpm":)" + std::to_string(bpm) + "}";
+  }
+  static heart_rate from_payload(std::string_view) { return {}; }
+};
+
+struct weight {
+  static constexpr std::string_view collection = "weight";
+  std::string id, user_id, day;
+  double kg = 0;
+  [[nodiscard]] std::string natural_key() const { return day; }
+  [[nodiscard]] std::string to_payload() const {
+    return R"({"user":")" + user_id + R"(","day":")" + day + R"(","kg":)" + std::to_string(kg) + "}";
+  }
+  static weight from_payload(std::string_view) { return {}; }
 };
 
 [[noreturn]] void usage(int code) {
   std::cout << "usage: outbox_demo [--users N] [--days N] [--failure-rate X] [--offline-rate X]\n"
-               "                   [--reject-rate X] [--seed N] [--quiet]\n";
+               "                   [--reject-rate X] [--seed N] [--db PATH] [--quiet]\n";
   std::exit(code);
 }
 
@@ -56,6 +97,7 @@ config parse(int argc, char** argv) {
       else if (arg == "--offline-rate") c.offline_rate = std::stod(next());
       else if (arg == "--reject-rate") c.reject_rate = std::stod(next());
       else if (arg == "--seed") c.seed = std::stoull(next());
+      else if (arg == "--db") c.db = next();
       else if (arg == "--quiet") c.quiet = true;
       else if (arg == "--help" || arg == "-h") usage(0);
       else usage(2);
@@ -78,6 +120,10 @@ double chance(const outbox::event& e, std::uint64_t seed) {
   return static_cast<double>(z >> 11) / 9007199254740992.0;
 }
 
+template <class Entity>
+using template_repository =
+    outbox::Repository<Entity, outbox::sqlite_storage, outbox::coalesce_unsent, outbox::manual_clock>;
+
 double percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -85,10 +131,7 @@ double percentile(std::vector<double> values, double p) {
   return values[index];
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const config cfg = parse(argc, argv);
+int simulate(const config& cfg, const std::string& path) {
   const auto real_start = std::chrono::steady_clock::now();
 
   outbox::manual_clock clock;
@@ -100,10 +143,19 @@ int main(int argc, char** argv) {
     return std::nullopt;  // delivered
   });
 
+  auto storage = outbox::sqlite_storage::open(path);
+  if (!storage) {
+    std::cerr << "cannot open " << path << ": " << storage.error().what() << '\n';
+    return 2;
+  }
+
   outbox::options options;  // the reference design: batches of 10, polling every 30 s
-  outbox::Outbox<outbox::memory_storage, outbox::mock_transport, outbox::manual_clock> box(
-      outbox::memory_storage(), backend, clock,
-      outbox::exponential_backoff({.jitter = outbox::jitter::equal, .seed = cfg.seed}), options);
+  using demo_outbox = outbox::Outbox<outbox::sqlite_storage, outbox::mock_transport, outbox::manual_clock>;
+  demo_outbox box(std::move(*storage), backend, clock,
+                  outbox::exponential_backoff({.jitter = outbox::jitter::equal, .seed = cfg.seed}), options);
+  template_repository<hourly_steps> steps(box);
+  template_repository<heart_rate> heart(box);
+  template_repository<weight> weights(box);
 
   std::size_t retried = 0;
   std::map<std::string, std::size_t> dead_reasons;
@@ -117,8 +169,11 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(cfg.seed);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::vector<outbox::event_id> saved;
-  auto save = [&](const std::string& type, const std::string& entity, const std::string& payload) {
-    saved.push_back(box.enqueue({.type = type, .entity_id = entity, .payload = payload}).value());
+  std::size_t save_calls = 0;
+  auto remember = [&](auto result) {
+    ++save_calls;
+    const outbox::event_id id = result.value().event;  // a failed save would throw: the demo wants to know
+    if (saved.empty() || saved.back() != id) saved.push_back(id);  // a coalesced save keeps its event
   };
 
   // One poll interval of the device's life: maybe drop the network, then sync what is due.
@@ -139,14 +194,23 @@ int main(int argc, char** argv) {
         const std::string user = "user-" + std::to_string(u + 1);
         box.set_user(user);  // this user's turn on the device: only their events sync
         const std::string when = "d" + std::to_string(day) + "h" + std::to_string(hour);
-        save("steps.hourly", user + "-steps-" + when,
-             R"({"steps":)" + std::to_string(static_cast<int>(unit(rng) * 2000)) + "}");
+        // The step counter reports the hour twice: the second save updates the same entity.
+        int count = static_cast<int>(unit(rng) * 2000);
+        remember(steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
         for (int sample = 0; sample < 6; ++sample) {
-          save("heart_rate.sample", user + "-hr-" + when + "m" + std::to_string(sample * 10),
-               R"({"bpm":)" + std::to_string(55 + static_cast<int>(unit(rng) * 40)) + "}");
+          const int bpm = 55 + static_cast<int>(unit(rng) * 40);
+          remember(heart.save({.id = "", .user_id = user, .minute = when + "m" + std::to_string(sample * 10), .bpm = bpm}));
         }
-        if (hour == 7) save("weight.daily", user + "-weight-d" + std::to_string(day), R"({"kg":71.4})");
-        for (int t = 0; t < 2 * minutes_per_user; ++t) tick();
+        if (hour == 7) {
+          remember(weights.save({.id = "", .user_id = user, .day = "d" + std::to_string(day), .kg = 71.4}));
+        }
+        for (int t = 0; t < 2 * minutes_per_user; ++t) {
+          if (t == minutes_per_user) {
+            count += static_cast<int>(unit(rng) * 300);
+            remember(steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
+          }
+          tick();
+        }
       }
     }
     if (!cfg.quiet) {
@@ -182,11 +246,25 @@ int main(int argc, char** argv) {
     else if (found->status == outbox::status::dead) ++dead;
     else ++missing;
   }
+  // And every entity is synced, or says why not.
+  std::size_t entities = 0, unexplained = 0;
+  auto audit = [&](auto& repository) {
+    for (const auto& row : repository.query({.user_id = std::nullopt, .sync = std::nullopt, .from = std::nullopt,
+                                             .until = std::nullopt, .limit = 1'000'000}).value()) {
+      ++entities;
+      if (row.sync != outbox::sync_status::synced && row.sync_error.empty()) ++unexplained;
+    }
+  };
+  audit(steps);
+  audit(heart);
+  audit(weights);
   const double real_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - real_start).count();
 
   std::cout << std::fixed << std::setprecision(1);
-  std::cout << "\n== outbox demo: " << cfg.users << " users, " << cfg.days << " simulated days ==\n"
-            << "saved            " << saved.size() << " events\n"
+  std::cout << "\n== outbox demo: " << cfg.users << " users, " << cfg.days << " simulated days, SQLite at " << path
+            << " ==\n"
+            << "saved            " << save_calls << " saves of " << entities << " entities (natural keys merge repeats)\n"
+            << "events           " << saved.size() << " (unsent changes coalesce into one event)\n"
             << "delivered        " << delivered << '\n'
             << "retries          " << retried << " (503s and offline windows; offline uses no attempt)\n"
             << "dead             " << dead << '\n';
@@ -196,6 +274,26 @@ int main(int argc, char** argv) {
             << " s, p99 " << percentile(latency_s, 0.99) << " s (simulated time, save to delivery)\n"
             << "throughput       " << static_cast<double>(saved.size()) / real_s << " events/s (" << real_s
             << " s real)\n"
-            << "missing          " << missing << (missing == 0 ? " - nothing lost\n" : " - EVENTS LOST\n");
-  return missing == 0 ? 0 : 1;
+            << "missing          " << missing << (missing == 0 ? " - nothing lost\n" : " - EVENTS LOST\n")
+            << "entities         " << entities - unexplained << " of " << entities
+            << " synced or rejected with a reason\n";
+  return missing == 0 && unexplained == 0 ? 0 : 1;
+}
+
+void remove_database(const std::string& path) {
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const config cfg = parse(argc, argv);
+  const bool temporary = cfg.db.empty();
+  const std::string path =
+      temporary ? (std::filesystem::temp_directory_path() / ("outbox-demo-" + std::to_string(cfg.seed) + ".db")).string()
+                : cfg.db;
+  if (temporary) remove_database(path);
+  const int code = simulate(cfg, path);  // the database is closed when it returns
+  if (temporary) remove_database(path);
+  return code;
 }
