@@ -12,6 +12,7 @@
 
 #include "support/fixture.hpp"
 #if OUTBOX_TEST_WITH_SQLITE
+#include "support/temp_file_storage.hpp"
 #include "support/temp_sqlite.hpp"
 #endif
 
@@ -79,7 +80,8 @@ struct weight_entry {
 /// Every storage that implements the entity half; the repository tests run over each.
 #if OUTBOX_TEST_WITH_SQLITE
 #define OUTBOX_TEST_ENTITY_STORAGES \
-  outbox::memory_storage, outbox::testing::faulty_storage<outbox::memory_storage>, outbox_test::temp_sqlite_storage
+  outbox::memory_storage, outbox::testing::faulty_storage<outbox::memory_storage>, outbox_test::temp_sqlite_storage, \
+      outbox_test::temp_file_storage
 #else
 #define OUTBOX_TEST_ENTITY_STORAGES outbox::memory_storage, outbox::testing::faulty_storage<outbox::memory_storage>
 #endif

@@ -42,9 +42,70 @@ struct transparent_string_hash {
   std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
 };
 
+/// What one operation changed, for storages that persist the memory state (the file storage
+/// logs exactly these). Entries may repeat; the last state in memory is what counts.
+struct change_journal {
+  std::vector<std::uint64_t> events;           ///< seqs written or rewritten
+  std::vector<std::uint64_t> removed_events;   ///< seqs deleted
+  std::vector<std::pair<std::string, std::string>> entities;          ///< (collection, id) written
+  std::vector<std::pair<std::string, std::string>> removed_entities;  ///< (collection, id) deleted
+  [[nodiscard]] bool empty() const noexcept {
+    return events.empty() && removed_events.empty() && entities.empty() && removed_entities.empty();
+  }
+  void clear() noexcept {
+    events.clear();
+    removed_events.clear();
+    entities.clear();
+    removed_entities.clear();
+  }
+};
+
 /// The whole state of a memory storage; not synchronised (memory_storage locks around it).
 class memory_state {
  public:
+  /// Every later change is noted in `journal` until it is set back to nullptr.
+  void set_journal(change_journal* journal) noexcept { journal_ = journal; }
+
+  /// Lease tokens continue from here (a persistent storage starts each run somewhere new).
+  void set_next_lease(std::uint64_t next) noexcept { next_lease_ = next; }
+  [[nodiscard]] std::uint64_t next_seq() const noexcept { return next_seq_; }
+  void set_next_seq(std::uint64_t next) noexcept { next_seq_ = std::max(next_seq_, next); }
+
+  [[nodiscard]] const std::map<std::uint64_t, event>& events() const noexcept { return events_; }
+  [[nodiscard]] const auto& entities() const noexcept { return entities_; }
+  [[nodiscard]] const event* event_at(std::uint64_t seq) const {
+    auto found = events_.find(seq);
+    return found == events_.end() ? nullptr : &found->second;
+  }
+  [[nodiscard]] const entity_record* entity_at(const std::pair<std::string, std::string>& key) const {
+    auto found = entities_.find(key);
+    return found == entities_.end() ? nullptr : &found->second;
+  }
+
+  /// Puts an event in exactly the given state (any status), replacing the one with its seq.
+  /// For replaying a log; the caller has validated the event.
+  void restore_event(const event& e) {
+    if (events_.contains(e.seq)) unlink(e.seq);
+    link(e);
+    next_seq_ = std::max(next_seq_, e.seq + 1);
+  }
+  void restore_removed_event(std::uint64_t seq) {
+    if (events_.contains(seq)) unlink(seq);
+  }
+  void restore_entity(const entity_record& row) {
+    const entity_key key{row.collection, row.id};
+    auto found = entities_.find(key);
+    if (found != entities_.end()) unindex_entity(found->second);
+    auto& stored = entities_.insert_or_assign(key, row).first->second;
+    index_entity(stored);
+  }
+  void restore_removed_entity(const std::pair<std::string, std::string>& key) {
+    auto found = entities_.find(key);
+    if (found == entities_.end()) return;
+    unindex_entity(found->second);
+    entities_.erase(found);
+  }
+
   result<void> append(std::span<event> events) {
     std::unordered_set<event_id> fresh;
     for (const event& e : events) {
@@ -76,6 +137,7 @@ class memory_state {
       ++l.in_flight;
       leases_.emplace(e.lease_until, seq);
       out.push_back(e);
+      note(seq);
       ++claimed;
     }
     return claimed;
@@ -117,6 +179,7 @@ class memory_state {
       if (is_terminal(o.to)) l.members.erase(e.seq);
       refresh(user, e.ordering_key, l);
       write_back(e);
+      note(e.seq);
       o.applied = true;
       ++applied;
     }
@@ -154,8 +217,8 @@ class memory_state {
     return page;
   }
 
+  /// Changes nothing stored: an expired lease is counted as processing until the next claim.
   [[nodiscard]] event_stats stats(std::optional<std::string_view> user_filter, timestamp now) {
-    expire_leases(now);
     event_stats stats;
     std::optional<std::uint64_t> oldest_pending;  // lowest seq, over the users asked for
     std::optional<std::uint64_t> oldest_due;
@@ -215,6 +278,7 @@ class memory_state {
       user_of(found->second).by_status[index(status::completed)].erase(seq);
       by_id_.erase(found->second.id);
       events_.erase(found);
+      if (journal_) journal_->removed_events.push_back(seq);
       ++count;
     }
     return count;
@@ -231,6 +295,7 @@ class memory_state {
         e.retry_after = retry_limit;
         line& l = user.lines.at(e.ordering_key);
         refresh(user, e.ordering_key, l);
+        note(seq);
         ++count;
       }
     }
@@ -243,6 +308,7 @@ class memory_state {
       leases_.erase({e.lease_until, seq});
       e.lease_until = lease_limit;
       leases_.emplace(lease_limit, seq);
+      note(seq);
       ++count;
     }
     return count;
@@ -278,12 +344,14 @@ class memory_state {
     if (found != entities_.end()) unindex_entity(found->second);
     if (c.erase) {
       if (found != entities_.end()) entities_.erase(found);
+      if (journal_) journal_->removed_entities.push_back(key);
     } else {
       entity_record row = c.entity;
       row.version = current + 1;
       if (found != entities_.end()) row.created_at = found->second.created_at;
       auto& stored = entities_.insert_or_assign(key, std::move(row)).first->second;
       index_entity(stored);
+      if (journal_) journal_->entities.push_back(key);
     }
     switch (c.op) {
       case entity_change::event_op::append: {
@@ -295,6 +363,7 @@ class memory_state {
         target->type = c.event.type;
         target->payload = c.event.payload;
         target->updated_at = c.event.updated_at;
+        note(target->seq);
         break;
       case entity_change::event_op::drop: remove_event(target->seq); break;
     }
@@ -383,6 +452,7 @@ class memory_state {
     l.members.insert(l.members.end(), e.seq);
     // Behind an existing head the new event changes nothing about where the line is queued.
     if (new_head) refresh(user, it->second.ordering_key, l);
+    note(e.seq);
   }
 
   /// Deletes a pending event that no transport has seen.
@@ -396,6 +466,7 @@ class memory_state {
     line& l = user.lines.at(key);
     l.members.erase(seq);
     refresh(user, key, l);
+    if (journal_) journal_->removed_events.push_back(seq);
   }
 
   /// Delivery outcomes written onto the entity, in the transaction that records them: the
@@ -415,6 +486,7 @@ class memory_state {
       row.sync_error = e.last_error;
     }
     ++row.version;
+    if (journal_) journal_->entities.push_back(found->first);
   }
 
   void index_entity(const entity_record& row) {
@@ -424,6 +496,47 @@ class memory_state {
   void unindex_entity(const entity_record& row) {
     by_time_.erase({row.collection, row.user_id, row.occurred_at, row.id});
     if (!row.natural_key.empty()) natural_keys_.erase({row.collection, row.user_id, row.natural_key});
+  }
+
+  void note(std::uint64_t seq) {
+    if (journal_) journal_->events.push_back(seq);
+  }
+
+  /// Adds an event in any status to every index it belongs in.
+  void link(const event& stored) {
+    auto it = events_.insert_or_assign(stored.seq, stored).first;
+    const event& e = it->second;
+    by_id_[e.id] = e.seq;
+    user_state& user = user_of(e);
+    user.by_status[index(e.status)].insert(e.seq);
+    if (e.status == status::completed) completed_.emplace(e.completed_at, e.seq);
+    if (is_terminal(e.status)) return;
+    line& l = user.lines[e.ordering_key];
+    l.members.insert(e.seq);
+    if (e.status == status::processing) {
+      ++l.in_flight;
+      leases_.emplace(e.lease_until, e.seq);
+    }
+    refresh(user, e.ordering_key, l);
+  }
+
+  /// Removes an event from every index and from the store.
+  void unlink(std::uint64_t seq) {
+    auto it = events_.find(seq);
+    const event e = it->second;  // a copy: the map entry goes below
+    user_state& user = user_of(e);
+    user.by_status[index(e.status)].erase(seq);
+    if (e.status == status::completed) completed_.erase({e.completed_at, seq});
+    by_id_.erase(e.id);
+    events_.erase(it);
+    if (is_terminal(e.status)) return;
+    line& l = user.lines.at(e.ordering_key);
+    if (e.status == status::processing) {
+      --l.in_flight;
+      leases_.erase({e.lease_until, seq});
+    }
+    l.members.erase(seq);
+    refresh(user, e.ordering_key, l);
   }
 
   static constexpr std::size_t index(status s) noexcept { return static_cast<std::size_t>(s); }
@@ -506,6 +619,7 @@ class memory_state {
       if (last) l.members.erase(seq);
       refresh(user, e.ordering_key, l);
       write_back(e);
+      note(seq);
     }
   }
 
@@ -520,6 +634,7 @@ class memory_state {
     line& l = user.lines[e.ordering_key];
     if (was_dead) l.members.insert(e.seq);
     refresh(user, e.ordering_key, l);
+    note(e.seq);
     return true;
   }
 
@@ -535,6 +650,7 @@ class memory_state {
   std::map<entity_key, entity_record> entities_;
   std::map<std::tuple<std::string, std::string, std::string>, std::string> natural_keys_;  // (collection, user, key) -> id
   std::set<std::tuple<std::string, std::string, timestamp, std::string>> by_time_;  // (collection, user, occurred_at, id)
+  change_journal* journal_ = nullptr;
 };
 
 }  // namespace detail

@@ -1,0 +1,378 @@
+#pragma once
+/// \file
+/// The file storage's on-disk format, and its reader, which must accept any bytes without
+/// undefined behaviour (a libFuzzer target drives it).
+///
+/// A segment file: a 16-byte header ("OUTBOXLG", u32 format version, u32 zero), then records.
+/// A record: u32 length of the body, u32 CRC-32C of the body, the body (one type byte, then its
+/// fields). All integers little-endian; strings as u32 length + bytes. Records belong to a
+/// group that ends with a `commit` record; a group is applied whole or not at all.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "outbox/detail/crc32c.hpp"
+#include "outbox/entity.hpp"
+#include "outbox/event.hpp"
+
+namespace outbox::detail::log {
+
+inline constexpr std::string_view magic = "OUTBOXLG";
+inline constexpr std::uint32_t format_version = 1;
+inline constexpr std::size_t header_size = 16;
+inline constexpr std::size_t frame_overhead = 8;            // length + crc
+inline constexpr std::uint32_t max_body = 256U << 20;        // a larger length is corruption
+
+enum class record_type : std::uint8_t {
+  event = 1,           ///< an event's whole state
+  event_removed = 2,   ///< seq
+  entity = 3,          ///< an entity row's whole state
+  entity_removed = 4,  ///< collection, id
+  commit = 5,          ///< ends a group; carries the next seq
+  snapshot = 6,        ///< starts a compacted segment: forget everything before it
+};
+
+// ---- writing ---------------------------------------------------------------------------------
+
+class writer {
+ public:
+  explicit writer(std::string& out) : out_(out) {}
+
+  void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void u32(std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
+  }
+  void u64(std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
+  }
+  void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
+  void str(std::string_view s) {
+    u32(static_cast<std::uint32_t>(s.size()));
+    out_.append(s);
+  }
+  void time(timestamp t) { i64(to_micros(t)); }
+  void id(const event_id& id) {
+    u64(id.high);
+    u64(id.low);
+  }
+
+ private:
+  std::string& out_;
+};
+
+/// Appends one framed record whose body `fill` writes after the type byte.
+template <class Fill>
+void append_record(std::string& out, record_type type, Fill&& fill) {
+  const std::size_t start = out.size();
+  out.append(frame_overhead, '\0');
+  writer w(out);
+  w.u8(static_cast<std::uint8_t>(type));
+  fill(w);
+  const std::string_view body(out.data() + start + frame_overhead, out.size() - start - frame_overhead);
+  const auto length = static_cast<std::uint32_t>(body.size());
+  const std::uint32_t crc = crc32c(body);
+  for (int i = 0; i < 4; ++i) {
+    out[start + static_cast<std::size_t>(i)] = static_cast<char>(length >> (8 * i));
+    out[start + 4 + static_cast<std::size_t>(i)] = static_cast<char>(crc >> (8 * i));
+  }
+}
+
+inline void put_event(std::string& out, const event& e) {
+  append_record(out, record_type::event, [&](writer& w) {
+    w.u64(e.seq);
+    w.id(e.id);
+    w.str(e.type);
+    w.str(e.entity_id);
+    w.str(e.entity_type);
+    w.str(e.ordering_key);
+    w.str(e.user_id);
+    w.str(e.payload);
+    w.i64(e.priority);
+    w.u8(static_cast<std::uint8_t>(e.status));
+    w.i64(e.attempts);
+    w.i64(e.max_attempts);
+    w.time(e.created_at);
+    w.time(e.updated_at);
+    w.time(e.retry_after);
+    w.time(e.completed_at);
+    w.str(e.last_error);
+    w.str(e.remote_id);
+    w.u64(e.lease);
+    w.time(e.lease_until);
+  });
+}
+
+inline void put_event_removed(std::string& out, std::uint64_t seq) {
+  append_record(out, record_type::event_removed, [&](writer& w) { w.u64(seq); });
+}
+
+inline void put_entity(std::string& out, const entity_record& r) {
+  append_record(out, record_type::entity, [&](writer& w) {
+    w.str(r.collection);
+    w.str(r.id);
+    w.str(r.user_id);
+    w.str(r.natural_key);
+    w.str(r.payload);
+    w.time(r.occurred_at);
+    w.u8(static_cast<std::uint8_t>(r.sync));
+    w.str(r.remote_id);
+    w.str(r.sync_error);
+    w.id(r.last_event);
+    w.u64(r.version);
+    w.time(r.created_at);
+    w.time(r.updated_at);
+  });
+}
+
+inline void put_entity_removed(std::string& out, std::string_view collection, std::string_view id) {
+  append_record(out, record_type::entity_removed, [&](writer& w) {
+    w.str(collection);
+    w.str(id);
+  });
+}
+
+inline void put_marker(std::string& out, record_type type, std::uint64_t next_seq) {
+  append_record(out, type, [&](writer& w) { w.u64(next_seq); });
+}
+
+inline std::string segment_header() {
+  std::string h(magic);
+  writer w(h);
+  w.u32(format_version);
+  w.u32(0);
+  return h;
+}
+
+// ---- reading ---------------------------------------------------------------------------------
+
+/// Bounds-checked field reader; any read past the end makes it fail, and it stays failed.
+class reader {
+ public:
+  explicit reader(std::string_view bytes) : bytes_(bytes) {}
+
+  [[nodiscard]] bool ok() const noexcept { return ok_; }
+  [[nodiscard]] bool at_end() const noexcept { return pos_ == bytes_.size(); }
+
+  std::uint8_t u8() {
+    if (!need(1)) return 0;
+    return static_cast<std::uint8_t>(bytes_[pos_++]);
+  }
+  std::uint32_t u32() {
+    if (!need(4)) return 0;
+    std::uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8 * i);
+    return v;
+  }
+  std::uint64_t u64() {
+    if (!need(8)) return 0;
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8 * i);
+    return v;
+  }
+  std::int64_t i64() { return static_cast<std::int64_t>(u64()); }
+  int small_int() {
+    const std::int64_t v = i64();
+    if (v < INT32_MIN || v > INT32_MAX) ok_ = false;
+    return ok_ ? static_cast<int>(v) : 0;
+  }
+  std::string str() {
+    const std::uint32_t n = u32();
+    if (!need(n)) return {};
+    std::string s(bytes_.substr(pos_, n));
+    pos_ += n;
+    return s;
+  }
+  timestamp time() { return from_micros(i64()); }
+  event_id id() {
+    event_id id;
+    id.high = u64();
+    id.low = u64();
+    return id;
+  }
+
+ private:
+  bool need(std::size_t n) {
+    if (!ok_ || bytes_.size() - pos_ < n) ok_ = false;
+    return ok_;
+  }
+  std::string_view bytes_;
+  std::size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+struct removed_entity {
+  std::string collection;
+  std::string id;
+};
+struct marker {
+  record_type type;
+  std::uint64_t next_seq;
+};
+using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record, removed_entity, marker>;
+
+/// Decodes one record body (type byte included). nullopt: the body is not a valid record.
+[[nodiscard]] inline std::optional<record> decode(std::string_view body) {
+  reader r(body);
+  const auto type = static_cast<record_type>(r.u8());
+  record out;
+  switch (type) {
+    case record_type::event: {
+      event e;
+      e.seq = r.u64();
+      e.id = r.id();
+      e.type = r.str();
+      e.entity_id = r.str();
+      e.entity_type = r.str();
+      e.ordering_key = r.str();
+      e.user_id = r.str();
+      e.payload = r.str();
+      e.priority = r.small_int();
+      const std::uint8_t st = r.u8();
+      e.attempts = r.small_int();
+      e.max_attempts = r.small_int();
+      e.created_at = r.time();
+      e.updated_at = r.time();
+      e.retry_after = r.time();
+      e.completed_at = r.time();
+      e.last_error = r.str();
+      e.remote_id = r.str();
+      e.lease = r.u64();
+      e.lease_until = r.time();
+      // A record that decodes but describes an impossible event is corruption too.
+      if (st >= status_count || e.seq == 0 || e.id.is_nil()) return std::nullopt;
+      e.status = static_cast<status>(st);
+      out = std::move(e);
+      break;
+    }
+    case record_type::event_removed: {
+      const std::uint64_t seq = r.u64();
+      if (seq == 0) return std::nullopt;
+      out = seq;
+      break;
+    }
+    case record_type::entity: {
+      entity_record e;
+      e.collection = r.str();
+      e.id = r.str();
+      e.user_id = r.str();
+      e.natural_key = r.str();
+      e.payload = r.str();
+      e.occurred_at = r.time();
+      const std::uint8_t sync = r.u8();
+      e.remote_id = r.str();
+      e.sync_error = r.str();
+      e.last_event = r.id();
+      e.version = r.u64();
+      e.created_at = r.time();
+      e.updated_at = r.time();
+      if (sync > 1 || e.version == 0) return std::nullopt;
+      e.sync = static_cast<sync_status>(sync);
+      out = std::move(e);
+      break;
+    }
+    case record_type::entity_removed: {
+      removed_entity x;
+      x.collection = r.str();
+      x.id = r.str();
+      out = std::move(x);
+      break;
+    }
+    case record_type::commit:
+    case record_type::snapshot: out = marker{type, r.u64()}; break;
+    default: return std::nullopt;
+  }
+  if (!r.ok() || !r.at_end()) return std::nullopt;
+  return out;
+}
+
+/// Where the next frame starting at `pos` ends, if a whole, checksummed frame is there.
+[[nodiscard]] inline std::optional<std::size_t> frame_end(std::string_view bytes, std::size_t pos,
+                                                          std::string_view* body_out = nullptr) {
+  if (bytes.size() < pos || bytes.size() - pos < frame_overhead) return std::nullopt;
+  reader r(bytes.substr(pos, frame_overhead));
+  const std::uint32_t length = r.u32();
+  const std::uint32_t crc = r.u32();
+  if (length == 0 || length > max_body || bytes.size() - pos - frame_overhead < length) return std::nullopt;
+  const std::string_view body = bytes.substr(pos + frame_overhead, length);
+  if (crc32c(body) != crc) return std::nullopt;
+  if (body_out) *body_out = body;
+  return pos + frame_overhead + length;
+}
+
+/// The outcome of reading one segment.
+struct segment_scan {
+  std::vector<std::vector<record>> groups;  ///< complete groups, in order
+  std::size_t valid_end = header_size;      ///< end of the last complete group
+  std::optional<std::size_t> bad_offset;    ///< where the first unreadable record starts
+  bool valid_after_bad = false;             ///< a readable record exists after the bad one
+  bool bad_header = false;
+  bool snapshot = false;                    ///< the segment starts with a snapshot record
+};
+
+/// Reads a whole segment. With `salvage`, an unreadable stretch is skipped to the next readable
+/// record (the group it interrupted is dropped); without it, reading stops at the first one.
+[[nodiscard]] inline segment_scan scan_segment(std::string_view bytes, bool salvage) {
+  segment_scan scan;
+  if (bytes.size() < header_size || bytes.substr(0, magic.size()) != magic) {
+    scan.bad_header = !bytes.empty();
+    scan.valid_end = 0;
+    if (scan.bad_header) scan.bad_offset = 0;
+    return scan;
+  }
+  {
+    reader r(bytes.substr(magic.size(), 8));
+    if (r.u32() != format_version) {
+      scan.bad_header = true;
+      scan.bad_offset = 0;
+      scan.valid_end = 0;
+      return scan;
+    }
+  }
+  std::vector<record> group;
+  std::size_t pos = header_size;
+  bool first = true;
+  while (pos < bytes.size()) {
+    std::string_view body;
+    auto end = frame_end(bytes, pos, &body);
+    std::optional<record> rec;
+    if (end) rec = decode(body);
+    if (!rec) {
+      if (!scan.bad_offset) scan.bad_offset = pos;
+      // Is there any readable record further on? Then this is not a torn tail.
+      std::size_t next = pos + 1;
+      for (; next + frame_overhead <= bytes.size(); ++next) {
+        std::string_view b;
+        if (frame_end(bytes, next, &b) && decode(b)) break;
+      }
+      const bool found = next + frame_overhead <= bytes.size();
+      scan.valid_after_bad = scan.valid_after_bad || found;
+      if (!salvage || !found) break;
+      group.clear();  // the interrupted group cannot be trusted whole
+      pos = next;
+      continue;
+    }
+    if (first) {
+      const auto* m = std::get_if<marker>(&*rec);
+      scan.snapshot = m && m->type == record_type::snapshot;
+      first = false;
+    }
+    pos = *end;
+    const auto* m = std::get_if<marker>(&*rec);
+    group.push_back(std::move(*rec));
+    if (m && m->type == record_type::commit) {
+      scan.groups.push_back(std::move(group));
+      group.clear();
+      scan.valid_end = pos;
+    }
+  }
+  return scan;
+}
+
+}  // namespace outbox::detail::log

@@ -1,0 +1,665 @@
+#pragma once
+/// \file
+/// `outbox::file_storage`: a crash-safe, append-only log in one directory, needing nothing but
+/// the standard library and POSIX. For hosts that cannot or will not link SQLite.
+///
+///     auto storage = outbox::file_storage::open("/var/lib/app/outbox").value();
+///
+/// Every operation that changes state appends one group of checksummed records (the new state
+/// of each event and entity it touched, then a commit record) to the active segment file, and
+/// returns once the group is durable under the sync policy. Opening replays the segments into the
+/// same in-memory index `memory_storage` uses, so claim order and per-key rules are identical.
+///
+/// Durability (`file_options::sync`): `group` (default) and `every_commit` return after
+/// `fdatasync`, so nothing acknowledged is lost on power loss; `group` lets concurrent callers
+/// share one sync. `none` returns after `write`: safe from a process crash (`kill -9`), not from
+/// power loss.
+///
+/// Recovery: a torn tail (a crash mid-write) is truncated back to the last whole group and
+/// reported in `recovery()`. An unreadable record followed by readable ones is corruption:
+/// opening fails with `errc::corrupt_data` naming the file and offset, unless
+/// `file_options::salvage` asks to skip unreadable stretches (the groups they interrupt are
+/// dropped) and keep every readable group.
+///
+/// Compaction: once superseded records outweigh live ones (and pass a floor), the live state is
+/// written to a new segment, synced, renamed into place and the directory synced, then the old
+/// segments are deleted. A crash at any step leaves either the old or the new state.
+///
+/// One process owns a directory at a time (`flock` on `LOCK`); files are created 0600.
+/// After a failed write or sync the storage refuses further work (`errc::io_error`): the state
+/// of the file is unknown, so reopen it, which recovers from what is on disk.
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "outbox/detail/log_format.hpp"
+#include "outbox/entity.hpp"
+#include "outbox/error.hpp"
+#include "outbox/event.hpp"
+#include "outbox/storage.hpp"
+#include "outbox/storage/memory.hpp"
+
+namespace outbox {
+
+struct file_options {
+  enum class sync_policy : std::uint8_t {
+    group,         ///< fdatasync before returning; concurrent callers share one (default)
+    every_commit,  ///< one fdatasync per operation
+    none,          ///< write() only: survives a process crash, not power loss
+  };
+  sync_policy sync = sync_policy::group;
+  bool salvage = false;                            ///< open past corruption, dropping what it hides
+  std::uint64_t segment_bytes = 64ULL << 20;       ///< start a new segment beyond this size
+  std::uint64_t compact_min_dead_bytes = 4ULL << 20;  ///< never compact for less garbage than this
+  double compact_dead_ratio = 1.0;                 ///< compact when dead bytes exceed live bytes times this
+};
+
+/// What opening found and did.
+struct file_recovery {
+  std::uint64_t groups_replayed = 0;
+  std::uint64_t torn_bytes_truncated = 0;  ///< bytes of an incomplete last group, cut off
+  std::string torn_file;                   ///< where, if any
+  std::uint64_t salvaged_skips = 0;        ///< unreadable stretches skipped (salvage only)
+  std::vector<std::string> notes;          ///< human-readable account of the above
+};
+
+namespace detail::file {
+
+inline outbox::error os_error(std::string_view what, const std::filesystem::path& path, int err = errno) {
+  const errc code = err == ENOSPC || err == EDQUOT ? errc::disk_full : errc::io_error;
+  return outbox::error(code, std::string(what) + " " + path.string() + ": " + std::strerror(err));
+}
+
+/// A file descriptor that closes itself.
+class fd {
+ public:
+  fd() = default;
+  explicit fd(int value) : value_(value) {}
+  fd(fd&& other) noexcept : value_(std::exchange(other.value_, -1)) {}
+  fd& operator=(fd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      value_ = std::exchange(other.value_, -1);
+    }
+    return *this;
+  }
+  fd(const fd&) = delete;
+  fd& operator=(const fd&) = delete;
+  ~fd() { reset(); }
+  void reset() noexcept {
+    if (value_ >= 0) ::close(value_);
+    value_ = -1;
+  }
+  [[nodiscard]] int get() const noexcept { return value_; }
+  explicit operator bool() const noexcept { return value_ >= 0; }
+
+ private:
+  int value_ = -1;
+};
+
+inline result<void> write_all(int file, std::string_view bytes, const std::filesystem::path& path) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(file, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return os_error("writing", path);
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return {};
+}
+
+inline result<void> sync_file(int file, const std::filesystem::path& path) {
+  if (::fdatasync(file) != 0) return os_error("syncing", path);
+  return {};
+}
+
+inline result<void> sync_directory(const std::filesystem::path& dir) {
+  fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d) return os_error("opening directory", dir);
+  if (::fsync(d.get()) != 0) return os_error("syncing directory", dir);
+  return {};
+}
+
+inline result<std::string> read_file(const std::filesystem::path& path) {
+  fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f) return os_error("opening", path);
+  std::string data;
+  char buffer[1 << 16];
+  while (true) {
+    const ssize_t n = ::read(f.get(), buffer, sizeof buffer);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return os_error("reading", path);
+    }
+    if (n == 0) break;
+    data.append(buffer, static_cast<std::size_t>(n));
+  }
+  return data;
+}
+
+inline std::string segment_name(std::uint64_t number) {
+  std::string digits = std::to_string(number);
+  return "segment-" + std::string(digits.size() < 10 ? 10 - digits.size() : 0, '0') + digits + ".log";
+}
+
+/// The segment number of "segment-0000000042.log", or nullopt.
+inline std::optional<std::uint64_t> segment_number(const std::string& name) {
+  constexpr std::string_view prefix = "segment-", suffix = ".log";
+  if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return std::nullopt;
+  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.empty() || digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::stoull(digits);
+}
+
+}  // namespace detail::file
+
+/// A durable `outbox::storage` and `outbox::entity_storage` on plain files. Movable; thread-safe.
+class file_storage {
+ public:
+  /// Opens (creating if needed) the storage in `directory`. Typed errors: already_open (another
+  /// owner), corrupt_data (with file and offset), io_error, disk_full.
+  [[nodiscard]] static result<file_storage> open(const std::filesystem::path& directory, file_options options = {}) {
+    auto s = std::make_unique<state>(directory, options);
+    if (auto opened = s->open(); !opened) return opened.error();
+    return file_storage(std::move(s));
+  }
+
+  /// Throws `outbox::exception` with the error `open` returns.
+  explicit file_storage(const std::filesystem::path& directory, file_options options = {})
+      : file_storage(open(directory, options).value()) {}
+
+  file_storage(file_storage&&) noexcept = default;
+  file_storage& operator=(file_storage&&) noexcept = default;
+  ~file_storage() = default;
+
+  [[nodiscard]] const file_recovery& recovery() const noexcept { return s_->recovery; }
+  [[nodiscard]] const std::filesystem::path& directory() const noexcept { return s_->dir; }
+
+  /// Bytes in segment files now, and how many of them hold the current state.
+  struct usage {
+    std::uint64_t total_bytes = 0;
+    std::uint64_t live_bytes = 0;
+    std::uint64_t segments = 0;
+    std::uint64_t compactions = 0;
+    std::uint64_t syncs = 0;
+    std::uint64_t writes = 0;
+  };
+  [[nodiscard]] usage disk_usage() {
+    std::lock_guard lock(s_->mutex);
+    return {s_->total_bytes, s_->live_bytes, s_->segments.size(), s_->compactions, s_->syncs, s_->writes};
+  }
+
+  /// Rewrites the live state into a fresh segment now, whatever the garbage.
+  result<void> compact() {
+    std::unique_lock lock(s_->mutex);
+    s_->wait_idle(lock);
+    if (s_->broken) return *s_->broken;
+    return s_->compact_locked();
+  }
+
+  // ---- outbox::storage -----------------------------------------------------------------------
+
+  result<void> append(std::span<event> events) { return s_->mutate([&](auto& m) { return m.append(events); }); }
+  result<std::size_t> claim(const claim_request& request, std::vector<event>& out) {
+    const std::size_t before = out.size();
+    auto done = s_->mutate([&](auto& m) { return m.claim(request, out); });
+    if (!done) out.resize(before);
+    return done;
+  }
+  result<std::size_t> record(std::span<outcome> outcomes) {
+    auto done = s_->mutate([&](auto& m) { return m.record(outcomes); });
+    if (!done)
+      for (auto& o : outcomes) o.applied = false;
+    return done;
+  }
+  result<std::optional<event>> find(event_id id) {
+    return s_->read([&](auto& m) { return result<std::optional<event>>(m.find(id)); });
+  }
+  result<std::vector<event>> query(const event_query& q) {
+    return s_->read([&](auto& m) { return result<std::vector<event>>(m.query(q)); });
+  }
+  result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
+    return s_->read([&](auto& m) { return result<event_stats>(m.stats(user, now)); });
+  }
+  result<std::optional<timestamp>> next_wake(std::string_view user, timestamp) {
+    return s_->read([&](auto& m) { return result<std::optional<timestamp>>(m.next_wake(user)); });
+  }
+  result<std::size_t> reset(std::span<const event_id> ids, timestamp now) {
+    return s_->mutate([&](auto& m) { return m.reset(ids, now); });
+  }
+  result<std::size_t> reset_dead(std::optional<std::string_view> user, timestamp now) {
+    return s_->mutate([&](auto& m) { return m.reset_dead(user, now); });
+  }
+  result<std::size_t> purge_completed(timestamp before) {
+    return s_->mutate([&](auto& m) { return m.purge_completed(before); });
+  }
+  result<std::size_t> clamp_schedule(timestamp retry_limit, timestamp lease_limit) {
+    return s_->mutate([&](auto& m) { return m.clamp_schedule(retry_limit, lease_limit); });
+  }
+
+  // ---- outbox::entity_storage ------------------------------------------------------------------
+
+  result<void> commit(const entity_change& change) {
+    return s_->mutate([&](auto& m) { return m.commit(change); });
+  }
+  result<std::optional<entity_record>> find_entity(std::string_view collection, std::string_view id) {
+    return s_->read([&](auto& m) { return result<std::optional<entity_record>>(m.find_entity(collection, id)); });
+  }
+  result<std::optional<entity_record>> find_entity_by_key(std::string_view collection, std::string_view user,
+                                                          std::string_view natural_key) {
+    return s_->read([&](auto& m) {
+      return result<std::optional<entity_record>>(m.find_entity_by_key(collection, user, natural_key));
+    });
+  }
+  result<std::vector<entity_record>> query_entities(const entity_query& q) {
+    return s_->read([&](auto& m) { return result<std::vector<entity_record>>(m.query_entities(q)); });
+  }
+
+ private:
+  struct state;
+  explicit file_storage(std::unique_ptr<state> s) : s_(std::move(s)) {}
+
+  struct state {
+    std::filesystem::path dir;
+    file_options options;
+    detail::file::fd lock_file;
+    file_recovery recovery;
+
+    std::mutex mutex;  // guards everything below
+    std::condition_variable cv;
+    detail::memory_state memory;
+    detail::change_journal journal;
+
+    // The log: segment numbers in order; the last one is active (appended to).
+    std::vector<std::uint64_t> segments;
+    detail::file::fd active;
+    std::uint64_t active_bytes = 0;
+
+    // Group commit: groups are serialised into `pending` under the mutex in the order they were
+    // applied to memory; a leader writes and syncs them with the mutex released.
+    std::string pending;
+    std::uint64_t groups_applied = 0;
+    std::uint64_t groups_durable = 0;
+    bool flushing = false;
+    std::optional<outbox::error> broken;
+
+    // Space accounting for compaction: the size of the latest record of each live item.
+    std::unordered_map<std::uint64_t, std::uint32_t> event_bytes;
+    std::map<std::pair<std::string, std::string>, std::uint32_t> entity_bytes;
+    std::uint64_t total_bytes = 0;
+    std::uint64_t live_bytes = 0;
+    std::uint64_t compactions = 0;
+    std::uint64_t syncs = 0;
+    std::uint64_t writes = 0;
+
+    state(std::filesystem::path directory, file_options o) : dir(std::move(directory)), options(o) {}
+
+    std::filesystem::path path_of(std::uint64_t number) const { return dir / detail::file::segment_name(number); }
+
+    // ---- opening ---------------------------------------------------------------------------
+
+    result<void> open() {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (ec) return outbox::error(errc::io_error, "creating " + dir.string() + ": " + ec.message());
+      ::chmod(dir.c_str(), 0700);
+      const auto lock_path = dir / "LOCK";
+      lock_file = detail::file::fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+      if (!lock_file) return detail::file::os_error("opening", lock_path);
+      if (::flock(lock_file.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+          return outbox::error(errc::already_open, dir.string() + " is in use by another file_storage (LOCK is held)");
+        return detail::file::os_error("locking", lock_path);
+      }
+
+      // A leftover .tmp is a compaction that never got renamed: the old segments are the state.
+      std::vector<std::uint64_t> found;
+      for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
+          std::filesystem::remove(entry.path(), ec);
+          continue;
+        }
+        if (auto n = detail::file::segment_number(name)) found.push_back(*n);
+      }
+      if (ec) return outbox::error(errc::io_error, "listing " + dir.string() + ": " + ec.message());
+      std::sort(found.begin(), found.end());
+
+      // Start from the newest segment that begins with a snapshot: it holds the whole state.
+      std::size_t first = 0;
+      std::vector<std::string> contents(found.size());
+      for (std::size_t i = found.size(); i-- > 0;) {
+        auto bytes = detail::file::read_file(path_of(found[i]));
+        if (!bytes) return bytes.error();
+        contents[i] = std::move(*bytes);
+        if (detail::log::scan_segment(std::string_view(contents[i]).substr(0, std::min<std::size_t>(contents[i].size(), 1 << 20)),
+                                      false)
+                .snapshot) {
+          first = i;
+          break;
+        }
+      }
+      for (std::size_t i = first; i < found.size(); ++i) {
+        const bool last = i + 1 == found.size();
+        if (auto replayed = replay(found[i], contents[i], last); !replayed) return replayed;
+      }
+      // Segments before the snapshot are garbage from a compaction that crashed before deleting.
+      for (std::size_t i = 0; i < first; ++i) std::filesystem::remove(path_of(found[i]), ec);
+      segments.assign(found.begin() + static_cast<std::ptrdiff_t>(first), found.end());
+
+      std::random_device rd;
+      memory.set_next_lease((static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL);
+      if (segments.empty()) return start_segment(1, {});
+      return open_active();
+    }
+
+    result<void> replay(std::uint64_t number, const std::string& bytes, bool last) {
+      const auto path = path_of(number);
+      auto scan = detail::log::scan_segment(bytes, options.salvage);
+      if (scan.bad_offset) {
+        const bool torn = last && !scan.valid_after_bad && !scan.bad_header;
+        if (!torn && !options.salvage) {
+          return outbox::error(errc::corrupt_data, path.string() + ": unreadable record at offset " +
+                                                       std::to_string(*scan.bad_offset) +
+                                                       (scan.bad_header ? " (segment header)" : "") +
+                                                       "; open with file_options::salvage to keep the readable groups");
+        }
+        if (!torn) {
+          ++recovery.salvaged_skips;
+          recovery.notes.push_back("salvaged " + path.string() + ": skipped unreadable data from offset " +
+                                   std::to_string(*scan.bad_offset));
+        }
+      }
+      for (auto& group : scan.groups) apply_group(group, number);
+      recovery.groups_replayed += scan.groups.size();
+      total_bytes += scan.valid_end;
+      if (last && bytes.size() > scan.valid_end && !scan.bad_header) {
+        // A crash mid-write: cut back to the last whole group.
+        const std::uint64_t cut = bytes.size() - scan.valid_end;
+        detail::file::fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+        if (!f || ::ftruncate(f.get(), static_cast<off_t>(scan.valid_end)) != 0 || ::fsync(f.get()) != 0)
+          return detail::file::os_error("truncating the torn tail of", path);
+        recovery.torn_bytes_truncated += cut;
+        recovery.torn_file = path.string();
+        recovery.notes.push_back("truncated a torn tail of " + std::to_string(cut) + " bytes from " + path.string() +
+                                 " at offset " + std::to_string(scan.valid_end));
+      } else if (!last && bytes.size() > scan.valid_end && !options.salvage) {
+        return outbox::error(errc::corrupt_data, path.string() + ": incomplete group at offset " +
+                                                     std::to_string(scan.valid_end) + " in a sealed segment");
+      }
+      if (scan.bad_header && last && bytes.size() < detail::log::header_size) {
+        // A segment whose creation was cut short: start it again.
+        std::error_code ec;
+        std::filesystem::remove(path, ec);
+      }
+      return {};
+    }
+
+    void apply_group(std::vector<detail::log::record>& group, std::uint64_t /*segment*/) {
+      for (auto& rec : group) {
+        if (auto* m = std::get_if<detail::log::marker>(&rec)) {
+          if (m->type == detail::log::record_type::snapshot) {
+            memory = detail::memory_state();
+            event_bytes.clear();
+            entity_bytes.clear();
+            live_bytes = 0;
+            total_bytes = 0;
+          }
+          memory.set_next_seq(m->next_seq);
+        } else if (auto* e = std::get_if<event>(&rec)) {
+          account_event(e->seq, record_size(*e));
+          memory.restore_event(*e);
+        } else if (auto* seq = std::get_if<std::uint64_t>(&rec)) {
+          forget_event(*seq);
+          memory.restore_removed_event(*seq);
+        } else if (auto* row = std::get_if<entity_record>(&rec)) {
+          account_entity({row->collection, row->id}, record_size(*row));
+          memory.restore_entity(*row);
+        } else if (auto* gone = std::get_if<detail::log::removed_entity>(&rec)) {
+          forget_entity({gone->collection, gone->id});
+          memory.restore_removed_entity({gone->collection, gone->id});
+        }
+      }
+    }
+
+    static std::uint32_t record_size(const event& e) {
+      std::string tmp;
+      detail::log::put_event(tmp, e);
+      return static_cast<std::uint32_t>(tmp.size());
+    }
+    static std::uint32_t record_size(const entity_record& r) {
+      std::string tmp;
+      detail::log::put_entity(tmp, r);
+      return static_cast<std::uint32_t>(tmp.size());
+    }
+    void account_event(std::uint64_t seq, std::uint32_t bytes) {
+      auto [it, fresh] = event_bytes.try_emplace(seq, bytes);
+      if (!fresh) live_bytes -= it->second;
+      it->second = bytes;
+      live_bytes += bytes;
+    }
+    void forget_event(std::uint64_t seq) {
+      auto it = event_bytes.find(seq);
+      if (it == event_bytes.end()) return;
+      live_bytes -= it->second;
+      event_bytes.erase(it);
+    }
+    void account_entity(const std::pair<std::string, std::string>& key, std::uint32_t bytes) {
+      auto [it, fresh] = entity_bytes.try_emplace(key, bytes);
+      if (!fresh) live_bytes -= it->second;
+      it->second = bytes;
+      live_bytes += bytes;
+    }
+    void forget_entity(const std::pair<std::string, std::string>& key) {
+      auto it = entity_bytes.find(key);
+      if (it == entity_bytes.end()) return;
+      live_bytes -= it->second;
+      entity_bytes.erase(it);
+    }
+
+    result<void> open_active() {
+      const auto path = path_of(segments.back());
+      active = detail::file::fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+      if (!active) return detail::file::os_error("opening", path);
+      struct stat st {};
+      if (::fstat(active.get(), &st) != 0) return detail::file::os_error("inspecting", path);
+      active_bytes = static_cast<std::uint64_t>(st.st_size);
+      if (active_bytes < detail::log::header_size) {
+        // Empty (its creation was cut short): write the header again.
+        if (::ftruncate(active.get(), 0) != 0) return detail::file::os_error("resetting", path);
+        const std::string header = detail::log::segment_header();
+        if (auto w = detail::file::write_all(active.get(), header, path); !w) return w;
+        if (auto s = detail::file::sync_file(active.get(), path); !s) return s;
+        active_bytes = header.size();
+      }
+      return {};
+    }
+
+    /// Creates segment `number` holding the header and `initial` records, synced, and makes it
+    /// active. Written under a temporary name and renamed, so it appears whole or not at all.
+    result<void> start_segment(std::uint64_t number, std::string_view initial) {
+      const auto path = path_of(number);
+      const auto tmp = std::filesystem::path(path.string() + ".tmp");
+      {
+        detail::file::fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+        if (!f) return detail::file::os_error("creating", tmp);
+        std::string bytes = detail::log::segment_header();
+        bytes.append(initial);
+        if (auto w = detail::file::write_all(f.get(), bytes, tmp); !w) return w;
+        if (auto s = detail::file::sync_file(f.get(), tmp); !s) return s;
+      }
+      if (::rename(tmp.c_str(), path.c_str()) != 0) return detail::file::os_error("renaming", tmp);
+      if (auto d = detail::file::sync_directory(dir); !d) return d;
+      segments.push_back(number);
+      return open_active();
+    }
+
+    // ---- operations ------------------------------------------------------------------------
+
+    template <class F>
+    auto read(F&& f) -> decltype(f(memory)) {
+      std::lock_guard lock(mutex);
+      if (broken) return *broken;
+      return f(memory);
+    }
+
+    /// Applies an operation to memory, logs what it changed, and returns once that is durable.
+    template <class F>
+    auto mutate(F&& f) -> decltype(f(memory)) {
+      std::unique_lock lock(mutex);
+      if (broken) return *broken;
+      journal.clear();
+      memory.set_journal(&journal);
+      auto outcome = f(memory);
+      memory.set_journal(nullptr);
+      if (journal.empty()) return outcome;  // refused, or changed nothing: nothing to log
+      serialise_journal();
+      const std::uint64_t ticket = ++groups_applied;
+      ++writes;
+      if (auto durable = wait_durable(lock, ticket); !durable) return durable.error();
+      return outcome;
+    }
+
+    void serialise_journal() {
+      // Deduplicate: each touched item is logged once, in its final state.
+      std::sort(journal.events.begin(), journal.events.end());
+      journal.events.erase(std::unique(journal.events.begin(), journal.events.end()), journal.events.end());
+      const std::size_t start = pending.size();
+      for (auto seq : journal.events) {
+        const event* e = memory.event_at(seq);
+        if (!e) continue;  // written, then removed within the same operation
+        const std::size_t before = pending.size();
+        detail::log::put_event(pending, *e);
+        account_event(seq, static_cast<std::uint32_t>(pending.size() - before));
+      }
+      for (auto seq : journal.removed_events) {
+        if (memory.event_at(seq)) continue;
+        detail::log::put_event_removed(pending, seq);
+        forget_event(seq);
+      }
+      for (const auto& key : journal.entities) {
+        const entity_record* row = memory.entity_at(key);
+        if (!row) continue;
+        const std::size_t before = pending.size();
+        detail::log::put_entity(pending, *row);
+        account_entity(key, static_cast<std::uint32_t>(pending.size() - before));
+      }
+      for (const auto& key : journal.removed_entities) {
+        if (memory.entity_at(key)) continue;
+        detail::log::put_entity_removed(pending, key.first, key.second);
+        forget_entity(key);
+      }
+      detail::log::put_marker(pending, detail::log::record_type::commit, memory.next_seq());
+      total_bytes += pending.size() - start;
+      groups_in_pending.push_back(pending.size());
+    }
+    std::vector<std::size_t> groups_in_pending;  // end offset of each group in `pending`
+
+    result<void> wait_durable(std::unique_lock<std::mutex>& lock, std::uint64_t ticket) {
+      while (groups_durable < ticket) {
+        if (broken) return *broken;
+        if (flushing) {
+          cv.wait(lock);
+          continue;
+        }
+        flushing = true;
+        // every_commit: one group per sync; otherwise everything queued so far.
+        std::size_t take_groups = options.sync == file_options::sync_policy::every_commit ? 1 : groups_in_pending.size();
+        const std::size_t take_bytes = groups_in_pending[take_groups - 1];
+        std::string batch = pending.substr(0, take_bytes);
+        pending.erase(0, take_bytes);
+        groups_in_pending.erase(groups_in_pending.begin(), groups_in_pending.begin() + static_cast<std::ptrdiff_t>(take_groups));
+        for (auto& end : groups_in_pending) end -= take_bytes;
+        const std::uint64_t target = groups_durable + take_groups;
+        const int file = active.get();
+        const auto path = path_of(segments.back());
+        lock.unlock();
+        auto written = detail::file::write_all(file, batch, path);
+        if (written && options.sync != file_options::sync_policy::none) written = detail::file::sync_file(file, path);
+        lock.lock();
+        flushing = false;
+        if (!written) {
+          broken = outbox::error(written.error().code, written.error().message + " (reopen the storage to recover)");
+        } else {
+          ++syncs;
+          groups_durable = target;
+          active_bytes += batch.size();
+          if (auto more = maintain_locked(); !more) broken = more.error();
+        }
+        cv.notify_all();
+      }
+      return {};
+    }
+
+    void wait_idle(std::unique_lock<std::mutex>& lock) {
+      cv.wait(lock, [&] { return !flushing && groups_durable == groups_applied; });
+    }
+
+    /// After a flush: roll to a new segment or compact, when due. Only with nothing pending, so
+    /// that no group can straddle segments.
+    result<void> maintain_locked() {
+      if (groups_durable != groups_applied) return {};
+      const std::uint64_t dead = total_bytes > live_bytes ? total_bytes - live_bytes : 0;
+      if (dead >= options.compact_min_dead_bytes &&
+          static_cast<double>(dead) > static_cast<double>(live_bytes) * options.compact_dead_ratio)
+        return compact_locked();
+      if (active_bytes >= options.segment_bytes) return start_segment(segments.back() + 1, {});
+      return {};
+    }
+
+    /// Writes the live state to a new segment (tmp, sync, rename, sync dir), then deletes the old.
+    result<void> compact_locked() {
+      std::string snapshot;
+      detail::log::put_marker(snapshot, detail::log::record_type::snapshot, memory.next_seq());
+      event_bytes.clear();
+      entity_bytes.clear();
+      live_bytes = 0;
+      for (const auto& [seq, e] : memory.events()) {
+        const std::size_t before = snapshot.size();
+        detail::log::put_event(snapshot, e);
+        account_event(seq, static_cast<std::uint32_t>(snapshot.size() - before));
+      }
+      for (const auto& [key, row] : memory.entities()) {
+        const std::size_t before = snapshot.size();
+        detail::log::put_entity(snapshot, row);
+        account_entity(key, static_cast<std::uint32_t>(snapshot.size() - before));
+      }
+      detail::log::put_marker(snapshot, detail::log::record_type::commit, memory.next_seq());
+      const std::vector<std::uint64_t> old = segments;
+      if (auto started = start_segment(segments.back() + 1, snapshot); !started) return started;
+      total_bytes = detail::log::header_size + snapshot.size();
+      std::error_code ec;
+      for (auto n : old) std::filesystem::remove(path_of(n), ec);
+      segments.erase(segments.begin(), segments.end() - 1);
+      ++compactions;
+      return detail::file::sync_directory(dir);
+    }
+  };
+
+  std::unique_ptr<state> s_;
+};
+
+}  // namespace outbox
