@@ -24,6 +24,7 @@ struct file_storage_factory {
 }  // namespace
 
 OUTBOX_STORAGE_CONFORMANCE_TESTS(file_storage_factory)
+OUTBOX_ENTITY_STORAGE_CONFORMANCE_TESTS(file_storage_factory)
 
 TEST_CASE("the whole state survives closing and reopening the directory", "[storage][file]") {
   const auto dir = temp_path("outbox-file-reopen");

@@ -1,5 +1,5 @@
 // outbox::memory_storage: the conformance suite, plus what is particular to keeping it in memory.
-#include <outbox/storage/memory.hpp>
+#include <outbox/outbox.hpp>
 #include <outbox/testing/storage_conformance.hpp>
 
 namespace {
@@ -10,6 +10,7 @@ struct memory_storage_factory {
 }  // namespace
 
 OUTBOX_STORAGE_CONFORMANCE_TESTS(memory_storage_factory)
+OUTBOX_ENTITY_STORAGE_CONFORMANCE_TESTS(memory_storage_factory)
 
 TEST_CASE("a moved memory storage keeps its events", "[storage][memory]") {
   outbox::testing::storage_fixture f;

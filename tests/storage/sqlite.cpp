@@ -33,6 +33,7 @@ void raw_exec(const std::filesystem::path& file, const std::string& sql) {
 }  // namespace
 
 OUTBOX_STORAGE_CONFORMANCE_TESTS(sqlite_storage_factory)
+OUTBOX_ENTITY_STORAGE_CONFORMANCE_TESTS(sqlite_storage_factory)
 
 TEST_CASE("the claim is served by indexes in claim order: no sort, no scan", "[storage][sqlite]") {
   temp_sqlite_storage s;

@@ -8,6 +8,7 @@
 ///       my_storage make() { return my_storage(...); }   // a fresh, empty storage
 ///     };
 ///     OUTBOX_STORAGE_CONFORMANCE_TESTS(my_factory)
+///     OUTBOX_ENTITY_STORAGE_CONFORMANCE_TESTS(my_factory)   // if it also keeps entities
 ///
 /// in one test source linked with a Catch2 main. Each SECTION gets a fresh storage.
 /// Requires <catch2/catch.hpp>; nothing else in outbox depends on Catch2.
@@ -15,15 +16,16 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstddef>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
-#include "outbox/concepts.hpp"
-#include "outbox/event.hpp"
-#include "outbox/event_id.hpp"
-#include "outbox/storage.hpp"
+#include <outbox/outbox.hpp>  // the single header provides it too
 
 namespace outbox::testing {
 
@@ -91,7 +93,75 @@ class storage_fixture {
     return o;
   }
 
+  // ---- the entity half ------------------------------------------------------------------------
+
+  /// A new row and the event creating it, as a Repository commits them for an entity not stored
+  /// yet: expected_version 0, op append; the event names the row (entity_type, entity_id), is
+  /// ordered by "collection/id", and is the row's `last_event`. Times are `t0`.
+  [[nodiscard]] entity_change make_entity_change(std::string collection, std::string id, std::string user,
+                                                 std::string natural_key = {}) {
+    entity_change c;
+    c.event = make(user, collection + "/" + id, priority::normal, collection + ".created");
+    c.event.entity_type = collection;
+    c.event.entity_id = id;
+    c.entity.collection = std::move(collection);
+    c.entity.id = std::move(id);
+    c.entity.user_id = std::move(user);
+    c.entity.natural_key = std::move(natural_key);
+    c.entity.payload = next_entity_payload();
+    c.entity.occurred_at = t0;
+    c.entity.created_at = t0;
+    c.entity.updated_at = t0;
+    c.entity.last_event = c.event.id;
+    return c;
+  }
+
+  /// The next change of a stored row, read as `row`: expects its version, carries a new payload
+  /// and appends an ".updated" event that becomes the row's `last_event`.
+  [[nodiscard]] entity_change make_update(const entity_record& row) {
+    entity_change c;
+    c.entity = row;
+    c.expected_version = row.version;
+    c.entity.payload = next_entity_payload();
+    c.event = make(row.user_id, row.collection + "/" + row.id, priority::normal, row.collection + ".updated");
+    c.event.entity_type = row.collection;
+    c.event.entity_id = row.id;
+    c.entity.last_event = c.event.id;
+    return c;
+  }
+
+  /// The next change of `row` carried by its unsent event `target` instead of a new one (op
+  /// replace): what a Repository commits for an edit while the previous one is still unsent.
+  [[nodiscard]] entity_change make_replace(const entity_record& row, event_id target) {
+    entity_change c;
+    c.entity = row;
+    c.expected_version = row.version;
+    c.entity.payload = next_entity_payload();
+    c.entity.last_event = target;
+    c.op = entity_change::event_op::replace;
+    c.target = target;
+    c.event.type = row.collection + ".updated";
+    c.event.payload = c.entity.payload;
+    c.event.updated_at = t0;
+    return c;
+  }
+
+  /// Deletes `row` together with its unsent event `target` (erase, op drop): what a Repository
+  /// commits when an entity the backend never heard of is removed.
+  [[nodiscard]] static entity_change make_drop(const entity_record& row, event_id target) {
+    entity_change c;
+    c.entity = row;
+    c.expected_version = row.version;
+    c.erase = true;
+    c.entity.last_event = {};
+    c.op = entity_change::event_op::drop;
+    c.target = target;
+    return c;
+  }
+
  private:
+  std::string next_entity_payload() { return R"({"entity":)" + std::to_string(++made_) + "}"; }
+
   int made_ = 0;
 };
 
@@ -456,7 +526,7 @@ void run_storage_conformance() {
     CHECK(all->count(status::failed) == 1);
     CHECK(all->total() == 3);
     REQUIRE(all->oldest_pending_age.has_value());
-    CHECK(*all->oldest_pending_age == 30s);  // bob's event, created at t0
+    CHECK(*all->oldest_pending_age == 20s);  // "b": appended before bob's "c", though created later
 
     auto alice = s.stats(std::string_view("alice"), t0 + 30s);
     CHECK(alice->count(status::pending) == 1);
@@ -526,10 +596,790 @@ void run_storage_conformance() {
   }
 }
 
+namespace detail {
+
+/// A string literal with its embedded NUL bytes kept.
+template <std::size_t N>
+std::string bytes(const char (&text)[N]) {
+  return std::string(text, N - 1);
+}
+
+/// Printable text for any bytes, so a failed comparison shows where two values differ.
+inline std::string escaped(std::string_view text) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f && c != '\\') {
+      out += c;
+    } else {
+      out += "\\x";
+      out += digits[byte >> 4];
+      out += digits[byte & 0xF];
+    }
+  }
+  return out;
+}
+
+inline std::string micros(timestamp t) { return std::to_string(to_micros(t)); }
+
+/// Every field of a row, at the microsecond precision storages keep times in.
+inline std::string text_of(const entity_record& r) {
+  return r.collection + "/" + r.id + " user=" + r.user_id + " key=" + escaped(r.natural_key) +
+         " payload=" + escaped(r.payload) + " occurred=" + micros(r.occurred_at) + " sync=" +
+         std::string(to_string(r.sync)) + " remote=" + escaped(r.remote_id) + " error=" + escaped(r.sync_error) +
+         " last=" + r.last_event.to_string() + " version=" + std::to_string(r.version) +
+         " created=" + micros(r.created_at) + " updated=" + micros(r.updated_at);
+}
+
+/// Every field of an event but the lease token.
+inline std::string text_of(const event& e) {
+  return e.id.to_string() + " seq=" + std::to_string(e.seq) + " type=" + e.type + " entity=" + e.entity_type +
+         "/" + e.entity_id + " key=" + e.ordering_key + " user=" + e.user_id + " payload=" + escaped(e.payload) +
+         " priority=" + std::to_string(e.priority) + " status=" + std::string(to_string(e.status)) +
+         " attempts=" + std::to_string(e.attempts) + "/" + std::to_string(e.max_attempts) +
+         " created=" + micros(e.created_at) + " updated=" + micros(e.updated_at) +
+         " retry=" + micros(e.retry_after) + " completed=" + micros(e.completed_at) +
+         " error=" + escaped(e.last_error) + " remote=" + escaped(e.remote_id);
+}
+
+template <class Storage>
+void commit_ok(Storage& s, const entity_change& c) {
+  auto committed = s.commit(c);
+  if (!committed) FAIL("commit of " << c.entity.collection << "/" << c.entity.id << " failed: " << committed.error().what());
+}
+
+/// What a commit answered: "ok", "conflict", "invalid_argument", or another error's text.
+template <class Storage>
+std::string commit_answer(Storage& s, const entity_change& c) {
+  auto committed = s.commit(c);
+  if (committed) return "ok";
+  if (committed.error() == errc::conflict) return "conflict";
+  if (committed.error() == errc::invalid_argument) return "invalid_argument";
+  return committed.error().what();
+}
+
+template <class Storage>
+std::optional<entity_record> find_row(Storage& s, std::string_view collection, std::string_view id) {
+  auto found = s.find_entity(collection, id);
+  REQUIRE(found.has_value());
+  return *found;
+}
+
+template <class Storage>
+entity_record row_of(Storage& s, std::string_view collection, std::string_view id) {
+  auto found = find_row(s, collection, id);
+  REQUIRE(found.has_value());
+  return *found;
+}
+
+template <class Storage>
+bool has_row(Storage& s, std::string_view collection, std::string_view id) {
+  return find_row(s, collection, id).has_value();
+}
+
+template <class Storage>
+bool has_event(Storage& s, event_id id) {
+  auto found = s.find(id);
+  REQUIRE(found.has_value());
+  return found->has_value();
+}
+
+/// The id of the row holding a natural key, or "" if none does.
+template <class Storage>
+std::string key_owner(Storage& s, std::string_view collection, std::string_view user, std::string_view key) {
+  auto found = s.find_entity_by_key(collection, user, key);
+  REQUIRE(found.has_value());
+  if (!found->has_value()) return {};
+  const entity_record& row = **found;
+  CHECK(row.collection == collection);
+  CHECK(row.user_id == user);
+  CHECK(row.natural_key == key);
+  return row.id;
+}
+
+template <class Storage>
+std::vector<event> all_events(Storage& s) {
+  event_query q;
+  q.limit = 100'000;
+  auto events = s.query(q);
+  REQUIRE(events.has_value());
+  return *events;
+}
+
+template <class Storage>
+std::size_t event_count(Storage& s, timestamp now) {
+  auto stats = s.stats(std::nullopt, now);
+  REQUIRE(stats.has_value());
+  return stats->total();
+}
+
+/// The given rows and every event, as text: equal snapshots mean nothing changed.
+template <class Storage>
+std::string snapshot(Storage& s, std::initializer_list<std::pair<std::string_view, std::string_view>> rows) {
+  std::string text;
+  for (const auto& [collection, id] : rows) {
+    auto row = find_row(s, collection, id);
+    text += row ? text_of(*row) : std::string(collection) + "/" + std::string(id) + " absent";
+    text += '\n';
+  }
+  for (const event& e : all_events(s)) text += text_of(e) + '\n';
+  return text;
+}
+
+/// The ids query_entities lists, in its order.
+template <class Storage>
+std::vector<std::string> listed(Storage& s, const entity_query& q) {
+  auto rows = s.query_entities(q);
+  REQUIRE(rows.has_value());
+  std::vector<std::string> ids;
+  for (const auto& row : *rows) ids.push_back(row.id);
+  return ids;
+}
+
+}  // namespace detail
+
+/// The entity half of the contract (`outbox::entity_storage`), for storages that also keep the
+/// rows a Repository writes. `Factory::make()` must return a fresh, empty storage.
+///
+/// In short: `commit` applies a whole `entity_change` (row and event) or, answering
+/// `errc::conflict` / `errc::invalid_argument`, nothing at all; rows carry a version the storage
+/// bumps on every write; natural keys are unique per (collection, user); `replace` and `drop`
+/// touch only an event no transport can have seen (pending, attempts == 0); `record` and lease
+/// expiry write delivery outcomes back onto the row named by the event's entity_type/entity_id.
+template <class Factory>
+void run_entity_storage_conformance() {
+  using Storage = typename Factory::storage_type;
+  static_assert(entity_storage<Storage>, "the factory's storage_type must satisfy outbox::entity_storage");
+  using namespace std::chrono_literals;
+  using detail::append_all;
+  using detail::claim;
+  using detail::commit_answer;
+  using detail::commit_ok;
+  using detail::fetch;
+  using detail::has_event;
+  using detail::has_row;
+  using detail::key_owner;
+  using detail::listed;
+  using detail::record;
+  using detail::row_of;
+  using detail::snapshot;
+  using id_list = std::vector<std::string>;
+
+  Factory factory;
+  Storage s = factory.make();
+  storage_fixture f;
+  const timestamp t0 = f.t0;
+
+  // ---- commit --------------------------------------------------------------------------------
+
+  SECTION("commit with an append stores the row as given and its event, in one write") {
+    entity_change c = f.make_entity_change("steps", "a", "alice", "2026-11-21T09");
+    c.entity.payload = detail::bytes("{\"count\":412}\0\xff tail");
+    c.entity.occurred_at = t0 + 9h + 123456us;  // times round-trip at microsecond precision
+    c.entity.created_at = t0 + 1s;
+    c.entity.updated_at = t0 + 2s;
+    c.entity.sync = sync_status::synced;        // stored as given: the row is the caller's
+    c.entity.remote_id = "srv-0";
+    c.entity.sync_error = "an earlier reason";
+    c.entity.version = 77;                      // ignored: the storage owns the version
+    c.event.payload = detail::bytes("{\"n\":1}\0\x01");
+    c.event.priority = priority::high;
+    commit_ok(s, c);
+
+    const entity_record row = row_of(s, "steps", "a");
+    CHECK(row.collection == "steps");
+    CHECK(row.id == "a");
+    CHECK(row.user_id == "alice");
+    CHECK(row.natural_key == "2026-11-21T09");
+    CHECK(row.payload == c.entity.payload);
+    CHECK(row.occurred_at == t0 + 9h + 123456us);
+    CHECK(row.created_at == t0 + 1s);
+    CHECK(row.updated_at == t0 + 2s);
+    CHECK(row.sync == sync_status::synced);
+    CHECK(row.remote_id == "srv-0");
+    CHECK(row.sync_error == "an earlier reason");
+    CHECK(row.last_event == c.event.id);
+    CHECK(row.version == 1);
+    auto by_key = s.find_entity_by_key("steps", "alice", "2026-11-21T09");
+    REQUIRE(by_key.has_value());
+    REQUIRE(by_key->has_value());
+    CHECK(detail::text_of(**by_key) == detail::text_of(row));
+
+    const event e = fetch(s, c.event.id);
+    CHECK(e.seq > 0);
+    CHECK(e.type == "steps.created");
+    CHECK(e.entity_type == "steps");
+    CHECK(e.entity_id == "a");
+    CHECK(e.ordering_key == "steps/a");
+    CHECK(e.user_id == "alice");
+    CHECK(e.payload == c.event.payload);
+    CHECK(e.priority == priority::high);
+    CHECK(e.status == status::pending);
+    CHECK(e.attempts == 0);
+    CHECK(e.created_at == t0);
+    auto claimed = claim(s, f.claim_at("alice", t0));
+    REQUIRE(claimed.size() == 1);
+    CHECK(claimed[0].id == c.event.id);
+
+    CHECK_FALSE(has_row(s, "steps", "b"));
+    CHECK_FALSE(has_row(s, "weight", "a"));  // an id is unique within its collection only
+    CHECK(key_owner(s, "steps", "bob", "2026-11-21T09").empty());
+  }
+
+  SECTION("every commit bumps the version by one and replaces the row, keeping created_at") {
+    const entity_change first = f.make_entity_change("steps", "a", "alice", "k");
+    commit_ok(s, first);
+    entity_change second = f.make_update(row_of(s, "steps", "a"));
+    second.entity.payload = "second";
+    second.entity.occurred_at = t0 + 1h;
+    second.entity.created_at = t0 + 5h;  // a caller cannot move the creation time
+    second.entity.updated_at = t0 + 5h;
+    second.entity.remote_id = "srv-1";
+    commit_ok(s, second);
+
+    const entity_record row = row_of(s, "steps", "a");
+    CHECK(row.version == 2);
+    CHECK(row.payload == "second");
+    CHECK(row.occurred_at == t0 + 1h);
+    CHECK(row.created_at == t0);
+    CHECK(row.updated_at == t0 + 5h);
+    CHECK(row.remote_id == "srv-1");
+    CHECK(row.last_event == second.event.id);
+    CHECK(fetch(s, first.event.id).seq < fetch(s, second.event.id).seq);  // both kept, in append order
+    commit_ok(s, f.make_update(row));
+    CHECK(row_of(s, "steps", "a").version == 3);
+    CHECK(detail::event_count(s, t0) == 3);
+  }
+
+  SECTION("a commit computed from a stale version is a conflict and changes nothing") {
+    commit_ok(s, f.make_entity_change("steps", "a", "alice", "k"));
+    commit_ok(s, f.make_update(row_of(s, "steps", "a")));
+    const entity_record current = row_of(s, "steps", "a");
+    REQUIRE(current.version == 2);
+    const std::string before = snapshot(s, {{"steps", "a"}});
+
+    entity_change stale = f.make_update(current);
+    stale.expected_version = 1;
+    CHECK(commit_answer(s, stale) == "conflict");
+    CHECK_FALSE(has_event(s, stale.event.id));
+    entity_change ahead = f.make_update(current);
+    ahead.expected_version = 3;
+    CHECK(commit_answer(s, ahead) == "conflict");
+    // Expecting no row (0) while there is one: a concurrent create of the same id.
+    CHECK(commit_answer(s, f.make_entity_change("steps", "a", "alice", "k")) == "conflict");
+    entity_change stale_erase = f.make_update(current);
+    stale_erase.erase = true;
+    stale_erase.expected_version = 1;
+    CHECK(commit_answer(s, stale_erase) == "conflict");
+    entity_change stale_replace = f.make_replace(current, current.last_event);
+    stale_replace.expected_version = 1;
+    CHECK(commit_answer(s, stale_replace) == "conflict");
+    entity_change stale_drop = f.make_drop(current, current.last_event);
+    stale_drop.expected_version = 1;
+    CHECK(commit_answer(s, stale_drop) == "conflict");
+    CHECK(snapshot(s, {{"steps", "a"}}) == before);
+
+    // Expecting a row that does not exist.
+    entity_change phantom = f.make_entity_change("steps", "b", "alice");
+    phantom.expected_version = 1;
+    CHECK(commit_answer(s, phantom) == "conflict");
+    CHECK_FALSE(has_row(s, "steps", "b"));
+    CHECK_FALSE(has_event(s, phantom.event.id));
+  }
+
+  SECTION("erase deletes the row and frees its natural key; erasing a missing row is a conflict") {
+    const entity_change created = f.make_entity_change("steps", "a", "alice", "k");
+    commit_ok(s, created);
+    entity_change erase = f.make_update(row_of(s, "steps", "a"));
+    erase.erase = true;
+    erase.event.type = "steps.deleted";
+    commit_ok(s, erase);
+    CHECK_FALSE(has_row(s, "steps", "a"));
+    CHECK(key_owner(s, "steps", "alice", "k").empty());
+    CHECK(fetch(s, erase.event.id).type == "steps.deleted");  // the deletion still goes out, after the create
+    auto first = claim(s, f.claim_at("alice", t0));
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].id == created.event.id);
+
+    const std::string before = snapshot(s, {{"steps", "a"}});
+    entity_change again = f.make_update(erase.entity);  // as read before the erase: version 1
+    again.erase = true;
+    CHECK(commit_answer(s, again) == "conflict");
+    entity_change never = f.make_entity_change("steps", "a", "alice", "k");
+    never.erase = true;  // expects no row and deletes it: there is nothing to delete
+    CHECK(commit_answer(s, never) == "conflict");
+    CHECK(snapshot(s, {{"steps", "a"}}) == before);
+
+    commit_ok(s, f.make_entity_change("steps", "b", "alice", "k"));  // the freed key
+    CHECK(key_owner(s, "steps", "alice", "k") == "b");
+    commit_ok(s, f.make_entity_change("steps", "a", "alice", "k2"));  // the id, anew
+    CHECK(row_of(s, "steps", "a").version == 1);
+  }
+
+  SECTION("a natural key is unique per collection and user") {
+    const std::string key = "2026-11-21T09";
+    commit_ok(s, f.make_entity_change("steps", "a", "alice", key));
+    const std::string before = snapshot(s, {{"steps", "a"}, {"steps", "b"}});
+    const entity_change taken = f.make_entity_change("steps", "b", "alice", key);
+    CHECK(commit_answer(s, taken) == "conflict");
+    CHECK(snapshot(s, {{"steps", "a"}, {"steps", "b"}}) == before);
+    CHECK(key_owner(s, "steps", "alice", key) == "a");
+
+    commit_ok(s, f.make_entity_change("steps", "c", "bob", key));      // another user
+    commit_ok(s, f.make_entity_change("heart", "d", "alice", key));    // another collection
+    CHECK(key_owner(s, "steps", "alice", key) == "a");
+    CHECK(key_owner(s, "steps", "bob", key) == "c");
+    CHECK(key_owner(s, "heart", "alice", key) == "d");
+    CHECK(key_owner(s, "heart", "bob", key).empty());
+    CHECK(key_owner(s, "steps", "alice", "2026-11-21T10").empty());
+
+    commit_ok(s, f.make_update(row_of(s, "steps", "a")));  // a row's own key is no conflict
+    CHECK(key_owner(s, "steps", "alice", key) == "a");
+
+    // An empty natural key means none: any number of rows may have it, and it finds nothing.
+    commit_ok(s, f.make_entity_change("steps", "e", "alice"));
+    commit_ok(s, f.make_entity_change("steps", "f", "alice"));
+    CHECK(key_owner(s, "steps", "alice", "").empty());
+  }
+
+  SECTION("changing a row's natural key frees the old one") {
+    commit_ok(s, f.make_entity_change("steps", "a", "alice", "k1"));
+    entity_change moved = f.make_update(row_of(s, "steps", "a"));
+    moved.entity.natural_key = "k2";
+    commit_ok(s, moved);
+    CHECK(key_owner(s, "steps", "alice", "k1").empty());
+    CHECK(key_owner(s, "steps", "alice", "k2") == "a");
+    commit_ok(s, f.make_entity_change("steps", "b", "alice", "k1"));
+    CHECK(key_owner(s, "steps", "alice", "k1") == "b");
+    CHECK(commit_answer(s, f.make_entity_change("steps", "c", "alice", "k2")) == "conflict");
+    CHECK_FALSE(has_row(s, "steps", "c"));
+  }
+
+  SECTION("an invalid appended event (nil or duplicate id, not pending) is invalid_argument and changes nothing") {
+    entity_change nil = f.make_entity_change("steps", "a", "alice", "k");
+    nil.event.id = {};
+    CHECK(commit_answer(s, nil) == "invalid_argument");
+    CHECK_FALSE(has_row(s, "steps", "a"));
+    CHECK(key_owner(s, "steps", "alice", "k").empty());
+    CHECK(detail::event_count(s, t0) == 0);
+
+    const entity_change stored = f.make_entity_change("steps", "a", "alice", "k");
+    commit_ok(s, stored);
+    const std::string before = snapshot(s, {{"steps", "a"}, {"steps", "b"}});
+    entity_change duplicate_new = f.make_entity_change("steps", "b", "alice", "k-b");
+    duplicate_new.event.id = stored.event.id;
+    CHECK(commit_answer(s, duplicate_new) == "invalid_argument");
+    entity_change duplicate_update = f.make_update(row_of(s, "steps", "a"));
+    duplicate_update.event.id = stored.event.id;
+    CHECK(commit_answer(s, duplicate_update) == "invalid_argument");
+    entity_change not_pending = f.make_update(row_of(s, "steps", "a"));
+    not_pending.event.status = status::completed;
+    CHECK(commit_answer(s, not_pending) == "invalid_argument");
+    CHECK(snapshot(s, {{"steps", "a"}, {"steps", "b"}}) == before);
+    CHECK(key_owner(s, "steps", "alice", "k-b").empty());
+  }
+
+  // ---- replace and drop ----------------------------------------------------------------------
+
+  SECTION("replace rewrites the unsent event in place: same id, seq and place in the claim order") {
+    const entity_change created = f.make_entity_change("steps", "a", "alice");
+    commit_ok(s, created);
+    std::vector<event> later = {f.make("alice", "other")};
+    append_all(s, later);
+    const event original = fetch(s, created.event.id);
+
+    entity_change edit = f.make_replace(row_of(s, "steps", "a"), created.event.id);
+    edit.event.type = "steps.rewritten";
+    edit.event.payload = detail::bytes("{\"count\":9}\0\x02");
+    edit.event.updated_at = t0 + 5s;
+    edit.event.priority = priority::high;       // only type, payload and updated_at are taken
+    edit.event.ordering_key = "elsewhere";
+    edit.event.max_attempts = 1;
+    commit_ok(s, edit);
+
+    const event rewritten = fetch(s, created.event.id);
+    CHECK(rewritten.seq == original.seq);
+    CHECK(rewritten.type == "steps.rewritten");
+    CHECK(rewritten.payload == edit.event.payload);
+    CHECK(rewritten.updated_at == t0 + 5s);
+    CHECK(rewritten.priority == original.priority);
+    CHECK(rewritten.ordering_key == original.ordering_key);
+    CHECK(rewritten.max_attempts == original.max_attempts);
+    CHECK(rewritten.entity_type == original.entity_type);
+    CHECK(rewritten.entity_id == original.entity_id);
+    CHECK(rewritten.user_id == original.user_id);
+    CHECK(rewritten.created_at == original.created_at);
+    CHECK(rewritten.status == status::pending);
+    CHECK(rewritten.attempts == 0);
+    CHECK(detail::event_count(s, t0) == 2);  // no event was added
+
+    const entity_record row = row_of(s, "steps", "a");
+    CHECK(row.version == 2);
+    CHECK(row.payload == edit.entity.payload);
+    CHECK(row.last_event == created.event.id);
+    auto claimed = claim(s, f.claim_at("alice", t0 + 5s));
+    REQUIRE(claimed.size() == 2);
+    CHECK(claimed[0].id == created.event.id);  // not moved behind the event appended after it
+    CHECK(claimed[1].id == later[0].id);
+  }
+
+  SECTION("replace and drop refuse a target that is claimed, failed, completed, dead or missing") {
+    const char* const names[] = {"processing", "failed", "completed", "dead"};
+    for (const char* name : names) commit_ok(s, f.make_entity_change("steps", name, "alice"));
+    auto claimed = claim(s, f.claim_at("alice", t0, 10, 1h));
+    REQUIRE(claimed.size() == 4);  // in append order: one per name
+    CHECK(record(s, {f.fail(claimed[1], t0, t0 + 1h), f.complete(claimed[2], t0), f.kill(claimed[3], t0)}) == 3);
+
+    for (const char* name : names) {
+      INFO("the target event is " << name);
+      const entity_record row = row_of(s, "steps", name);  // after any write-back: only the target is wrong
+      const std::string before = snapshot(s, {{"steps", name}});
+      CHECK(commit_answer(s, f.make_replace(row, row.last_event)) == "conflict");
+      CHECK(commit_answer(s, f.make_drop(row, row.last_event)) == "conflict");
+      CHECK(snapshot(s, {{"steps", name}}) == before);
+    }
+
+    const event_id never_stored = f.ids.next(t0);
+    const event_id gone = row_of(s, "steps", "completed").last_event;
+    auto purged = s.purge_completed(t0 + 1s);
+    REQUIRE(purged.has_value());
+    REQUIRE(*purged == 1);
+    REQUIRE_FALSE(has_event(s, gone));
+    const entity_record row = row_of(s, "steps", "processing");
+    const std::string before = snapshot(s, {{"steps", "processing"}});
+    CHECK(commit_answer(s, f.make_replace(row, never_stored)) == "conflict");
+    CHECK(commit_answer(s, f.make_drop(row, never_stored)) == "conflict");
+    CHECK(commit_answer(s, f.make_replace(row, gone)) == "conflict");
+    CHECK(commit_answer(s, f.make_drop(row, gone)) == "conflict");
+    CHECK(snapshot(s, {{"steps", "processing"}}) == before);
+  }
+
+  SECTION("a target whose lease expired counts as seen; one released while offline does not") {
+    const entity_change expired = f.make_entity_change("steps", "a", "alice");
+    const entity_change released = f.make_entity_change("steps", "b", "alice");
+    commit_ok(s, expired);
+    commit_ok(s, released);
+    auto first = claim(s, f.claim_at("alice", t0, 10, 60s));
+    REQUIRE(first.size() == 2);
+    CHECK(record(s, {f.release(first[1], t0)}) == 1);  // offline: the attempt is given back
+    // An urgent event takes the only slot of the next claim, which expires the first lease:
+    // "a" is pending again with its attempt counted, and may have reached the backend.
+    std::vector<event> urgent = {f.make("alice", "urgent", priority::high)};
+    append_all(s, urgent);
+    auto next = claim(s, f.claim_at("alice", t0 + 61s, 1));
+    REQUIRE(next.size() == 1);
+    REQUIRE(next[0].id == urgent[0].id);
+    REQUIRE(fetch(s, expired.event.id).status == status::pending);
+    REQUIRE(fetch(s, expired.event.id).attempts == 1);
+    REQUIRE(fetch(s, released.event.id).status == status::pending);
+    REQUIRE(fetch(s, released.event.id).attempts == 0);
+
+    const entity_record a = row_of(s, "steps", "a");
+    const std::string before = snapshot(s, {{"steps", "a"}});
+    CHECK(commit_answer(s, f.make_replace(a, expired.event.id)) == "conflict");
+    CHECK(commit_answer(s, f.make_drop(a, expired.event.id)) == "conflict");
+    CHECK(snapshot(s, {{"steps", "a"}}) == before);
+
+    entity_change edit = f.make_replace(row_of(s, "steps", "b"), released.event.id);
+    edit.event.type = "steps.rewritten";
+    commit_ok(s, edit);
+    CHECK(fetch(s, released.event.id).type == "steps.rewritten");
+  }
+
+  SECTION("drop deletes the unsent event, erase the row, and the key's next event moves up") {
+    // Two entities sharing one ordering key, as a custom ordering_key trait makes them.
+    entity_change a = f.make_entity_change("profile", "a", "alice", "ka");
+    entity_change b = f.make_entity_change("profile", "b", "alice", "kb");
+    a.event.ordering_key = "profile-of-alice";
+    b.event.ordering_key = "profile-of-alice";
+    commit_ok(s, a);
+    commit_ok(s, b);
+
+    commit_ok(s, f.make_drop(row_of(s, "profile", "a"), a.event.id));
+    CHECK_FALSE(has_row(s, "profile", "a"));
+    CHECK(key_owner(s, "profile", "alice", "ka").empty());
+    CHECK_FALSE(has_event(s, a.event.id));
+    const auto events = detail::all_events(s);
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].id == b.event.id);
+    auto stats = s.stats(std::nullopt, t0);
+    REQUIRE(stats.has_value());
+    CHECK(stats->total() == 1);
+    CHECK(stats->count(status::pending) == 1);
+    CHECK(row_of(s, "profile", "b").version == 1);  // the other row is untouched
+    auto claimed = claim(s, f.claim_at("alice", t0));
+    REQUIRE(claimed.size() == 1);
+    CHECK(claimed[0].id == b.event.id);
+  }
+
+  SECTION("dropping an event queued behind one in flight keeps the key's line intact") {
+    const entity_change created = f.make_entity_change("steps", "a", "alice");
+    commit_ok(s, created);
+    auto in_flight = claim(s, f.claim_at("alice", t0, 10, 1h));
+    REQUIRE(in_flight.size() == 1);
+    const entity_change update = f.make_update(row_of(s, "steps", "a"));
+    commit_ok(s, update);  // queued behind the create
+    commit_ok(s, f.make_drop(row_of(s, "steps", "a"), update.event.id));
+    CHECK_FALSE(has_event(s, update.event.id));
+    CHECK(claim(s, f.claim_at("alice", t0)).empty());  // the create is still in flight
+    // Its delivery completes though the row is gone; nothing is left to claim.
+    CHECK(record(s, {f.complete(in_flight[0], t0 + 1s)}) == 1);
+    CHECK_FALSE(has_row(s, "steps", "a"));
+    CHECK(claim(s, f.claim_at("alice", t0 + 1s)).empty());
+    CHECK(detail::event_count(s, t0 + 1s) == 1);
+  }
+
+  // ---- write-back ------------------------------------------------------------------------------
+
+  SECTION("delivering the row's latest event sets its remote id, marks it synced, clears sync_error") {
+    entity_change c = f.make_entity_change("steps", "a", "alice", "k");
+    c.entity.sync_error = "an earlier change was rejected";
+    commit_ok(s, c);
+    const entity_record before = row_of(s, "steps", "a");
+    auto claimed = claim(s, f.claim_at("alice", t0));
+    CHECK(record(s, {f.complete(claimed[0], t0 + 1s, "srv-1")}) == 1);
+
+    const entity_record after = row_of(s, "steps", "a");
+    CHECK(after.remote_id == "srv-1");
+    CHECK(after.sync == sync_status::synced);
+    CHECK(after.sync_error.empty());
+    CHECK(after.version == before.version + 1);  // a write-back is a write
+    CHECK(after.payload == before.payload);
+    CHECK(after.last_event == before.last_event);
+    CHECK(after.natural_key == before.natural_key);
+    CHECK(after.occurred_at == before.occurred_at);
+    CHECK(after.created_at == before.created_at);
+    CHECK(key_owner(s, "steps", "alice", "k") == "a");
+
+    // Whoever read the row before the write-back must read it again.
+    CHECK(commit_answer(s, f.make_update(before)) == "conflict");
+    commit_ok(s, f.make_update(after));
+    CHECK(row_of(s, "steps", "a").version == after.version + 1);
+  }
+
+  SECTION("delivering an older event sets the remote id only: a newer change is on its way") {
+    commit_ok(s, f.make_entity_change("steps", "a", "alice"));
+    auto first = claim(s, f.claim_at("alice", t0));
+    const entity_change update = f.make_update(row_of(s, "steps", "a"));
+    commit_ok(s, update);
+    CHECK(record(s, {f.complete(first[0], t0 + 1s, "srv-1")}) == 1);
+    entity_record row = row_of(s, "steps", "a");
+    CHECK(row.remote_id == "srv-1");
+    CHECK(row.sync == sync_status::pending);
+    CHECK(row.last_event == update.event.id);
+    CHECK(row.version == 3);
+
+    auto second = claim(s, f.claim_at("alice", t0 + 1s));
+    REQUIRE(second.size() == 1);
+    REQUIRE(second[0].id == update.event.id);
+    CHECK(record(s, {f.complete(second[0], t0 + 2s, "")}) == 1);  // no id this time
+    row = row_of(s, "steps", "a");
+    CHECK(row.sync == sync_status::synced);
+    CHECK(row.remote_id == "srv-1");  // an empty remote id keeps the known one
+    CHECK(row.version == 4);
+  }
+
+  SECTION("a dead event writes its error onto the row, which stays pending") {
+    entity_change c = f.make_entity_change("weight", "w", "alice");
+    c.entity.remote_id = "srv-0";
+    commit_ok(s, c);
+    auto claimed = claim(s, f.claim_at("alice", t0));
+    CHECK(record(s, {f.kill(claimed[0], t0, "422 weight must be positive")}) == 1);
+    const entity_record row = row_of(s, "weight", "w");
+    CHECK(row.sync_error == "422 weight must be positive");
+    CHECK(row.sync == sync_status::pending);
+    CHECK(row.remote_id == "srv-0");
+    CHECK(row.version == 2);
+  }
+
+  SECTION("failed, released, stale and expired-with-attempts-left outcomes leave the row alone") {
+    const entity_change c = f.make_entity_change("steps", "a", "alice");
+    commit_ok(s, c);
+    const std::string untouched = detail::text_of(row_of(s, "steps", "a"));
+    auto first = claim(s, f.claim_at("alice", t0, 10, 60s));
+    CHECK(record(s, {f.fail(first[0], t0, t0 + 30s, "503")}) == 1);
+    CHECK(detail::text_of(row_of(s, "steps", "a")) == untouched);
+    auto second = claim(s, f.claim_at("alice", t0 + 30s, 10, 60s));
+    REQUIRE(second.size() == 1);
+    CHECK(record(s, {f.release(second[0], t0 + 30s)}) == 1);
+    CHECK(detail::text_of(row_of(s, "steps", "a")) == untouched);
+    auto stale = claim(s, f.claim_at("alice", t0 + 30s, 10, 60s));
+    REQUIRE(stale.size() == 1);
+    auto fresh = claim(s, f.claim_at("alice", t0 + 91s, 10, 60s));  // the lease ran out, attempts left
+    REQUIRE(fresh.size() == 1);
+    CHECK(detail::text_of(row_of(s, "steps", "a")) == untouched);
+    CHECK(record(s, {f.complete(stale[0], t0 + 92s, "late")}) == 0);
+    CHECK(detail::text_of(row_of(s, "steps", "a")) == untouched);
+    CHECK(record(s, {f.complete(fresh[0], t0 + 93s, "srv-1")}) == 1);
+    CHECK(row_of(s, "steps", "a").remote_id == "srv-1");
+  }
+
+  SECTION("only an event naming an entity type writes back, and only onto that collection's row") {
+    commit_ok(s, f.make_entity_change("steps", "a", "alice"));
+    std::vector<event> others = {f.make("alice", "plain"), f.make("alice", "weight/a")};
+    others[0].entity_id = "a";  // no entity_type: not a Repository's event
+    others[1].entity_id = "a";
+    others[1].entity_type = "weight";  // names a row that does not exist
+    append_all(s, others);
+    auto claimed = claim(s, f.claim_at("alice", t0));
+    REQUIRE(claimed.size() == 3);
+    CHECK(record(s, {f.complete(claimed[1], t0, "srv-plain"), f.kill(claimed[2], t0, "422")}) == 2);
+    const entity_record row = row_of(s, "steps", "a");
+    CHECK(row.version == 1);
+    CHECK(row.remote_id.empty());
+    CHECK(row.sync_error.empty());
+    CHECK_FALSE(has_row(s, "weight", "a"));  // a write-back never creates a row
+  }
+
+  SECTION("a lease that runs out on the last attempt kills the event and writes its error onto the row") {
+    entity_change c = f.make_entity_change("steps", "a", "alice");
+    c.event.max_attempts = 1;
+    commit_ok(s, c);
+    auto claimed = claim(s, f.claim_at("alice", t0, 10, 60s));
+    REQUIRE(claimed.size() == 1);
+    CHECK(claim(s, f.claim_at("alice", t0 + 61s)).empty());
+    const event dead = fetch(s, c.event.id);
+    REQUIRE(dead.status == status::dead);
+    REQUIRE_FALSE(dead.last_error.empty());
+    const entity_record row = row_of(s, "steps", "a");
+    CHECK(row.sync_error == dead.last_error);
+    CHECK(row.sync == sync_status::pending);
+    CHECK(row.version == 2);
+  }
+
+  // ---- query_entities --------------------------------------------------------------------------
+
+  // Rows of two users, saved out of time order; a0, a2 and b0 share a time (then id decides).
+  auto put = [&](const char* collection, const char* id, const char* user, timestamp when) {
+    entity_change c = f.make_entity_change(collection, id, user);
+    c.entity.occurred_at = when;
+    commit_ok(s, c);
+  };
+  auto where = [](std::string collection, std::optional<std::string> user = std::nullopt) {
+    entity_query q;
+    q.collection = std::move(collection);
+    q.user_id = std::move(user);
+    return q;
+  };
+  auto put_rows = [&] {
+    put("steps", "a3", "alice", t0 + 5h);
+    put("steps", "a1", "alice", t0 + 3h);
+    put("steps", "b1", "bob", t0 + 2h);
+    put("steps", "a2", "alice", t0 + 1h);
+    put("steps", "b0", "bob", t0 + 1h);
+    put("steps", "a0", "alice", t0 + 1h);
+    put("heart", "h1", "alice", t0);
+  };
+  // Delivers the create events of the given rows, which marks them synced.
+  auto deliver = [&](std::initializer_list<std::string_view> rows) {
+    for (const char* user : {"alice", "bob"}) {
+      std::vector<outcome> done;
+      for (const event& e : claim(s, f.claim_at(user, t0, 100))) {
+        for (std::string_view row : rows)
+          if (e.entity_id == row) done.push_back(f.complete(e, t0, "srv-" + e.entity_id));
+      }
+      CHECK(record(s, done) == done.size());
+    }
+  };
+
+  SECTION("query_entities lists one collection in (occurred_at, id) order, for one user or all") {
+    put_rows();
+    CHECK(listed(s, where("steps")) == id_list{"a0", "a2", "b0", "b1", "a1", "a3"});
+    CHECK(listed(s, where("steps", "alice")) == id_list{"a0", "a2", "a1", "a3"});
+    CHECK(listed(s, where("steps", "bob")) == id_list{"b0", "b1"});
+    CHECK(listed(s, where("steps", "carol")).empty());
+    CHECK(listed(s, where("heart")) == id_list{"h1"});
+    CHECK(listed(s, where("nothing")).empty());
+    auto rows = s.query_entities(where("steps", "alice"));
+    REQUIRE(rows.has_value());
+    REQUIRE(rows->size() == 4);
+    CHECK(detail::text_of((*rows)[2]) == detail::text_of(row_of(s, "steps", "a1")));  // whole rows
+  }
+
+  SECTION("query_entities filters by sync status and by occurred_at in [from, until)") {
+    put_rows();
+    entity_query window = where("steps");
+    window.from = t0 + 1h;   // inclusive
+    window.until = t0 + 3h;  // exclusive
+    CHECK(listed(s, window) == id_list{"a0", "a2", "b0", "b1"});
+    window.user_id = "alice";
+    CHECK(listed(s, window) == id_list{"a0", "a2"});
+    entity_query since = where("steps");
+    since.from = t0 + 3h;
+    CHECK(listed(s, since) == id_list{"a1", "a3"});
+    entity_query before = where("steps");
+    before.until = t0 + 2h;
+    CHECK(listed(s, before) == id_list{"a0", "a2", "b0"});
+    before.user_id = "bob";
+    CHECK(listed(s, before) == id_list{"b0"});
+
+    deliver({"a2", "b1"});
+    entity_query synced = where("steps");
+    synced.sync = sync_status::synced;
+    CHECK(listed(s, synced) == id_list{"a2", "b1"});
+    synced.user_id = "alice";
+    CHECK(listed(s, synced) == id_list{"a2"});
+    entity_query pending = where("steps");
+    pending.sync = sync_status::pending;
+    CHECK(listed(s, pending) == id_list{"a0", "b0", "a1", "a3"});
+    pending.user_id = "bob";
+    CHECK(listed(s, pending) == id_list{"b0"});
+    entity_query late_synced = where("steps");
+    late_synced.sync = sync_status::synced;
+    late_synced.from = t0 + 2h;
+    CHECK(listed(s, late_synced) == id_list{"b1"});
+  }
+
+  SECTION("query_entities returns the first `limit` matches, counted after filtering") {
+    put_rows();
+    entity_query q = where("steps");
+    q.limit = 2;
+    CHECK(listed(s, q) == id_list{"a0", "a2"});
+    q.user_id = "alice";
+    q.limit = 3;
+    CHECK(listed(s, q) == id_list{"a0", "a2", "a1"});
+    q.from = t0 + 2h;
+    q.limit = 1;
+    CHECK(listed(s, q) == id_list{"a1"});
+    q.limit = 0;
+    CHECK(listed(s, q).empty());
+
+    deliver({"a0", "a2", "b0"});
+    entity_query pending = where("steps", "alice");
+    pending.sync = sync_status::pending;
+    pending.limit = 1;
+    CHECK(listed(s, pending) == id_list{"a1"});
+    pending.user_id.reset();
+    pending.limit = 2;
+    CHECK(listed(s, pending) == id_list{"b1", "a1"});
+  }
+
+  SECTION("query_entities follows updates of occurred_at and leaves erased rows out") {
+    put_rows();
+    entity_change later = f.make_update(row_of(s, "steps", "a0"));
+    later.entity.occurred_at = t0 + 6h;
+    commit_ok(s, later);
+    CHECK(listed(s, where("steps", "alice")) == id_list{"a2", "a1", "a3", "a0"});
+    entity_change erase = f.make_update(row_of(s, "steps", "b0"));
+    erase.erase = true;
+    commit_ok(s, erase);
+    CHECK(listed(s, where("steps")) == id_list{"a2", "b1", "a1", "a3", "a0"});
+    CHECK(listed(s, where("steps", "bob")) == id_list{"b1"});
+  }
+}
+
 }  // namespace outbox::testing
 
 /// Defines the conformance test case for each factory type given.
 #define OUTBOX_STORAGE_CONFORMANCE_TESTS(...)                                                   \
   TEMPLATE_TEST_CASE("storage conformance", "[storage][conformance]", __VA_ARGS__) {            \
     ::outbox::testing::run_storage_conformance<TestType>();                                     \
+  }
+
+/// Defines the entity conformance test case for each factory type given; the storages must
+/// satisfy `outbox::entity_storage`.
+#define OUTBOX_ENTITY_STORAGE_CONFORMANCE_TESTS(...)                                                  \
+  TEMPLATE_TEST_CASE("entity storage conformance", "[storage][conformance][entity]", __VA_ARGS__) {    \
+    ::outbox::testing::run_entity_storage_conformance<TestType>();                                     \
   }
