@@ -3,12 +3,13 @@
 #include <catch2/catch.hpp>
 
 #include <memory>
+#include <vector>
 #include <string>
 #include <system_error>
 #include <type_traits>
 #include <utility>
 
-#include "outbox/error.hpp"
+#include <outbox/outbox.hpp>
 
 namespace {
 
@@ -220,4 +221,11 @@ TEST_CASE("exception built from an error carries the same code and message", "[e
   CHECK(ex.code() == e.code);
   CHECK(ex.error().code == e.code);
   CHECK(ex.error().message == e.message);
+}
+
+TEST_CASE("iterating value() of a temporary result does not dangle", "[error][result]") {
+  auto make = [] { return outbox::result<std::vector<std::string>>(std::vector<std::string>{"steps", "weight"}); };
+  std::string joined;
+  for (const auto& name : make().value()) joined += name;  // the temporary result dies before the loop body
+  CHECK(joined == "stepsweight");
 }

@@ -139,7 +139,8 @@ class [[nodiscard]] result {
     if (!has_value()) detail::throw_error(error());
     return std::get<0>(state_);
   }
-  [[nodiscard]] T&& value() && {
+  /// By value: `for (auto& x : make_result().value())` must not dangle.
+  [[nodiscard]] T value() && {
     if (!has_value()) detail::throw_error(error());
     return std::get<0>(std::move(state_));
   }
