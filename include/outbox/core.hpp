@@ -48,6 +48,11 @@ struct options {
   int max_attempts = 5;                                         ///< default for new events
   std::size_t max_payload_bytes = std::size_t{1} << 20;         ///< larger payloads are refused
   duration max_retry_delay = std::chrono::hours(1);             ///< bound for hints if the backoff has no cap
+  /// This outbox is the only processor of its storage (the usual case; the file storage even
+  /// enforces one owner). Claims found in flight when it first processes were then made by a
+  /// process that died, and are released at once instead of after their lease. Set it to false
+  /// when several processes deliver from one shared database.
+  bool exclusive = true;
 };
 
 /// What one processing cycle did.
@@ -402,13 +407,15 @@ class Outbox {
   /// The wall clock may step back (NTP, a user changing the date). Retries and leases computed
   /// from the later time would then wait for the jump plus their delay; re-bound them so none
   /// waits longer than its own bound from now. Also done on the first cycle, for schedules
-  /// written by an earlier run under another clock.
+  /// written by an earlier run under another clock, and to release a dead run's claims.
   void rebound_schedules(timestamp now, cycle_report& report) {
     const bool first = !last_now_;
     const bool stepped_back = last_now_ && now < *last_now_;
     last_now_ = now;
     if (!first && !stepped_back) return;
-    auto clamped = storage_.clamp_schedule(now + detail::retry_bound(backoff_, options_), now + options_.lease);
+    // At the first cycle of an exclusive outbox every lease in the storage is a dead process's.
+    const timestamp lease_limit = first && options_.exclusive ? now : now + options_.lease;
+    auto clamped = storage_.clamp_schedule(now + detail::retry_bound(backoff_, options_), lease_limit);
     if (!clamped) {
       report.error = clamped.error();
       report_error(clamped.error());

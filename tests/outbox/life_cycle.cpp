@@ -134,15 +134,26 @@ TEST_CASE("a server's retry-after hint wins over the backoff, bounded by its cap
   CHECK(f.get(late).retry_after == f.t0 + 1h);  // the exponential backoff's cap
 }
 
+TEST_CASE("an exclusive outbox releases claims a dead run left behind at its first cycle", "[outbox][life_cycle][lease]") {
+  fixture f;  // exclusive by default
+  const auto id = f.enqueue("e1", "alice");
+  std::vector<outbox::event> orphaned;  // claimed by the previous run of the process, which died
+  REQUIRE(f.box.storage().claim({"alice", f.clock.now(), f.clock.now() + 2min, 10}, orphaned).value() == 1);
+  f.box.set_user("alice");
+  CHECK(f.box.process_once().delivered == 1);  // at once, not two minutes later
+  CHECK(f.get(id).attempts == 2);              // the lost attempt still counts
+}
+
 TEST_CASE("an expired lease returns the event; the dead claimer's late result changes nothing",
           "[outbox][life_cycle][lease]") {
   outbox::options options;
   options.lease = 2min;
+  options.exclusive = false;  // another processor shares the storage, and it is the one that dies
   fixture f(options);
   f.box.set_user("alice");
   const auto id = f.enqueue("e1");
 
-  // A processor claims the event and "dies" before recording anything.
+  // The other processor claims the event and "dies" before recording anything.
   std::vector<outbox::event> lost;
   REQUIRE(f.box.storage().claim({"alice", f.clock.now(), f.clock.now() + 2min, 10}, lost).value() == 1);
   CHECK(f.box.process_once().claimed == 0);  // still leased
