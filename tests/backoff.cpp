@@ -9,9 +9,7 @@
 #include <limits>
 #include <vector>
 
-#include "outbox/backoff.hpp"
-#include "outbox/concepts.hpp"
-#include "outbox/error.hpp"
+#include <outbox/outbox.hpp>
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "outbox/clock.hpp"
+#include <outbox/outbox.hpp>
 
 namespace {
 

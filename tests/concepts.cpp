@@ -233,3 +233,10 @@ TEST_CASE("every shipped policy is usable through the member its concept require
   const outbox::no_backoff none;
   CHECK(none.delay(3) == outbox::duration::zero());
 }
+
+#if OUTBOX_TEST_SINGLE_HEADER
+// Proves this build really uses the generated header, not include/.
+#ifndef OUTBOX_SINGLE_HEADER
+#error "the single-header build of the core tests did not pick up single_include/outbox/outbox.hpp"
+#endif
+#endif

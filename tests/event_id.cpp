@@ -13,8 +13,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "outbox/clock.hpp"
-#include "outbox/event_id.hpp"
+#include <outbox/outbox.hpp>
 
 namespace {
 

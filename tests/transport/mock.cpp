@@ -11,10 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "outbox/clock.hpp"
-#include "outbox/event.hpp"
-#include "outbox/event_id.hpp"
-#include "outbox/transport/mock.hpp"
+#include <outbox/outbox.hpp>
 
 namespace {
 

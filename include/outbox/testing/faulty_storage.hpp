@@ -18,11 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "outbox/concepts.hpp"
-#include "outbox/entity.hpp"
-#include "outbox/error.hpp"
-#include "outbox/event.hpp"
-#include "outbox/storage.hpp"
+#include <outbox/outbox.hpp>  // the single header provides it too
 
 namespace outbox::testing {
 

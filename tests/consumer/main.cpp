@@ -1,0 +1,18 @@
+// A tiny outside program: it only knows outbox as a package.
+#include <outbox/outbox.hpp>
+#ifdef CONSUMER_WITH_SQLITE
+#include <outbox/storage/sqlite.hpp>
+#endif
+
+int main() {
+  outbox::mock_transport backend;
+  outbox::memory_outbox<outbox::mock_transport> box(outbox::memory_storage(), backend);
+  box.set_user("consumer");
+  if (!box.enqueue({.type = "consumer.ran", .entity_id = "c1", .payload = "{}"})) return 1;
+  if (box.process_once().delivered != 1) return 2;
+#ifdef CONSUMER_WITH_SQLITE
+  auto db = outbox::sqlite_storage::open(":memory:");
+  if (!db) return 3;
+#endif
+  return 0;
+}
