@@ -8,11 +8,12 @@
 // entity synced or carrying the reason it is not; it exits non-zero otherwise.
 //
 //   outbox_demo [--users N] [--days N] [--failure-rate X] [--offline-rate X] [--reject-rate X]
-//               [--seed N] [--db PATH] [--quiet]
+//               [--seed N] [--db PATH] [--no-crash] [--quiet]
 #include <outbox/outbox.hpp>
 #include <outbox/storage/sqlite.hpp>
 
 #include <cstdio>
+#include <unistd.h>
 #include <filesystem>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -38,6 +40,7 @@ struct config {
   double reject_rate = 0.002;   // permanent 422s
   std::uint64_t seed = 7;
   std::string db;  // empty: a fresh file in the temp directory, removed at the end
+  bool crash = true;  // die mid-batch halfway through, and restart
   bool quiet = false;
 };
 
@@ -78,7 +81,7 @@ struct weight {
 
 [[noreturn]] void usage(int code) {
   std::cout << "usage: outbox_demo [--users N] [--days N] [--failure-rate X] [--offline-rate X]\n"
-               "                   [--reject-rate X] [--seed N] [--db PATH] [--quiet]\n";
+               "                   [--reject-rate X] [--seed N] [--db PATH] [--no-crash] [--quiet]\n";
   std::exit(code);
 }
 
@@ -99,6 +102,7 @@ config parse(int argc, char** argv) {
       else if (arg == "--seed") c.seed = std::stoull(next());
       else if (arg == "--db") c.db = next();
       else if (arg == "--quiet") c.quiet = true;
+      else if (arg == "--no-crash") c.crash = false;
       else if (arg == "--help" || arg == "-h") usage(0);
       else usage(2);
     } catch (const std::exception&) {
@@ -124,6 +128,19 @@ template <class Entity>
 using template_repository =
     outbox::Repository<Entity, outbox::sqlite_storage, outbox::coalesce_unsent, outbox::manual_clock>;
 
+using demo_outbox = outbox::Outbox<outbox::sqlite_storage, outbox::mock_transport, outbox::manual_clock>;
+
+/// What lives in the app's process: the outbox and the repositories sharing its database.
+struct app {
+  demo_outbox box;
+  template_repository<hourly_steps> steps{box};
+  template_repository<heart_rate> heart{box};
+  template_repository<weight> weights{box};
+  app(outbox::sqlite_storage storage, outbox::mock_transport backend, outbox::manual_clock clock,
+      outbox::exponential_backoff backoff, outbox::options options)
+      : box(std::move(storage), std::move(backend), std::move(clock), std::move(backoff), options) {}
+};
+
 double percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -143,28 +160,30 @@ int simulate(const config& cfg, const std::string& path) {
     return std::nullopt;  // delivered
   });
 
-  auto storage = outbox::sqlite_storage::open(path);
-  if (!storage) {
-    std::cerr << "cannot open " << path << ": " << storage.error().what() << '\n';
-    return 2;
-  }
-
-  outbox::options options;  // the reference design: batches of 10, polling every 30 s
-  using demo_outbox = outbox::Outbox<outbox::sqlite_storage, outbox::mock_transport, outbox::manual_clock>;
-  demo_outbox box(std::move(*storage), backend, clock,
-                  outbox::exponential_backoff({.jitter = outbox::jitter::equal, .seed = cfg.seed}), options);
-  template_repository<hourly_steps> steps(box);
-  template_repository<heart_rate> heart(box);
-  template_repository<weight> weights(box);
-
   std::size_t retried = 0;
   std::map<std::string, std::size_t> dead_reasons;
   std::vector<double> latency_s;
-  box.on_failed([&](const outbox::event&, const outbox::delivery_result&) { ++retried; });
-  box.on_dead([&](const outbox::event& e, const outbox::delivery_result&) { ++dead_reasons[e.last_error]; });
-  box.on_delivered([&](const outbox::event& e, const outbox::delivery_result&) {
-    latency_s.push_back(std::chrono::duration<double>(e.completed_at - e.created_at).count());
-  });
+
+  // The app's process: the outbox and its repositories over the database file. It can die
+  // (the object is dropped without stopping or recording anything) and start again.
+  std::optional<app> a;
+  auto start_app = [&]() -> bool {
+    auto storage = outbox::sqlite_storage::open(path);
+    if (!storage) {
+      std::cerr << "cannot open " << path << ": " << storage.error().what() << '\n';
+      return false;
+    }
+    outbox::options options;  // the reference design: batches of 10, polling every 30 s
+    a.emplace(std::move(*storage), backend, clock,
+              outbox::exponential_backoff({.jitter = outbox::jitter::equal, .seed = cfg.seed}), options);
+    a->box.on_failed([&](const outbox::event&, const outbox::delivery_result&) { ++retried; });
+    a->box.on_dead([&](const outbox::event& e, const outbox::delivery_result&) { ++dead_reasons[e.last_error]; });
+    a->box.on_delivered([&](const outbox::event& e, const outbox::delivery_result&) {
+      latency_s.push_back(std::chrono::duration<double>(e.completed_at - e.created_at).count());
+    });
+    return true;
+  };
+  if (!start_app()) return 2;
 
   std::mt19937_64 rng(cfg.seed);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
@@ -183,56 +202,92 @@ int simulate(const config& cfg, const std::string& path) {
     if (offline_minutes > 0) --offline_minutes;
     else if (unit(rng) < cfg.offline_rate / 2) offline_minutes = 2 * (5 + static_cast<int>(unit(rng) * 20));
     backend.set_offline(offline_minutes > 0);
-    for (int batches = 0; batches < 20 && box.process_once().claimed > 0; ++batches) {
+    // Drain what is due, but stop at the first offline answer, as the background runner does:
+    // re-sending into a dead network only burns commits.
+    for (int batches = 0; batches < 20; ++batches) {
+      const auto report = a->box.process_once();
+      if (report.claimed == 0 || report.unavailable == report.claimed) break;
     }
   };
 
+  // A live progress bar on a terminal; one line a day otherwise.
+  const bool progress_line = !cfg.quiet && ::isatty(STDOUT_FILENO);
+  std::size_t crash_in_flight = 0;
+  auto show_progress = [&](int day, int hour) {
+    const auto s = a->box.stats().value();
+    const int done = (day * 24 + hour + 1) * 30 / (cfg.days * 24);
+    std::cout << "\r day " << day + 1 << "/" << cfg.days << " [" << std::string(static_cast<std::size_t>(done), '#')
+              << std::string(static_cast<std::size_t>(30 - done), '.') << "] " << s.count(outbox::status::completed)
+              << " delivered, " << s.count(outbox::status::pending) + s.count(outbox::status::failed)
+              << " waiting, " << s.count(outbox::status::dead) << " dead   " << std::flush;
+  };
   const int minutes_per_user = 60 / cfg.users;
   for (int day = 0; day < cfg.days; ++day) {
     for (int hour = 0; hour < 24; ++hour) {
       for (int u = 0; u < cfg.users; ++u) {
         const std::string user = "user-" + std::to_string(u + 1);
-        box.set_user(user);  // this user's turn on the device: only their events sync
+        a->box.set_user(user);  // this user's turn on the device: only their events sync
         const std::string when = "d" + std::to_string(day) + "h" + std::to_string(hour);
         // The step counter reports the hour twice: the second save updates the same entity.
         int count = static_cast<int>(unit(rng) * 2000);
-        remember(steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
+        remember(a->steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
         for (int sample = 0; sample < 6; ++sample) {
           const int bpm = 55 + static_cast<int>(unit(rng) * 40);
-          remember(heart.save({.id = "", .user_id = user, .minute = when + "m" + std::to_string(sample * 10), .bpm = bpm}));
+          remember(a->heart.save({.id = "", .user_id = user, .minute = when + "m" + std::to_string(sample * 10), .bpm = bpm}));
+        }
+        if (cfg.crash && day == cfg.days / 2 && hour == 12 && u == 0) {
+          // The crash: a batch reaches the backend, then the process dies before it records the
+          // answers. On restart those events are still "processing"; the outbox releases the
+          // dead run's claims and sends them again: at-least-once, the event id lets the backend
+          // drop the repeats.
+          backend.set_offline(false);
+          std::vector<outbox::event> in_flight;
+          const auto now = clock.now();
+          (void)a->box.storage().claim({user, now, now + std::chrono::minutes(2), 10}, in_flight);
+          std::vector<outbox::delivery_result> answers(in_flight.size());
+          backend.send(in_flight, answers);
+          crash_in_flight = in_flight.size();
+          a.reset();  // no stop(), no record(): gone
+          if (!start_app()) return 2;
+          a->box.set_user(user);
+          if (!cfg.quiet)
+            std::cout << (progress_line ? "\n" : "") << "crash! restarted with " << crash_in_flight
+                      << " events in flight\n";
         }
         if (hour == 7) {
-          remember(weights.save({.id = "", .user_id = user, .day = "d" + std::to_string(day), .kg = 71.4}));
+          remember(a->weights.save({.id = "", .user_id = user, .day = "d" + std::to_string(day), .kg = 71.4}));
         }
+        if (progress_line) show_progress(day, hour);
         for (int t = 0; t < 2 * minutes_per_user; ++t) {
           if (t == minutes_per_user) {
             count += static_cast<int>(unit(rng) * 300);
-            remember(steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
+            remember(a->steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
           }
           tick();
         }
       }
     }
-    if (!cfg.quiet) {
-      const auto s = box.stats().value();
+    if (!cfg.quiet && !progress_line) {
+      const auto s = a->box.stats().value();
       std::cout << "day " << day + 1 << ": " << saved.size() << " saved, " << s.count(outbox::status::completed)
                 << " delivered, " << s.count(outbox::status::pending) + s.count(outbox::status::failed)
                 << " waiting, " << s.count(outbox::status::dead) << " dead\n";
     }
   }
 
+  if (progress_line) std::cout << '\n';
   // Every user logs in once more and stays until their events are through (or dead).
   backend.set_offline(false);
   offline_minutes = 0;
   for (int u = 0; u < cfg.users; ++u) {
     const std::string user = "user-" + std::to_string(u + 1);
-    box.set_user(user);
+    a->box.set_user(user);
     for (int t = 0; t < 24 * 120; ++t) {
-      const auto s = box.stats(user).value();
+      const auto s = a->box.stats(user).value();
       if (s.count(outbox::status::pending) + s.count(outbox::status::failed) + s.count(outbox::status::processing) == 0)
         break;
       clock.advance(30s);
-      while (box.process_once().claimed > 0) {
+      while (a->box.process_once().claimed > 0) {  // online now: every claim makes progress
       }
     }
   }
@@ -240,7 +295,7 @@ int simulate(const config& cfg, const std::string& path) {
   // The audit: nothing acknowledged may be missing or stuck.
   std::size_t delivered = 0, dead = 0, missing = 0;
   for (const auto& id : saved) {
-    const auto found = box.find(id).value();
+    const auto found = a->box.find(id).value();
     if (!found) ++missing;
     else if (found->status == outbox::status::completed) ++delivered;
     else if (found->status == outbox::status::dead) ++dead;
@@ -255,9 +310,9 @@ int simulate(const config& cfg, const std::string& path) {
       if (row.sync != outbox::sync_status::synced && row.sync_error.empty()) ++unexplained;
     }
   };
-  audit(steps);
-  audit(heart);
-  audit(weights);
+  audit(a->steps);
+  audit(a->heart);
+  audit(a->weights);
   const double real_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - real_start).count();
 
   std::cout << std::fixed << std::setprecision(1);
@@ -269,7 +324,11 @@ int simulate(const config& cfg, const std::string& path) {
             << "retries          " << retried << " (503s and offline windows; offline uses no attempt)\n"
             << "dead             " << dead << '\n';
   for (const auto& [reason, n] : dead_reasons) std::cout << "                 " << n << " x " << reason << '\n';
-  std::cout << "duplicates       " << backend.duplicates() << " seen by the backend\n"
+  const std::size_t duplicates = backend.duplicates();
+  std::cout << "duplicates       " << duplicates << " seen by the backend ("
+            << (cfg.crash ? std::to_string(crash_in_flight) + " were in flight at the crash: up to that many expected"
+                          : std::string("0 expected without a crash"))
+            << ")\n"
             << "latency          p50 " << percentile(latency_s, 0.50) << " s, p90 " << percentile(latency_s, 0.90)
             << " s, p99 " << percentile(latency_s, 0.99) << " s (simulated time, save to delivery)\n"
             << "throughput       " << static_cast<double>(saved.size()) / real_s << " events/s (" << real_s
@@ -277,7 +336,7 @@ int simulate(const config& cfg, const std::string& path) {
             << "missing          " << missing << (missing == 0 ? " - nothing lost\n" : " - EVENTS LOST\n")
             << "entities         " << entities - unexplained << " of " << entities
             << " synced or rejected with a reason\n";
-  return missing == 0 && unexplained == 0 ? 0 : 1;
+  return missing == 0 && unexplained == 0 && duplicates <= crash_in_flight ? 0 : 1;
 }
 
 void remove_database(const std::string& path) {
