@@ -2480,13 +2480,13 @@ class memory_state {
     std::set<std::uint64_t> members;
     int in_flight = 0;
     enum class queue : std::uint8_t { none, ready, waiting } queued = queue::none;
-    std::pair<int, std::uint64_t> ready_entry{};          // (-priority, seq) when ready
+    std::pair<std::int64_t, std::uint64_t> ready_entry{};  // (-priority, seq) when ready; 64-bit: -INT_MIN
     std::pair<timestamp, std::uint64_t> waiting_entry{};  // (retry_after, seq) when waiting
   };
 
   struct user_state {
     std::unordered_map<std::string, line, transparent_string_hash, std::equal_to<>> lines;
-    std::set<std::pair<int, std::uint64_t>> ready;         // heads claimable now
+    std::set<std::pair<std::int64_t, std::uint64_t>> ready;  // heads claimable now
     std::set<std::uint64_t> ready_by_seq;                  // the same heads, oldest first
     std::set<std::pair<timestamp, std::uint64_t>> waiting; // failed heads, earliest retry first
     std::array<std::set<std::uint64_t>, status_count> by_status;
@@ -2628,7 +2628,7 @@ class memory_state {
   }
 
   void enqueue_ready(user_state& user, line& l, const event& e) {
-    l.ready_entry = {-e.priority, e.seq};
+    l.ready_entry = {-static_cast<std::int64_t>(e.priority), e.seq};
     user.ready.insert(l.ready_entry);
     user.ready_by_seq.insert(e.seq);
     l.queued = line::queue::ready;
@@ -3058,6 +3058,8 @@ inline constexpr std::uint32_t format_version = 1;
 inline constexpr std::size_t header_size = 16;
 inline constexpr std::size_t frame_overhead = 8;            // length + crc
 inline constexpr std::uint32_t max_body = 256U << 20;        // a larger length is corruption
+inline constexpr std::uint64_t max_seq = 1ULL << 62;         // sequence numbers never get near this
+inline constexpr int max_attempts_value = 1 << 30;           // counts beyond this are corruption
 
 enum class record_type : std::uint8_t {
   event = 1,           ///< an event's whole state
@@ -3218,7 +3220,14 @@ class reader {
     pos_ += n;
     return s;
   }
-  timestamp time() { return from_micros(i64()); }
+  /// Times are microseconds within +-146 years of 1970: far enough for any real schedule, and
+  /// near enough that converting to nanoseconds and subtracting two of them cannot overflow.
+  timestamp time() {
+    const std::int64_t v = i64();
+    constexpr std::int64_t limit = INT64_MAX / 2000;
+    if (v > limit || v < -limit) ok_ = false;
+    return ok_ ? from_micros(v) : timestamp{};
+  }
   event_id id() {
     event_id id;
     id.high = u64();
@@ -3275,14 +3284,16 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
       e.lease = r.u64();
       e.lease_until = r.time();
       // A record that decodes but describes an impossible event is corruption too.
-      if (st >= status_count || e.seq == 0 || e.id.is_nil()) return std::nullopt;
+      if (st >= status_count || e.seq == 0 || e.seq >= max_seq || e.id.is_nil() || e.attempts < 0 ||
+          e.attempts > max_attempts_value || e.max_attempts < 1 || e.max_attempts > max_attempts_value)
+        return std::nullopt;
       e.status = static_cast<status>(st);
       out = std::move(e);
       break;
     }
     case record_type::event_removed: {
       const std::uint64_t seq = r.u64();
-      if (seq == 0) return std::nullopt;
+      if (seq == 0 || seq >= max_seq) return std::nullopt;
       out = seq;
       break;
     }
@@ -3314,7 +3325,12 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
       break;
     }
     case record_type::commit:
-    case record_type::snapshot: out = marker{type, r.u64()}; break;
+    case record_type::snapshot: {
+      const std::uint64_t next_seq = r.u64();
+      if (next_seq >= max_seq) return std::nullopt;
+      out = marker{type, next_seq};
+      break;
+    }
     default: return std::nullopt;
   }
   if (!r.ok() || !r.at_end()) return std::nullopt;
@@ -3367,6 +3383,7 @@ struct segment_scan {
   std::vector<record> group;
   std::size_t pos = header_size;
   bool first = true;
+  bool dropping = false;  // FIX: after a skip, up to the next commit: the rest of a damaged group
   while (pos < bytes.size()) {
     std::string_view body;
     auto end = frame_end(bytes, pos, &body);
@@ -3384,6 +3401,7 @@ struct segment_scan {
       scan.valid_after_bad = scan.valid_after_bad || found;
       if (!salvage || !found) break;
       group.clear();  // the interrupted group cannot be trusted whole
+      dropping = true;
       pos = next;
       continue;
     }
@@ -3396,7 +3414,8 @@ struct segment_scan {
     const auto* m = std::get_if<marker>(&*rec);
     group.push_back(std::move(*rec));
     if (m && m->type == record_type::commit) {
-      scan.groups.push_back(std::move(group));
+      if (!dropping) scan.groups.push_back(std::move(group));
+      dropping = false;
       group.clear();
       scan.valid_end = pos;
     }
@@ -3696,6 +3715,7 @@ class file_storage {
     std::uint64_t compactions = 0;
     std::uint64_t syncs = 0;
     std::uint64_t writes = 0;
+    bool unreadable_last = false;  // FIX
 
     state(std::filesystem::path directory, file_options o) : dir(std::move(directory)), options(o) {}
 
@@ -3755,6 +3775,7 @@ class file_storage {
       std::random_device rd;
       memory.set_next_lease((static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL);
       if (segments.empty()) return start_segment(1, {});
+      if (unreadable_last) return start_segment(segments.back() + 1, {});  // FIX: never append after garbage
       return open_active();
     }
 
@@ -3791,7 +3812,12 @@ class file_storage {
       } else if (!last && bytes.size() > scan.valid_end && !options.salvage) {
         return outbox::error(errc::corrupt_data, path.string() + ": incomplete group at offset " +
                                                      std::to_string(scan.valid_end) + " in a sealed segment");
+      } else if (!last && bytes.size() > scan.valid_end && !scan.bad_offset) {  // FIX: say what salvage dropped
+        ++recovery.salvaged_skips;
+        recovery.notes.push_back("salvaged " + path.string() + ": dropped an incomplete group at offset " +
+                                 std::to_string(scan.valid_end) + " of a sealed segment");
       }
+      if (last && scan.bad_header && bytes.size() >= detail::log::header_size) unreadable_last = true;  // FIX
       if (scan.bad_header && last && bytes.size() < detail::log::header_size) {
         // A segment whose creation was cut short: start it again.
         std::error_code ec;

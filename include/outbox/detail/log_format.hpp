@@ -29,6 +29,8 @@ inline constexpr std::uint32_t format_version = 1;
 inline constexpr std::size_t header_size = 16;
 inline constexpr std::size_t frame_overhead = 8;            // length + crc
 inline constexpr std::uint32_t max_body = 256U << 20;        // a larger length is corruption
+inline constexpr std::uint64_t max_seq = 1ULL << 62;         // sequence numbers never get near this
+inline constexpr int max_attempts_value = 1 << 30;           // counts beyond this are corruption
 
 enum class record_type : std::uint8_t {
   event = 1,           ///< an event's whole state
@@ -189,7 +191,14 @@ class reader {
     pos_ += n;
     return s;
   }
-  timestamp time() { return from_micros(i64()); }
+  /// Times are microseconds within +-146 years of 1970: far enough for any real schedule, and
+  /// near enough that converting to nanoseconds and subtracting two of them cannot overflow.
+  timestamp time() {
+    const std::int64_t v = i64();
+    constexpr std::int64_t limit = INT64_MAX / 2000;
+    if (v > limit || v < -limit) ok_ = false;
+    return ok_ ? from_micros(v) : timestamp{};
+  }
   event_id id() {
     event_id id;
     id.high = u64();
@@ -246,14 +255,16 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
       e.lease = r.u64();
       e.lease_until = r.time();
       // A record that decodes but describes an impossible event is corruption too.
-      if (st >= status_count || e.seq == 0 || e.id.is_nil()) return std::nullopt;
+      if (st >= status_count || e.seq == 0 || e.seq >= max_seq || e.id.is_nil() || e.attempts < 0 ||
+          e.attempts > max_attempts_value || e.max_attempts < 1 || e.max_attempts > max_attempts_value)
+        return std::nullopt;
       e.status = static_cast<status>(st);
       out = std::move(e);
       break;
     }
     case record_type::event_removed: {
       const std::uint64_t seq = r.u64();
-      if (seq == 0) return std::nullopt;
+      if (seq == 0 || seq >= max_seq) return std::nullopt;
       out = seq;
       break;
     }
@@ -285,7 +296,12 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
       break;
     }
     case record_type::commit:
-    case record_type::snapshot: out = marker{type, r.u64()}; break;
+    case record_type::snapshot: {
+      const std::uint64_t next_seq = r.u64();
+      if (next_seq >= max_seq) return std::nullopt;
+      out = marker{type, next_seq};
+      break;
+    }
     default: return std::nullopt;
   }
   if (!r.ok() || !r.at_end()) return std::nullopt;
@@ -338,6 +354,7 @@ struct segment_scan {
   std::vector<record> group;
   std::size_t pos = header_size;
   bool first = true;
+  bool dropping = false;  // FIX: after a skip, up to the next commit: the rest of a damaged group
   while (pos < bytes.size()) {
     std::string_view body;
     auto end = frame_end(bytes, pos, &body);
@@ -355,6 +372,7 @@ struct segment_scan {
       scan.valid_after_bad = scan.valid_after_bad || found;
       if (!salvage || !found) break;
       group.clear();  // the interrupted group cannot be trusted whole
+      dropping = true;
       pos = next;
       continue;
     }
@@ -367,7 +385,8 @@ struct segment_scan {
     const auto* m = std::get_if<marker>(&*rec);
     group.push_back(std::move(*rec));
     if (m && m->type == record_type::commit) {
-      scan.groups.push_back(std::move(group));
+      if (!dropping) scan.groups.push_back(std::move(group));
+      dropping = false;
       group.clear();
       scan.valid_end = pos;
     }

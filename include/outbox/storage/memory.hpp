@@ -417,13 +417,13 @@ class memory_state {
     std::set<std::uint64_t> members;
     int in_flight = 0;
     enum class queue : std::uint8_t { none, ready, waiting } queued = queue::none;
-    std::pair<int, std::uint64_t> ready_entry{};          // (-priority, seq) when ready
+    std::pair<std::int64_t, std::uint64_t> ready_entry{};  // (-priority, seq) when ready; 64-bit: -INT_MIN
     std::pair<timestamp, std::uint64_t> waiting_entry{};  // (retry_after, seq) when waiting
   };
 
   struct user_state {
     std::unordered_map<std::string, line, transparent_string_hash, std::equal_to<>> lines;
-    std::set<std::pair<int, std::uint64_t>> ready;         // heads claimable now
+    std::set<std::pair<std::int64_t, std::uint64_t>> ready;  // heads claimable now
     std::set<std::uint64_t> ready_by_seq;                  // the same heads, oldest first
     std::set<std::pair<timestamp, std::uint64_t>> waiting; // failed heads, earliest retry first
     std::array<std::set<std::uint64_t>, status_count> by_status;
@@ -565,7 +565,7 @@ class memory_state {
   }
 
   void enqueue_ready(user_state& user, line& l, const event& e) {
-    l.ready_entry = {-e.priority, e.seq};
+    l.ready_entry = {-static_cast<std::int64_t>(e.priority), e.seq};
     user.ready.insert(l.ready_entry);
     user.ready_by_seq.insert(e.seq);
     l.queued = line::queue::ready;
