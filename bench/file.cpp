@@ -1,0 +1,545 @@
+/// \file
+/// Google Benchmark bodies for `outbox::file_storage` behind `outbox::Outbox`, each next to a
+/// raw `write` + `fdatasync` of the same bytes (`BM_baseline_*`), in the same binary: this
+/// machine varies 10-25 % from run to run, so bench/README.md reports ratios, not absolute
+/// figures.
+///
+///     BM_file_storage_enqueue/batch:N              Outbox::enqueue(span) of N events, durable (sync group)
+///     BM_baseline_write_fdatasync/batch:N          write() the bytes the storage logs for N events, fdatasync
+///     BM_file_storage_drain/events:N               process_once() until empty, batches of 100
+///     BM_baseline_write_fdatasync_drain/events:N   per 100 events: write+fdatasync the claim group, then the record group
+///     BM_file_storage_savers/threads:T             T threads, enqueue(one event) each call, durable on return
+///     BM_baseline_write_fdatasync_savers/threads:T T threads, write+fdatasync of one event's group each, one O_APPEND file
+///
+/// The baselines write exactly what the storage writes: records framed and checksummed by
+/// `outbox::detail::log` from events built as the outbox builds them, a commit record closing
+/// each group (the `log_bytes_per_event` counters of a row and its baseline agree). They are
+/// serialised before the clock starts: the baseline is the disk, the outbox is everything else.
+///
+/// Every storage is a fresh directory in the temporary directory (TMPDIR), removed afterwards.
+/// It must be on a real disk: on tmpfs a sync costs nothing and the figures mean little.
+
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "outbox/detail/log_format.hpp"
+#include "outbox/outbox.hpp"
+#include "outbox/storage/file.hpp"
+
+namespace {
+
+constexpr std::size_t payload_bytes = 64;       // a typical small JSON body, past the SSO buffer
+constexpr std::size_t entity_count = 1000;      // distinct ordering keys: per-key lines matter
+constexpr std::size_t rebuild_every = 100'000;  // enqueue: start afresh after this many events
+constexpr std::size_t drain_batch = 100;        // options.batch_size of the drain benchmarks
+constexpr std::size_t fill_batch = 1000;        // events per enqueue when filling for a drain
+constexpr int default_max_attempts = 5;         // what the outbox stores for a new event
+const std::string user = "bench-user";
+const std::string event_type = "steps.saved";
+
+/// Accepts every event at once: the benchmarks time the outbox, not a network.
+struct NullTransport {
+  void send(std::span<const outbox::event> batch, std::span<outbox::delivery_result> results) {
+    for (std::size_t i = 0; i < batch.size(); ++i) results[i] = outbox::delivery_result::delivered();
+  }
+};
+
+using file_outbox = outbox::Outbox<outbox::file_storage, NullTransport>;
+
+std::string entity_name(std::size_t i) { return "entity-" + std::to_string(i % entity_count); }
+
+/// 2 * entity_count producer events, entity i % entity_count: any window of up to
+/// entity_count of them names distinct entities, consecutive windows continue the rotation.
+std::vector<outbox::new_event> make_pool() {
+  std::vector<outbox::new_event> pool(2 * entity_count);
+  for (std::size_t i = 0; i < pool.size(); ++i) {
+    pool[i].type = event_type;
+    pool[i].entity_id = entity_name(i);
+    pool[i].user_id = user;
+    pool[i].payload = std::string(payload_bytes, 'x');
+  }
+  return pool;
+}
+
+std::size_t next_offset(std::size_t offset, std::size_t size) { return (offset + size) % entity_count; }
+
+outbox::options drain_options() {
+  outbox::options opts;
+  opts.batch_size = drain_batch;
+  return opts;
+}
+
+double seconds_between(std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point stop) {
+  return std::chrono::duration<double>(stop - start).count();
+}
+
+/// A directory of its own in the temporary directory, removed with everything in it when this
+/// goes away. Destroy the storage using it first.
+class temp_directory {
+ public:
+  temp_directory() {
+    static std::atomic<unsigned> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            ("outbox-bench-file-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+    std::filesystem::create_directories(path_, ignored);
+  }
+  temp_directory(const temp_directory&) = delete;
+  temp_directory& operator=(const temp_directory&) = delete;
+  ~temp_directory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// fsyncs every file in `dir`: what a fill written with sync_policy::none left in the page
+/// cache must not be flushed by the first sync on the clock.
+void sync_directory_files(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const int file = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (file < 0) continue;
+    ::fsync(file);
+    ::close(file);
+  }
+  const int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (d >= 0) {
+    ::fsync(d);
+    ::close(d);
+  }
+}
+
+/// Bytes of records in the segment files of `dir`: their sizes less their headers.
+std::uint64_t logged_bytes_in(const std::filesystem::path& dir) {
+  std::uint64_t bytes = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".log") continue;
+    const auto size = entry.file_size(ec);
+    if (!ec && size > outbox::detail::log::header_size) bytes += size - outbox::detail::log::header_size;
+  }
+  return bytes;
+}
+
+// ---- the baselines' bytes ----------------------------------------------------------------------
+
+/// The event the outbox stores for `e` (see Outbox::make_event), with the seq the storage gives it.
+outbox::event stored_event(const outbox::new_event& e, outbox::event_id id, std::uint64_t seq, outbox::timestamp now) {
+  outbox::event out;
+  out.id = id;
+  out.seq = seq;
+  out.type = e.type;
+  out.entity_id = e.entity_id;
+  out.ordering_key = e.entity_id;
+  out.user_id = e.user_id;
+  out.payload = e.payload;
+  out.status = outbox::status::pending;
+  out.max_attempts = default_max_attempts;
+  out.created_at = now;
+  out.updated_at = now;
+  return out;
+}
+
+/// One group of the log: the state of each event after `change`, then the commit record.
+template <class Change>
+std::string log_group(const std::vector<outbox::new_event>& pool, std::size_t offset, std::size_t count,
+                      std::uint64_t first_seq, Change&& change) {
+  outbox::event_id_generator ids(7);
+  const outbox::timestamp now = outbox::system_clock{}.now();
+  std::string bytes;
+  for (std::size_t i = 0; i < count; ++i) {
+    outbox::event e = stored_event(pool[(offset + i) % pool.size()], ids.next(now), first_seq + i, now);
+    change(e, now);
+    outbox::detail::log::put_event(bytes, e);
+  }
+  outbox::detail::log::put_marker(bytes, outbox::detail::log::record_type::commit, first_seq + count);
+  return bytes;
+}
+
+/// The groups `append` logs for batches of `batch` new events taken from the pool as the
+/// enqueue benchmarks take them (consecutive windows, entity ids in rotation), until the
+/// rotation comes back to its start: the same bytes, in the same sizes, as the outbox writes.
+std::vector<std::string> append_groups(const std::vector<outbox::new_event>& pool, std::size_t batch) {
+  std::vector<std::string> groups;
+  std::size_t offset = 0;
+  std::uint64_t seq = 1;
+  do {
+    groups.push_back(log_group(pool, offset, batch, seq, [](outbox::event&, outbox::timestamp) {}));
+    seq += batch;
+    offset = next_offset(offset, batch);
+  } while (offset != 0);
+  return groups;
+}
+
+double mean_bytes_per_event(const std::vector<std::string>& groups, std::size_t batch) {
+  std::size_t bytes = 0;
+  for (const auto& g : groups) bytes += g.size();
+  return static_cast<double>(bytes) / static_cast<double>(groups.size() * batch);
+}
+
+/// The group `claim` logs: each event processing, under a lease, one attempt started.
+std::string claim_group(const std::vector<outbox::new_event>& pool, std::size_t count) {
+  return log_group(pool, 0, count, 1, [](outbox::event& e, outbox::timestamp now) {
+    e.status = outbox::status::processing;
+    e.attempts = 1;
+    e.lease = 0x1234'5678'9ABC'DEF0ULL;
+    e.lease_until = now + std::chrono::minutes(2);
+    e.updated_at = now;
+  });
+}
+
+/// The group `record` logs: each event completed.
+std::string record_group(const std::vector<outbox::new_event>& pool, std::size_t count) {
+  return log_group(pool, 0, count, 1, [](outbox::event& e, outbox::timestamp now) {
+    e.status = outbox::status::completed;
+    e.attempts = 1;
+    e.updated_at = now;
+    e.completed_at = now;
+  });
+}
+
+/// A file opened as the storage opens its active segment; removed when this goes away.
+class append_file {
+ public:
+  explicit append_file(const std::filesystem::path& path) : path_(path) {
+    file_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  }
+  append_file(const append_file&) = delete;
+  append_file& operator=(const append_file&) = delete;
+  ~append_file() {
+    if (file_ >= 0) ::close(file_);
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+
+  [[nodiscard]] bool ok() const noexcept { return file_ >= 0; }
+
+  /// write() until all of `bytes` is written, then fdatasync: what the storage does per flush.
+  [[nodiscard]] bool write_and_sync(std::string_view bytes) const {
+    while (!bytes.empty()) {
+      const ssize_t n = ::write(file_, bytes.data(), bytes.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return false;
+      }
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return ::fdatasync(file_) == 0;
+  }
+
+ private:
+  std::filesystem::path path_;
+  int file_ = -1;
+};
+
+// ---- durable enqueue ---------------------------------------------------------------------------
+
+void BM_file_storage_enqueue(benchmark::State& state) {
+  const auto batch = static_cast<std::size_t>(state.range(0));
+  const std::vector<outbox::new_event> pool = make_pool();
+  std::optional<file_outbox> box;
+  std::optional<temp_directory> dir;
+  std::uint64_t logged_bytes = 0;  // records written by the storages of this run
+  auto retire = [&] {
+    box.reset();
+    if (dir) logged_bytes += logged_bytes_in(dir->path());
+    dir.reset();
+  };
+  auto rebuild = [&]() -> bool {
+    retire();
+    dir.emplace();
+    auto storage = outbox::file_storage::open(dir->path());  // the default: sync_policy::group
+    if (!storage) {
+      state.SkipWithError(storage.error().what().c_str());
+      return false;
+    }
+    box.emplace(std::move(*storage));
+    return true;
+  };
+  if (!rebuild()) return;
+  std::size_t stored = 0;
+  std::size_t offset = 0;
+  for (auto _ : state) {
+    if (stored >= rebuild_every) {
+      // Keep the storage between 0 and 100k events: a fresh directory, off the clock.
+      if (!rebuild()) break;
+      stored = 0;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    auto ids = box->enqueue(std::span<const outbox::new_event>(pool.data() + offset, batch));
+    const auto stop = std::chrono::steady_clock::now();
+    if (!ids) {
+      state.SkipWithError(ids.error().what().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(ids);
+    state.SetIterationTime(seconds_between(start, stop));
+    stored += batch;
+    offset = next_offset(offset, batch);
+  }
+  retire();
+  const auto events = static_cast<double>(state.iterations()) * static_cast<double>(batch);
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  if (events > 0) state.counters["log_bytes_per_event"] = static_cast<double>(logged_bytes) / events;
+}
+
+/// The bytes `append` logs for N events (N event records and a commit record, serialised off
+/// the clock), written to a file opened O_APPEND, then fdatasync. Restarted at the same cadence.
+void BM_baseline_write_fdatasync(benchmark::State& state) {
+  const auto batch = static_cast<std::size_t>(state.range(0));
+  const std::vector<std::string> groups = append_groups(make_pool(), batch);
+  std::optional<append_file> file;
+  std::optional<temp_directory> dir;
+  auto rebuild = [&]() -> bool {
+    file.reset();
+    dir.reset();
+    dir.emplace();
+    file.emplace(dir->path() / "baseline.log");
+    if (!file->ok()) {
+      state.SkipWithError("setup: could not open the baseline file");
+      return false;
+    }
+    return true;
+  };
+  if (!rebuild()) return;
+  std::size_t stored = 0;
+  std::size_t next = 0;
+  for (auto _ : state) {
+    if (stored >= rebuild_every) {
+      if (!rebuild()) break;
+      stored = 0;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const bool written = file->write_and_sync(groups[next]);
+    const auto stop = std::chrono::steady_clock::now();
+    if (!written) {
+      state.SkipWithError("write or fdatasync failed");
+      break;
+    }
+    state.SetIterationTime(seconds_between(start, stop));
+    stored += batch;
+    next = (next + 1) % groups.size();
+  }
+  file.reset();
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["log_bytes_per_event"] = mean_bytes_per_event(groups, batch);
+}
+
+// ---- drain -------------------------------------------------------------------------------------
+
+/// Off the clock: `total` events written with sync_policy::none in batches of 1000 and synced to
+/// disk, then the storage reopened (replayed) with the default policy behind a drain outbox.
+bool prepare_drain(std::optional<file_outbox>& box, const temp_directory& dir,
+                   const std::vector<outbox::new_event>& pool, std::size_t total, benchmark::State& state) {
+  {
+    outbox::file_options fast;
+    fast.sync = outbox::file_options::sync_policy::none;
+    auto storage = outbox::file_storage::open(dir.path(), fast);
+    if (!storage) {
+      state.SkipWithError(storage.error().what().c_str());
+      return false;
+    }
+    file_outbox filler(std::move(*storage));
+    for (std::size_t done = 0; done < total; done += fill_batch) {
+      const std::size_t n = std::min(fill_batch, total - done);
+      if (!filler.enqueue(std::span<const outbox::new_event>(pool.data(), n))) {
+        state.SkipWithError("setup: enqueue failed");
+        return false;
+      }
+    }
+  }
+  sync_directory_files(dir.path());
+  auto storage = outbox::file_storage::open(dir.path());
+  if (!storage) {
+    state.SkipWithError(storage.error().what().c_str());
+    return false;
+  }
+  box.emplace(std::move(*storage), drain_options());
+  box->set_user(user);
+  return true;
+}
+
+void BM_file_storage_drain(benchmark::State& state) {
+  const auto total = static_cast<std::size_t>(state.range(0));
+  const std::vector<outbox::new_event> pool = make_pool();
+  std::uint64_t syncs = 0;
+  std::uint64_t compactions = 0;
+  for (auto _ : state) {
+    std::optional<file_outbox> box;
+    temp_directory dir;
+    if (!prepare_drain(box, dir, pool, total, state)) break;
+    const auto before = box->storage().disk_usage();
+
+    std::size_t delivered = 0;
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      const outbox::cycle_report report = box->process_once();
+      if (report.error) {
+        state.SkipWithError(report.error->what().c_str());
+        break;
+      }
+      if (report.claimed == 0) break;
+      delivered += report.delivered;
+    }
+    const auto stop = std::chrono::steady_clock::now();
+    const auto after = box->storage().disk_usage();
+    syncs += after.syncs - before.syncs;
+    compactions += after.compactions - before.compactions;
+    if (delivered != total) {
+      state.SkipWithError("the drain did not deliver every event");
+      break;
+    }
+    state.SetIterationTime(seconds_between(start, stop));
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  const auto iterations = static_cast<double>(state.iterations());
+  if (iterations > 0) {
+    state.counters["syncs"] = static_cast<double>(syncs) / iterations;
+    state.counters["compactions"] = static_cast<double>(compactions) / iterations;
+  }
+}
+
+/// What the drain must write at the least: per batch of 100, the claim group (100 events now
+/// processing, a commit record), fdatasync, then the record group (100 events now completed, a
+/// commit record), fdatasync. Serialised off the clock; a fresh file per iteration.
+void BM_baseline_write_fdatasync_drain(benchmark::State& state) {
+  const auto total = static_cast<std::size_t>(state.range(0));
+  const std::vector<outbox::new_event> pool = make_pool();
+  const std::string claimed = claim_group(pool, drain_batch);
+  const std::string recorded = record_group(pool, drain_batch);
+  for (auto _ : state) {
+    temp_directory dir;
+    append_file file(dir.path() / "baseline.log");
+    if (!file.ok()) {
+      state.SkipWithError("setup: could not open the baseline file");
+      break;
+    }
+    bool ok = true;
+    const auto start = std::chrono::steady_clock::now();
+    for (std::size_t done = 0; done < total && ok; done += drain_batch)
+      ok = file.write_and_sync(claimed) && file.write_and_sync(recorded);
+    const auto stop = std::chrono::steady_clock::now();
+    if (!ok) {
+      state.SkipWithError("write or fdatasync failed");
+      break;
+    }
+    state.SetIterationTime(seconds_between(start, stop));
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["syncs"] = static_cast<double>(2 * ((total + drain_batch - 1) / drain_batch));
+}
+
+// ---- concurrent savers -------------------------------------------------------------------------
+
+// One storage (or file) per run, shared by the run's threads; Setup and Teardown run outside them.
+std::optional<temp_directory> shared_dir;
+std::optional<file_outbox> shared_box;
+std::optional<append_file> shared_file;
+
+void open_shared_outbox(const benchmark::State&) {
+  shared_dir.emplace();
+  auto storage = outbox::file_storage::open(shared_dir->path());
+  if (storage) shared_box.emplace(std::move(*storage));
+}
+void open_shared_file(const benchmark::State&) {
+  shared_dir.emplace();
+  shared_file.emplace(shared_dir->path() / "baseline.log");
+}
+void close_shared(const benchmark::State&) {
+  shared_box.reset();
+  shared_file.reset();
+  shared_dir.reset();
+}
+
+/// Each thread saves one event per call, durable before the call returns (sync_policy::group);
+/// total throughput. Concurrent calls share a write and its fdatasync (group commit).
+void BM_file_storage_savers(benchmark::State& state) {
+  if (!shared_box) {
+    state.SkipWithError("setup: could not open the storage");
+    return;
+  }
+  const std::vector<outbox::new_event> pool = make_pool();
+  std::size_t next = static_cast<std::size_t>(state.thread_index()) * 137;  // threads spread over keys
+  outbox::file_storage::usage before{};
+  if (state.thread_index() == 0) before = shared_box->storage().disk_usage();
+  for (auto _ : state) {
+    auto id = shared_box->enqueue(pool[next]);
+    if (!id) {
+      state.SkipWithError(id.error().what().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(id);
+    next = (next + 1) % entity_count;
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (state.thread_index() == 0) {
+    const auto after = shared_box->storage().disk_usage();
+    const auto syncs = after.syncs - before.syncs;
+    // Saves served per fdatasync: 1.0 means no grouping happened.
+    if (syncs > 0)
+      state.counters["saves_per_sync"] = static_cast<double>(after.writes - before.writes) / static_cast<double>(syncs);
+  }
+}
+
+/// The same without group commit: each thread writes one event's group (the event record and
+/// a commit record) to one shared O_APPEND file and calls fdatasync itself.
+void BM_baseline_write_fdatasync_savers(benchmark::State& state) {
+  if (!shared_file || !shared_file->ok()) {
+    state.SkipWithError("setup: could not open the baseline file");
+    return;
+  }
+  const std::vector<std::string> groups = append_groups(make_pool(), 1);
+  std::size_t next = static_cast<std::size_t>(state.thread_index()) * 137;  // as the savers do
+  for (auto _ : state) {
+    if (!shared_file->write_and_sync(groups[next])) {
+      state.SkipWithError("write or fdatasync failed");
+      break;
+    }
+    next = (next + 1) % groups.size();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+}  // namespace
+
+// Disk-bound: every row is timed in real time (manual time around the measured call where the
+// loop also does untimed setup), never in CPU time, which would leave out the syncs.
+BENCHMARK(BM_file_storage_enqueue)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
+BENCHMARK(BM_baseline_write_fdatasync)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
+
+// Each iteration fills and reopens a fresh storage off the clock (about as long as the drain),
+// so the iteration counts are fixed rather than grown to a minimum time.
+BENCHMARK(BM_file_storage_drain)->ArgName("events")->Arg(10'000)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_file_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_baseline_write_fdatasync_drain)->ArgName("events")->Arg(10'000)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_baseline_write_fdatasync_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK(BM_file_storage_savers)
+    ->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(open_shared_outbox)->Teardown(close_shared);
+BENCHMARK(BM_baseline_write_fdatasync_savers)
+    ->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(open_shared_file)->Teardown(close_shared);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,658 @@
+/// \file
+/// Google Benchmark bodies for `outbox::sqlite_storage` behind `outbox::Outbox`, each next to raw
+/// SQLite doing the same inserts and updates on the same schema with the same pragmas
+/// (`BM_baseline_raw_sqlite_*`), in the same binary: this machine varies 10-25 % from run to
+/// run, so bench/README.md reports ratios, not absolute figures.
+///
+///     BM_sqlite_storage_enqueue/batch:N                   Outbox::enqueue(span) of N events, one durable transaction
+///     BM_baseline_raw_sqlite_insert/batch:N               the same event and key rows, raw, one transaction
+///     BM_baseline_raw_sqlite_insert_event_only/batch:N    the event rows alone, raw, one transaction
+///     BM_sqlite_storage_drain/events:N                    process_once() until empty, batches of 100
+///     BM_baseline_raw_sqlite_drain/events:N               claim 100 by index, mark processing, mark completed
+///     BM_sqlite_storage_concurrent_enqueue/threads:T      T threads, enqueue(one event) each call
+///     BM_baseline_raw_sqlite_concurrent_insert/threads:T  T threads, one connection and transaction per row
+///
+/// Every database is a fresh file in the temporary directory (TMPDIR), in WAL mode with
+/// synchronous = FULL (the storage's default), removed with its -wal and -shm files afterwards.
+/// It must be on a real disk: on tmpfs a sync costs nothing and the figures mean little.
+
+#include <benchmark/benchmark.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "outbox/outbox.hpp"
+#include "outbox/storage/sqlite.hpp"
+
+namespace {
+
+constexpr std::size_t payload_bytes = 64;       // a typical small JSON body, past the SSO buffer
+constexpr std::size_t entity_count = 1000;      // distinct ordering keys: per-key lines matter
+constexpr std::size_t rebuild_every = 100'000;  // enqueue: start afresh after this many events
+constexpr std::size_t drain_batch = 100;        // options.batch_size of the drain benchmarks
+constexpr int default_max_attempts = 5;         // what the outbox stores for a new event
+const std::string user = "bench-user";
+const std::string event_type = "steps.saved";
+
+/// Accepts every event at once: the benchmarks time the outbox, not a network.
+struct NullTransport {
+  void send(std::span<const outbox::event> batch, std::span<outbox::delivery_result> results) {
+    for (std::size_t i = 0; i < batch.size(); ++i) results[i] = outbox::delivery_result::delivered();
+  }
+};
+
+using sqlite_outbox = outbox::Outbox<outbox::sqlite_storage, NullTransport>;
+
+std::string entity_name(std::size_t i) { return "entity-" + std::to_string(i % entity_count); }
+
+/// 2 * entity_count producer events, entity i % entity_count: any window of up to
+/// entity_count of them names distinct entities, consecutive windows continue the rotation.
+std::vector<outbox::new_event> make_pool() {
+  std::vector<outbox::new_event> pool(2 * entity_count);
+  for (std::size_t i = 0; i < pool.size(); ++i) {
+    pool[i].type = event_type;
+    pool[i].entity_id = entity_name(i);
+    pool[i].user_id = user;
+    pool[i].payload = std::string(payload_bytes, 'x');
+  }
+  return pool;
+}
+
+std::size_t next_offset(std::size_t offset, std::size_t size) { return (offset + size) % entity_count; }
+
+/// A database file of its own in the temporary directory; removed, with its WAL and shared
+/// memory files, when this goes away. Destroy every connection to it first.
+class temp_database {
+ public:
+  temp_database() {
+    static std::atomic<unsigned> counter{0};
+    path_ = (std::filesystem::temp_directory_path() /
+             ("outbox-bench-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".db"))
+                .string();
+    remove_files();
+  }
+  temp_database(const temp_database&) = delete;
+  temp_database& operator=(const temp_database&) = delete;
+  ~temp_database() { remove_files(); }
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+ private:
+  void remove_files() const noexcept {
+    std::error_code ignored;
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) std::filesystem::remove(path_ + suffix, ignored);
+  }
+  std::string path_;
+};
+
+// ---- raw SQLite: the baselines -----------------------------------------------------------------
+
+/// A plain connection with what `sqlite_storage::open` sets on a file it opens: WAL,
+/// synchronous = FULL, a 5 s busy timeout, extended result codes. Owns its prepared statements.
+class raw_connection {
+ public:
+  explicit raw_connection(const std::string& path) {
+    int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) {
+      fail("open");
+      return;
+    }
+    sqlite3_busy_timeout(db_, 5000);
+    sqlite3_extended_result_codes(db_, 1);
+    if (!exec("PRAGMA journal_mode=WAL") || !exec("PRAGMA synchronous=FULL")) return;
+  }
+  raw_connection(const raw_connection&) = delete;
+  raw_connection& operator=(const raw_connection&) = delete;
+  ~raw_connection() {
+    for (sqlite3_stmt* s : statements_) sqlite3_finalize(s);
+    sqlite3_close_v2(db_);
+  }
+
+  [[nodiscard]] bool ok() const noexcept { return error_.empty(); }
+  [[nodiscard]] const std::string& error() const noexcept { return error_; }
+  [[nodiscard]] sqlite3* handle() const noexcept { return db_; }
+
+  /// The storage's own schema text, so the baseline's tables and indexes are exactly the ones
+  /// the storage writes: the same columns, the same four indexes on outbox_events, the same
+  /// outbox_keys table with its two indexes.
+  bool create_schema() {
+    return exec("BEGIN IMMEDIATE") && exec(std::string(outbox::detail::sqlite::schema_sql)) && exec("COMMIT");
+  }
+
+  bool exec(const std::string& sql) {
+    if (!ok()) return false;
+    char* message = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &message) == SQLITE_OK) return true;
+    error_ = sql.substr(0, 40) + ": " + (message ? message : sqlite3_errmsg(db_));
+    sqlite3_free(message);
+    return false;
+  }
+
+  sqlite3_stmt* prepare(const std::string& sql) {
+    if (!ok()) return nullptr;
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK) {
+      fail("prepare " + sql.substr(0, 40));
+      return nullptr;
+    }
+    statements_.push_back(s);
+    return s;
+  }
+
+  /// Steps a statement that returns no rows (or whose rows are not wanted) and resets it.
+  bool run(sqlite3_stmt* s, const char* what) {
+    const int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return true;
+    fail(what);
+    return false;
+  }
+
+  void fail(const std::string& what) { error_ = what + ": " + (db_ ? sqlite3_errmsg(db_) : "out of memory"); }
+
+ private:
+  sqlite3* db_ = nullptr;
+  std::vector<sqlite3_stmt*> statements_;
+  std::string error_;
+};
+
+std::int64_t micros_now() { return outbox::to_micros(outbox::system_clock{}.now()); }
+
+/// Time-ordered 16-byte ids, like the outbox's UUID-v7: the unique index grows at its right edge.
+class raw_ids {
+ public:
+  raw_ids() : high_(static_cast<std::uint64_t>(micros_now()) << 12) {}
+  void next(unsigned char (&out)[16]) {
+    const std::uint64_t high = high_++;
+    std::uint64_t low = (state_ += 0x9E3779B97F4A7C15ULL);  // splitmix64: random-looking low half
+    low = (low ^ (low >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    low = (low ^ (low >> 27)) * 0x94D049BB133111EBULL;
+    low ^= low >> 31;
+    for (int b = 0; b < 8; ++b) {
+      out[b] = static_cast<unsigned char>(high >> (56 - 8 * b));
+      out[8 + b] = static_cast<unsigned char>(low >> (56 - 8 * b));
+    }
+  }
+
+ private:
+  std::uint64_t high_;
+  std::uint64_t state_ = 42;
+};
+
+/// The storage's own INSERT of a new event, and its insert of a new line's key row.
+constexpr const char* insert_event_sql =
+    "INSERT INTO outbox_events(id, type, entity_id, entity_type, ordering_key, user_id, payload, priority, "
+    "status, attempts, max_attempts, created_at, updated_at, retry_after, completed_at, last_error, "
+    "remote_id, lease, lease_until) VALUES(?1, ?2, ?3, '', ?4, ?5, ?6, 0, 0, 0, ?7, ?8, ?8, 0, 0, '', '', 0, 0)";
+constexpr const char* insert_key_sql =
+    "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, ready_at) "
+    "VALUES(?1, ?2, 0, 0, ?3, 0) ON CONFLICT DO NOTHING";
+
+/// The raw inserter: prepared statements bound with SQLITE_STATIC from the caller's strings.
+class raw_inserter {
+ public:
+  raw_inserter(raw_connection& connection, bool keys)
+      : db(connection),
+        with_keys(keys),
+        begin(db.prepare("BEGIN IMMEDIATE")),
+        commit(db.prepare("COMMIT")),
+        rollback(db.prepare("ROLLBACK")),
+        insert_event(db.prepare(insert_event_sql)),
+        insert_key(db.prepare(insert_key_sql)) {}
+
+  /// One transaction: BEGIN IMMEDIATE, the rows, COMMIT (synced).
+  bool insert(std::span<const outbox::new_event> batch) {
+    if (!db.run(begin, "BEGIN")) return false;
+    const std::int64_t now = micros_now();
+    for (const auto& e : batch) {
+      if (!insert_one(e, now)) {
+        sqlite3_step(rollback);
+        sqlite3_reset(rollback);
+        return false;
+      }
+    }
+    return db.run(commit, "COMMIT");
+  }
+
+ private:
+  bool insert_one(const outbox::new_event& e, std::int64_t now) {
+    unsigned char id[16];
+    ids.next(id);
+    sqlite3_stmt* s = insert_event;
+    const auto n = [](const std::string& text) { return static_cast<int>(text.size()); };
+    sqlite3_bind_blob(s, 1, id, 16, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, e.type.data(), n(e.type), SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, e.entity_id.data(), n(e.entity_id), SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, e.entity_id.data(), n(e.entity_id), SQLITE_STATIC);  // ordering key = entity id
+    sqlite3_bind_text(s, 5, e.user_id.data(), n(e.user_id), SQLITE_STATIC);
+    sqlite3_bind_blob(s, 6, e.payload.data(), n(e.payload), SQLITE_STATIC);
+    sqlite3_bind_int(s, 7, default_max_attempts);
+    sqlite3_bind_int64(s, 8, now);
+    if (!db.run(s, "insert event")) return false;
+    if (!with_keys) return true;
+    sqlite3_stmt* k = insert_key;
+    sqlite3_bind_text(k, 1, e.user_id.data(), n(e.user_id), SQLITE_STATIC);
+    sqlite3_bind_text(k, 2, e.entity_id.data(), n(e.entity_id), SQLITE_STATIC);
+    sqlite3_bind_int64(k, 3, sqlite3_last_insert_rowid(db.handle()));
+    return db.run(k, "insert key");
+  }
+
+  raw_connection& db;
+  bool with_keys;
+  sqlite3_stmt* begin;
+  sqlite3_stmt* commit;
+  sqlite3_stmt* rollback;
+  sqlite3_stmt* insert_event;
+  sqlite3_stmt* insert_key;
+  raw_ids ids;
+};
+
+// ---- durable enqueue ---------------------------------------------------------------------------
+
+void BM_sqlite_storage_enqueue(benchmark::State& state) {
+  const auto batch = static_cast<std::size_t>(state.range(0));
+  const std::vector<outbox::new_event> pool = make_pool();
+  std::optional<sqlite_outbox> box;
+  std::optional<temp_database> file;
+  auto rebuild = [&]() -> bool {
+    box.reset();
+    file.reset();
+    file.emplace();
+    auto storage = outbox::sqlite_storage::open(file->path());
+    if (!storage) {
+      state.SkipWithError(storage.error().what().c_str());
+      return false;
+    }
+    box.emplace(std::move(*storage));
+    return true;
+  };
+  if (!rebuild()) return;
+  std::size_t stored = 0;
+  std::size_t offset = 0;
+  for (auto _ : state) {
+    if (stored >= rebuild_every) {
+      // Keep the database between 0 and 100k events: a fresh file, off the clock.
+      if (!rebuild()) break;
+      stored = 0;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    auto ids = box->enqueue(std::span<const outbox::new_event>(pool.data() + offset, batch));
+    const auto stop = std::chrono::steady_clock::now();
+    if (!ids) {
+      state.SkipWithError(ids.error().what().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(ids);
+    state.SetIterationTime(std::chrono::duration<double>(stop - start).count());
+    stored += batch;
+    offset = next_offset(offset, batch);
+  }
+  box.reset();
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
+/// The same rows written with the C API: BEGIN IMMEDIATE, per event the storage's INSERT into
+/// outbox_events (and, with `with_keys`, its INSERT ... ON CONFLICT DO NOTHING into
+/// outbox_keys), COMMIT. Restarted at the same cadence.
+void raw_insert(benchmark::State& state, bool with_keys) {
+  const auto batch = static_cast<std::size_t>(state.range(0));
+  const std::vector<outbox::new_event> pool = make_pool();
+  std::optional<raw_inserter> inserter;
+  std::optional<raw_connection> db;
+  std::optional<temp_database> file;
+  auto rebuild = [&]() -> bool {
+    inserter.reset();
+    db.reset();
+    file.reset();
+    file.emplace();
+    db.emplace(file->path());
+    if (db->create_schema()) inserter.emplace(*db, with_keys);
+    if (!db->ok()) {
+      state.SkipWithError(db->error().c_str());
+      return false;
+    }
+    return true;
+  };
+  if (!rebuild()) return;
+  std::size_t stored = 0;
+  std::size_t offset = 0;
+  for (auto _ : state) {
+    if (stored >= rebuild_every) {
+      if (!rebuild()) break;
+      stored = 0;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const bool done = inserter->insert(std::span<const outbox::new_event>(pool.data() + offset, batch));
+    const auto stop = std::chrono::steady_clock::now();
+    if (!done) {
+      state.SkipWithError(db->error().c_str());
+      break;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(stop - start).count());
+    stored += batch;
+    offset = next_offset(offset, batch);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
+/// The fair baseline: the same two inserts per event the storage makes.
+void BM_baseline_raw_sqlite_insert(benchmark::State& state) { raw_insert(state, true); }
+
+/// The strict baseline: the event row alone, as a table with no per-key line would need.
+void BM_baseline_raw_sqlite_insert_event_only(benchmark::State& state) { raw_insert(state, false); }
+
+// ---- drain -------------------------------------------------------------------------------------
+
+/// Writes `total` events, entity_count distinct entities in rotation, through the outbox in
+/// transactions of 1000 with synchronous = NORMAL (fast; closing checkpoints and syncs the
+/// file). Outbox and baseline drain byte-for-byte the same database.
+std::optional<std::string> fill(const std::string& path, const std::vector<outbox::new_event>& pool,
+                                std::size_t total) {
+  outbox::sqlite_options fast;
+  fast.synchronous = outbox::sqlite_options::sync_mode::normal;
+  auto storage = outbox::sqlite_storage::open(path, fast);
+  if (!storage) return storage.error().what();
+  sqlite_outbox box(std::move(*storage));
+  for (std::size_t done = 0; done < total; done += entity_count) {
+    const std::size_t n = std::min(entity_count, total - done);
+    if (auto ids = box.enqueue(std::span<const outbox::new_event>(pool.data(), n)); !ids) return ids.error().what();
+  }
+  return std::nullopt;
+}
+
+/// A drain still running after this long is stopped and reported as an error row with how far it
+/// got, so a per-event cost that grows with the queue cannot stall the whole run.
+/// OUTBOX_BENCH_DRAIN_BUDGET_S overrides it; 0 removes the limit.
+std::chrono::seconds drain_budget() {
+  if (const char* value = std::getenv("OUTBOX_BENCH_DRAIN_BUDGET_S")) return std::chrono::seconds(std::atol(value));
+  return std::chrono::seconds(30);
+}
+
+bool over_budget(std::chrono::steady_clock::time_point start) {
+  static const std::chrono::seconds budget = drain_budget();
+  return budget.count() > 0 && std::chrono::steady_clock::now() - start > budget;
+}
+
+std::string stopped_message(std::size_t done, std::size_t total, std::chrono::steady_clock::time_point start) {
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return "stopped after " + std::to_string(static_cast<long>(seconds)) + " s (OUTBOX_BENCH_DRAIN_BUDGET_S) with " +
+         std::to_string(done) + " of " + std::to_string(total) + " events drained, " +
+         std::to_string(static_cast<long>(seconds * 1e6 / static_cast<double>(std::max<std::size_t>(done, 1)))) +
+         " us per event so far";
+}
+
+void set_drain_counters(benchmark::State& state) {
+  const double events = static_cast<double>(state.iterations() * state.range(0));
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  // Seconds per event, printed with an SI prefix ("31.2u" is 31.2 us per event).
+  state.counters["per_event"] = benchmark::Counter(events, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+void BM_sqlite_storage_drain(benchmark::State& state) {
+  const auto total = static_cast<std::size_t>(state.range(0));
+  const std::vector<outbox::new_event> pool = make_pool();
+  outbox::options opts;
+  opts.batch_size = drain_batch;
+  for (auto _ : state) {
+    temp_database file;
+    if (auto failed = fill(file.path(), pool, total)) {
+      state.SkipWithError(("setup: " + *failed).c_str());
+      break;
+    }
+    auto storage = outbox::sqlite_storage::open(file.path());  // synchronous = FULL from here on
+    if (!storage) {
+      state.SkipWithError(storage.error().what().c_str());
+      break;
+    }
+    std::optional<sqlite_outbox> box;
+    box.emplace(std::move(*storage), opts);
+    box->set_user(user);
+
+    const auto start = std::chrono::steady_clock::now();
+    std::size_t delivered = 0;
+    std::optional<outbox::error> failure;
+    bool stopped = false;
+    for (;;) {
+      const outbox::cycle_report report = box->process_once();
+      if (report.error) failure = report.error;
+      if (report.claimed == 0 || failure) break;
+      delivered += report.delivered;
+      if ((stopped = over_budget(start))) break;
+    }
+    const auto stop = std::chrono::steady_clock::now();
+    box.reset();  // closing checkpoints the WAL: off the clock, like the fill
+    if (failure) {
+      state.SkipWithError(failure->what().c_str());
+      break;
+    }
+    if (stopped) {
+      state.SkipWithError(stopped_message(delivered, total, start).c_str());
+      break;
+    }
+    if (delivered != total) {
+      state.SkipWithError("the drain did not deliver every event");
+      break;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(stop - start).count());
+  }
+  set_drain_counters(state);
+}
+
+/// What a transport needs of a claimed row.
+struct claimed_row {
+  std::int64_t seq = 0;
+  std::string id, type, entity_id, user_id, payload;
+};
+
+/// Raw SQL over the same database: per cycle, one transaction claims the 100 oldest pending rows
+/// in seq order through the (user_id, status, seq) index and marks each processing with a lease,
+/// reading the row back; a second transaction marks each completed. Two commits per 100 events,
+/// like the outbox; no per-key lines, no lease expiry, no retry scheduling.
+void BM_baseline_raw_sqlite_drain(benchmark::State& state) {
+  const auto total = static_cast<std::size_t>(state.range(0));
+  const std::vector<outbox::new_event> pool = make_pool();
+  std::vector<claimed_row> rows;
+  rows.reserve(drain_batch);
+  std::vector<std::int64_t> seqs;
+  seqs.reserve(drain_batch);
+  for (auto _ : state) {
+    temp_database file;
+    if (auto failed = fill(file.path(), pool, total)) {
+      state.SkipWithError(("setup: " + *failed).c_str());
+      break;
+    }
+    raw_connection db(file.path());
+    sqlite3_stmt* begin = db.prepare("BEGIN IMMEDIATE");
+    sqlite3_stmt* commit = db.prepare("COMMIT");
+    sqlite3_stmt* ready = db.prepare(
+        "SELECT seq FROM outbox_events WHERE user_id = ?1 AND status = 0 ORDER BY seq LIMIT ?2");
+    sqlite3_stmt* claim = db.prepare(
+        "UPDATE outbox_events SET status = 1, attempts = attempts + 1, lease = ?2, lease_until = ?3, "
+        "updated_at = ?4 WHERE seq = ?1 RETURNING id, type, entity_id, user_id, payload");
+    sqlite3_stmt* complete = db.prepare(
+        "UPDATE outbox_events SET status = 2, updated_at = ?3, completed_at = ?3, lease = 0, lease_until = 0 "
+        "WHERE seq = ?1 AND status = 1 AND lease = ?2");
+    if (!db.ok()) {
+      state.SkipWithError(db.error().c_str());
+      break;
+    }
+    const auto text = [](sqlite3_stmt* s, int col) {
+      const auto* p = static_cast<const char*>(sqlite3_column_blob(s, col));
+      return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s, col))) : std::string();
+    };
+
+    const auto start = std::chrono::steady_clock::now();
+    std::size_t delivered = 0;
+    std::int64_t lease = 1;
+    bool ok = true;
+    bool stopped = false;
+    for (;;) {
+      // Claim.
+      const std::int64_t now = micros_now();
+      ok = db.run(begin, "BEGIN");
+      seqs.clear();
+      sqlite3_bind_text(ready, 1, user.data(), static_cast<int>(user.size()), SQLITE_STATIC);
+      sqlite3_bind_int64(ready, 2, static_cast<std::int64_t>(drain_batch));
+      while (ok && sqlite3_step(ready) == SQLITE_ROW) seqs.push_back(sqlite3_column_int64(ready, 0));
+      sqlite3_reset(ready);
+      rows.clear();
+      for (const std::int64_t seq : seqs) {
+        sqlite3_bind_int64(claim, 1, seq);
+        sqlite3_bind_int64(claim, 2, lease);
+        sqlite3_bind_int64(claim, 3, now + 120'000'000);
+        sqlite3_bind_int64(claim, 4, now);
+        if (sqlite3_step(claim) != SQLITE_ROW) {
+          ok = false;
+          db.fail("claim");
+          break;
+        }
+        rows.push_back({seq, text(claim, 0), text(claim, 1), text(claim, 2), text(claim, 3), text(claim, 4)});
+        while (sqlite3_step(claim) == SQLITE_ROW) {
+        }
+        sqlite3_reset(claim);
+      }
+      ok = ok && db.run(commit, "COMMIT claim");
+      if (!ok || rows.empty()) break;
+      benchmark::DoNotOptimize(rows.data());  // the transport
+      // Record.
+      const std::int64_t done = micros_now();
+      ok = db.run(begin, "BEGIN");
+      for (const claimed_row& r : rows) {
+        sqlite3_bind_int64(complete, 1, r.seq);
+        sqlite3_bind_int64(complete, 2, lease);
+        sqlite3_bind_int64(complete, 3, done);
+        ok = ok && db.run(complete, "complete");
+      }
+      ok = ok && db.run(commit, "COMMIT completion");
+      if (!ok) break;
+      delivered += rows.size();
+      ++lease;
+      if ((stopped = over_budget(start))) break;
+    }
+    const auto stop = std::chrono::steady_clock::now();
+    if (!ok) {
+      state.SkipWithError(db.error().c_str());
+      break;
+    }
+    if (stopped) {
+      state.SkipWithError(stopped_message(delivered, total, start).c_str());
+      break;
+    }
+    if (delivered != total) {
+      state.SkipWithError("the drain did not complete every row");
+      break;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(stop - start).count());
+  }
+  set_drain_counters(state);
+}
+
+// ---- concurrent savers -----------------------------------------------------------------------
+
+// One database per run, shared by the run's threads; Setup and Teardown run outside them.
+std::optional<temp_database> shared_file;
+std::optional<sqlite_outbox> shared_box;
+
+void open_shared_outbox(const benchmark::State&) {
+  shared_file.emplace();
+  auto storage = outbox::sqlite_storage::open(shared_file->path());
+  if (storage) shared_box.emplace(std::move(*storage));
+}
+void create_shared_raw_database(const benchmark::State&) {
+  shared_file.emplace();
+  raw_connection db(shared_file->path());
+  db.create_schema();
+}
+void close_shared(const benchmark::State&) {
+  shared_box.reset();
+  shared_file.reset();
+}
+
+/// Each thread saves one event per call, each call durable before it returns; total throughput.
+/// Concurrent calls share a transaction and its sync (group commit).
+void BM_sqlite_storage_concurrent_enqueue(benchmark::State& state) {
+  if (!shared_box) {
+    state.SkipWithError("setup: could not open the database");
+    return;
+  }
+  const std::vector<outbox::new_event> pool = make_pool();
+  std::size_t next = static_cast<std::size_t>(state.thread_index()) * 137;  // threads spread over keys
+  outbox::sqlite_storage::group_commit_stats before{};
+  if (state.thread_index() == 0) before = shared_box->storage().commit_stats();
+  for (auto _ : state) {
+    auto id = shared_box->enqueue(pool[next]);
+    if (!id) {
+      state.SkipWithError(id.error().what().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(id);
+    next = (next + 1) % entity_count;
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (state.thread_index() == 0) {
+    const auto after = shared_box->storage().commit_stats();
+    const auto commits = after.commits - before.commits;
+    // Callers served per synced commit: 1.0 means no grouping happened.
+    if (commits > 0)
+      state.counters["saves_per_commit"] = static_cast<double>(after.writes - before.writes) / static_cast<double>(commits);
+  }
+}
+
+/// The same with raw SQLite: each thread its own connection (busy timeout 5 s) and its own
+/// BEGIN IMMEDIATE, event row, key row, COMMIT per save. Writers queue on SQLite's lock.
+void BM_baseline_raw_sqlite_concurrent_insert(benchmark::State& state) {
+  const std::vector<outbox::new_event> pool = make_pool();
+  raw_connection db(shared_file->path());
+  std::optional<raw_inserter> inserter;
+  if (db.ok()) inserter.emplace(db, true);
+  if (!db.ok()) {
+    state.SkipWithError(db.error().c_str());
+    return;
+  }
+  std::size_t next = static_cast<std::size_t>(state.thread_index()) * 137;
+  for (auto _ : state) {
+    if (!inserter->insert(std::span<const outbox::new_event>(&pool[next], 1))) {
+      state.SkipWithError(db.error().c_str());
+      break;
+    }
+    next = (next + 1) % entity_count;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+}  // namespace
+
+// Disk-bound: every row is timed in real time (manual time around the measured call where the
+// loop also does untimed setup), never in CPU time, which would leave out the syncs.
+BENCHMARK(BM_sqlite_storage_enqueue)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
+BENCHMARK(BM_baseline_raw_sqlite_insert)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
+BENCHMARK(BM_baseline_raw_sqlite_insert_event_only)
+    ->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
+
+// Each iteration fills a fresh database off the clock (about as long as the drain), so the
+// iteration counts are fixed rather than grown to a minimum time.
+BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK(BM_sqlite_storage_concurrent_enqueue)
+    ->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(open_shared_outbox)->Teardown(close_shared);
+BENCHMARK(BM_baseline_raw_sqlite_concurrent_insert)
+    ->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(create_shared_raw_database)->Teardown(close_shared);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Turns Google Benchmark JSON files into the benchmark report: a chart of events/s against
+batch size per storage (gnuplot, SVG) and a table of ratios against the baselines, written
+between the report markers of bench/README.md.
+
+    scripts/bench_report.py RESULTS_DIR README CHART
+"""
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+
+# Each outbox row and the baseline it is measured against (same arguments, same binary).
+PAIRS = [
+    ("BM_memory_storage_enqueue", "BM_baseline_mutex_deque_push"),
+    ("BM_memory_storage_drain", "BM_baseline_mutex_deque_drain"),
+    ("BM_sqlite_storage_enqueue", "BM_baseline_raw_sqlite_insert"),
+    ("BM_sqlite_storage_drain", "BM_baseline_raw_sqlite_drain"),
+    ("BM_sqlite_storage_concurrent_enqueue", "BM_baseline_raw_sqlite_concurrent_insert"),
+    ("BM_file_storage_enqueue", "BM_baseline_write_fdatasync"),
+    ("BM_file_storage_drain", "BM_baseline_file_drain"),
+    ("BM_file_storage_savers", "BM_baseline_write_fdatasync_savers"),
+]
+# Enqueue rows drawn in the chart: label -> benchmark name.
+CHART = {
+    "memory_storage": "BM_memory_storage_enqueue",
+    "mutex+deque (baseline)": "BM_baseline_mutex_deque_push",
+    "sqlite_storage": "BM_sqlite_storage_enqueue",
+    "raw SQLite (baseline)": "BM_baseline_raw_sqlite_insert",
+    "file_storage": "BM_file_storage_enqueue",
+    "write+fdatasync (baseline)": "BM_baseline_write_fdatasync",
+}
+BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
+
+
+def load(results_dir: pathlib.Path):
+    """name -> {args: items_per_second}, from medians when there are repetitions."""
+    rows = {}
+    context = {}
+    for path in sorted(results_dir.glob("*.json")):
+        data = json.loads(path.read_text())
+        context = data.get("context", context)
+        for b in data.get("benchmarks", []):
+            if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+                continue
+            name = b.get("run_name") or b["name"]
+            ips = b.get("items_per_second")
+            if ips is None:
+                continue
+            base, _, args = name.partition("/")
+            args = re.sub(r"/(real_time|manual_time|process_time)$", "", args)
+            rows.setdefault(base, {})[args] = ips
+    return rows, context
+
+
+def arg_value(args: str) -> float:
+    m = re.search(r":(\d+)", args)
+    return float(m.group(1)) if m else 0.0
+
+
+def table(rows) -> str:
+    lines = ["| outbox row | events/s | baseline | events/s | ratio |", "|---|---:|---|---:|---:|"]
+    for outbox_name, baseline_name in PAIRS:
+        if outbox_name not in rows:
+            continue
+        for args in sorted(rows[outbox_name], key=arg_value):
+            ours = rows[outbox_name][args]
+            theirs = rows.get(baseline_name, {}).get(args)
+            if theirs:
+                lines.append(f"| `{outbox_name}/{args}` | {ours:,.0f} | `{baseline_name}` | {theirs:,.0f} | "
+                             f"**{ours / theirs:.2f}** |")
+            else:
+                lines.append(f"| `{outbox_name}/{args}` | {ours:,.0f} | - | - | - |")
+    return "\n".join(lines)
+
+
+def chart(rows, svg: pathlib.Path) -> bool:
+    series = [(label, rows[name]) for label, name in CHART.items() if name in rows]
+    if not series:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = []
+        for i, (label, points) in enumerate(series):
+            data = pathlib.Path(tmp) / f"s{i}.dat"
+            data.write_text("".join(f"{arg_value(a):g} {v:g}\n" for a, v in sorted(points.items(), key=lambda p: arg_value(p[0]))))
+            dashed = "dt 2" if "baseline" in label else "dt 1"
+            plots.append(f"'{data}' using 1:2 with linespoints lw 2 {dashed} title '{label}'")
+        script = "\n".join([
+            "set terminal svg size 900,520 dynamic font 'sans,12'",
+            f"set output '{svg}'",
+            "set title 'Durable enqueue throughput by batch size (dashed: baselines in the same binary)'",
+            "set xlabel 'events per enqueue call (batch size)'",
+            "set ylabel 'events/s'",
+            "set logscale xy",
+            "set grid",
+            "set key outside right",
+            "plot " + ", ".join(plots),
+        ])
+        try:
+            subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            print(f"bench_report: no chart ({e})", file=sys.stderr)
+            return False
+    return True
+
+
+def main() -> int:
+    if len(sys.argv) != 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    results_dir, readme, svg = (pathlib.Path(a) for a in sys.argv[1:])
+    rows, context = load(results_dir)
+    if not rows:
+        print(f"bench_report: no results in {results_dir}", file=sys.stderr)
+        return 1
+    have_chart = chart(rows, svg)
+    machine = (f"{context.get('num_cpus', os.cpu_count())} CPUs at {context.get('mhz_per_cpu', '?')} MHz, "
+               f"{platform.system()} {platform.release()} {platform.machine()}")
+    report = [BEGIN, "",
+              f"Produced by `scripts/bench` on {datetime.date.today().isoformat()}, {machine}. "
+              "Release build; medians of the repetitions; each ratio compares two rows of the same run.",
+              ""]
+    if have_chart:
+        report += [f"![events/s against batch size]({svg.name})", ""]
+    report += [table(rows), "", END]
+    text = readme.read_text() if readme.exists() else "# outbox benchmarks\n"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + "\n".join(report) + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n## Report\n\n" + "\n".join(report) + "\n"
+    readme.write_text(text)
+    print(f"bench_report: wrote {readme} and {svg if have_chart else '(no chart)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
