@@ -2,7 +2,8 @@
 /// Google Benchmark bodies for `outbox::sqlite_storage` behind `outbox::Outbox`, each next to raw
 /// SQLite doing the same inserts and updates on the same schema with the same pragmas
 /// (`BM_baseline_raw_sqlite_*`), in the same binary: this machine varies 10-25 % from run to
-/// run, so bench/README.md reports ratios, not absolute figures.
+/// run, and the cost of a sync far more, so bench/README.md reports ratios from interleaved
+/// repetitions, not absolute figures.
 ///
 ///     BM_sqlite_storage_enqueue/batch:N                   Outbox::enqueue(span) of N events, one durable transaction
 ///     BM_baseline_raw_sqlite_insert/batch:N               the same event and key rows, raw, one transaction
@@ -28,6 +29,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <system_error>
@@ -105,15 +107,15 @@ class temp_database {
 class raw_connection {
  public:
   explicit raw_connection(const std::string& path) {
-    int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             nullptr);
+    const int rc = sqlite3_open_v2(path.c_str(), &db_,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) {
       fail("open");
       return;
     }
     sqlite3_busy_timeout(db_, 5000);
     sqlite3_extended_result_codes(db_, 1);
-    if (!exec("PRAGMA journal_mode=WAL") || !exec("PRAGMA synchronous=FULL")) return;
+    if (exec("PRAGMA journal_mode=WAL")) exec("PRAGMA synchronous=FULL");
   }
   raw_connection(const raw_connection&) = delete;
   raw_connection& operator=(const raw_connection&) = delete;
@@ -173,9 +175,10 @@ class raw_connection {
 std::int64_t micros_now() { return outbox::to_micros(outbox::system_clock{}.now()); }
 
 /// Time-ordered 16-byte ids, like the outbox's UUID-v7: the unique index grows at its right edge.
+/// The low half is random, so the ids of several threads never collide.
 class raw_ids {
  public:
-  raw_ids() : high_(static_cast<std::uint64_t>(micros_now()) << 12) {}
+  raw_ids() : high_(static_cast<std::uint64_t>(micros_now()) << 12), state_(std::random_device{}()) {}
   void next(unsigned char (&out)[16]) {
     const std::uint64_t high = high_++;
     std::uint64_t low = (state_ += 0x9E3779B97F4A7C15ULL);  // splitmix64: random-looking low half
@@ -190,7 +193,7 @@ class raw_ids {
 
  private:
   std::uint64_t high_;
-  std::uint64_t state_ = 42;
+  std::uint64_t state_;
 };
 
 /// The storage's own INSERT of a new event, and its insert of a new line's key row.
@@ -507,8 +510,13 @@ void BM_baseline_raw_sqlite_drain(benchmark::State& state) {
       seqs.clear();
       sqlite3_bind_text(ready, 1, user.data(), static_cast<int>(user.size()), SQLITE_STATIC);
       sqlite3_bind_int64(ready, 2, static_cast<std::int64_t>(drain_batch));
-      while (ok && sqlite3_step(ready) == SQLITE_ROW) seqs.push_back(sqlite3_column_int64(ready, 0));
+      int rc = SQLITE_DONE;
+      while (ok && (rc = sqlite3_step(ready)) == SQLITE_ROW) seqs.push_back(sqlite3_column_int64(ready, 0));
       sqlite3_reset(ready);
+      if (ok && rc != SQLITE_DONE) {
+        ok = false;
+        db.fail("reading ready rows");
+      }
       rows.clear();
       for (const std::int64_t seq : seqs) {
         sqlite3_bind_int64(claim, 1, seq);
@@ -521,8 +529,7 @@ void BM_baseline_raw_sqlite_drain(benchmark::State& state) {
           break;
         }
         rows.push_back({seq, text(claim, 0), text(claim, 1), text(claim, 2), text(claim, 3), text(claim, 4)});
-        while (sqlite3_step(claim) == SQLITE_ROW) {
-        }
+        sqlite3_step(claim);  // SQLITE_DONE: one row per seq
         sqlite3_reset(claim);
       }
       ok = ok && db.run(commit, "COMMIT claim");
@@ -617,15 +624,14 @@ void BM_sqlite_storage_concurrent_enqueue(benchmark::State& state) {
 void BM_baseline_raw_sqlite_concurrent_insert(benchmark::State& state) {
   const std::vector<outbox::new_event> pool = make_pool();
   raw_connection db(shared_file->path());
-  std::optional<raw_inserter> inserter;
-  if (db.ok()) inserter.emplace(db, true);
+  raw_inserter inserter(db, true);
   if (!db.ok()) {
     state.SkipWithError(db.error().c_str());
     return;
   }
   std::size_t next = static_cast<std::size_t>(state.thread_index()) * 137;
   for (auto _ : state) {
-    if (!inserter->insert(std::span<const outbox::new_event>(&pool[next], 1))) {
+    if (!inserter.insert(std::span<const outbox::new_event>(&pool[next], 1))) {
       state.SkipWithError(db.error().c_str());
       break;
     }
@@ -643,8 +649,8 @@ BENCHMARK(BM_baseline_raw_sqlite_insert)->ArgName("batch")->Arg(1)->Arg(10)->Arg
 BENCHMARK(BM_baseline_raw_sqlite_insert_event_only)
     ->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
 
-// Each iteration fills a fresh database off the clock (about as long as the drain), so the
-// iteration counts are fixed rather than grown to a minimum time.
+// Each iteration fills a fresh database off the clock, so the iteration counts are fixed rather
+// than grown to a minimum time.
 BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
