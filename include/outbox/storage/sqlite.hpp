@@ -545,7 +545,7 @@ class sqlite_storage {
 
     // Prepared statements, reused for the connection's life.
     detail::sqlite::statement begin, commit_tx, rollback_tx, savepoint, release, rollback_to;
-    detail::sqlite::statement insert_event_stmt, insert_key_if_absent, line_head, line_in_flight, upsert_key,
+    detail::sqlite::statement insert_event_stmt, insert_key_if_absent, line_head, key_state, upsert_key,
         delete_key, expired_leases, expire_one, promote_due, ready_heads, claim_one, block_key, record_one,
         find_event, find_seq, write_back_completed, write_back_dead, next_retry, next_lease_end, reset_one,
         dead_of_user, dead_all, purge, late_retries, clamp_retry, clamp_leases, find_entity_stmt, find_by_key_stmt,
@@ -567,7 +567,7 @@ class sqlite_storage {
 
     std::vector<detail::sqlite::statement*> all_statements() {
       return {&begin, &commit_tx, &rollback_tx, &savepoint, &release, &rollback_to, &insert_event_stmt,
-              &insert_key_if_absent, &line_head, &line_in_flight, &upsert_key, &delete_key, &expired_leases,
+              &insert_key_if_absent, &line_head, &key_state, &upsert_key, &delete_key, &expired_leases,
               &expire_one, &promote_due, &ready_heads, &claim_one, &block_key, &record_one, &find_event, &find_seq,
               &write_back_completed, &write_back_dead, &next_retry, &next_lease_end, &reset_one, &dead_of_user,
               &dead_all, &purge, &late_retries, &clamp_retry, &clamp_leases, &find_entity_stmt, &find_by_key_stmt,
@@ -673,9 +673,7 @@ class sqlite_storage {
       line_head = statement(db,
                             "SELECT seq, status, priority, retry_after FROM outbox_events WHERE user_id = ?1 AND "
                             "ordering_key = ?2 AND status IN (0, 1, 3) ORDER BY seq LIMIT 1");
-      line_in_flight = statement(db,
-                                 "SELECT 1 FROM outbox_events WHERE user_id = ?1 AND ordering_key = ?2 AND status IN "
-                                 "(0, 1, 3) AND status = 1 LIMIT 1");
+      key_state = statement(db, "SELECT state FROM outbox_keys WHERE user_id = ?1 AND ordering_key = ?2");
       upsert_key = statement(db,
                              "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, ready_at) "
                              "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(user_id, ordering_key) DO UPDATE SET "
@@ -873,8 +871,19 @@ class sqlite_storage {
       return step_done(k, db, "queueing an ordering key");
     }
 
+    /// Why a line is re-derived: its in-flight event left processing, or anything else.
+    enum class line_event { flight_ended, other };
+
     /// Re-derives a line's head after a change to the line.
-    result<void> refresh(std::string_view user, std::string_view key) {
+    ///
+    /// A line has at most one event in flight: claims take only heads of lines in state 0, and
+    /// the claim moves the line to state 2 until that event's outcome is recorded or its lease
+    /// expires. So whether the line is in flight needs no look at its events. After an outcome or
+    /// an expiry (`flight_ended`) nothing of the line is in flight; after any other change (a reset
+    /// dead event rejoining ahead of an in-flight one, a dropped or re-bounded event) the line row's
+    /// own state still says it. Both are O(1); a query over the line's events was planned on the
+    /// per-user status index and made every recorded outcome visit every pending event.
+    result<void> refresh(std::string_view user, std::string_view key, line_event why = line_event::other) {
       std::optional<std::int64_t> head_seq;
       int head_status = 0, head_priority = 0;
       std::int64_t head_retry = 0;
@@ -897,12 +906,12 @@ class sqlite_storage {
         return step_done(delete_key, db, "dropping an empty line");
       }
       bool in_flight = false;
-      {
-        auto& s = line_in_flight;
+      if (why == line_event::other) {
+        auto& s = key_state;
         detail::sqlite::reset_on_exit reset{s};
         s.bind(1, user).bind(2, key);
         const int rc = s.step();
-        if (rc == SQLITE_ROW) in_flight = true;
+        if (rc == SQLITE_ROW) in_flight = s.integer(0) == 2;
         else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "checking a line in flight");
       }
       const int state_value = in_flight ? 2 : head_status == static_cast<int>(status::failed) ? 1 : 0;
@@ -949,7 +958,7 @@ class sqlite_storage {
         const std::string why = last ? "lease expired during the last attempt" : "lease expired";
         expire_one.bind(1, x.seq).bind(2, static_cast<int>(last ? status::dead : status::pending)).bind(3, now).bind(4, why);
         if (auto d = step_done(expire_one, db, "expiring a lease"); !d) return d;
-        if (auto r = refresh(x.user, x.key); !r) return r;
+        if (auto r = refresh(x.user, x.key, line_event::flight_ended); !r) return r;
         if (last) {
           if (auto w = write_back(x.entity_type, x.entity_id, status::dead, {}, {}, why); !w) return w;
         }
@@ -1009,7 +1018,7 @@ class sqlite_storage {
           entity_id = s.text(4);
           last_error = s.text(5);
         }
-        if (auto r = refresh(user, key); !r) return r.error();
+        if (auto r = refresh(user, key, line_event::flight_ended); !r) return r.error();
         if (auto w = write_back(entity_type, entity_id, o.to, o.remote_id, o.id, last_error); !w) return w.error();
         o.applied = true;
         ++applied;
