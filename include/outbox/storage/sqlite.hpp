@@ -831,9 +831,23 @@ class sqlite_storage {
         return;
       }
       bool any = false;
-      for (auto* item : group) {
-        item->outcome = in_savepoint(item->work);
-        any = any || item->outcome.has_value();
+      if (group.size() == 1) {
+        // Alone, the member needs no savepoint: rolling the transaction back undoes exactly its
+        // work. A savepoint would make SQLite journal every page the member changes into a
+        // statement sub-journal, which spills to a temporary file past 64 KiB (a batch of 100
+        // events): an open, write and unlink per call for nothing.
+        auto* item = group.front();
+        try {
+          item->outcome = item->work();
+        } catch (...) {
+          item->outcome = error(errc::storage_failure, "exception inside a storage write");
+        }
+        any = item->outcome.has_value();
+      } else {
+        for (auto* item : group) {
+          item->outcome = in_savepoint(item->work);
+          any = any || item->outcome.has_value();
+        }
       }
       result<void> committed;
       if (any) {
