@@ -213,6 +213,40 @@ TEST_CASE("concurrent writers share transactions and each is durable when it ret
   CHECK(reopened.stats(std::nullopt, outbox::timestamp()).value().count(status::pending) == threads * per_thread);
 }
 
+TEST_CASE("a writer that fails inside a shared transaction loses only its own work", "[storage][sqlite][group_commit]") {
+  // Half the calls re-append an id already stored, and fail. Groups run their members without
+  // savepoints first and re-run with one per member when any fails: the failures must not take
+  // the other members' events with them, nor leave any of their own rows behind.
+  temp_sqlite_storage s(temp_path("outbox-group-failures.db"), outbox::sqlite_options{});
+  constexpr int threads = 8;
+  constexpr int per_thread = 60;
+  outbox::testing::storage_fixture f;
+  outbox::event stored = f.make("alice", "stored");
+  REQUIRE(s.append(std::span<outbox::event>(&stored, 1)));
+  std::vector<std::vector<outbox::event>> made(threads);
+  for (int t = 0; t < threads; ++t)
+    for (int i = 0; i < per_thread; ++i) made[t].push_back(i % 2 ? stored : f.make("alice", "k" + std::to_string(t)));
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < threads; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        auto r = s.append(std::span<outbox::event>(&made[t][i], 1));
+        const bool duplicate = i % 2 != 0;
+        if (duplicate ? (r || !(r.error() == errc::invalid_argument)) : !r) ++wrong;
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  CHECK(wrong == 0);
+  CHECK(s.commit_stats().commits < s.commit_stats().writes);
+  outbox::sqlite_storage reopened(s.file().string());
+  CHECK(reopened.stats(std::nullopt, outbox::timestamp()).value().count(status::pending) ==
+        1 + threads * per_thread / 2);
+  for (int t = 0; t < threads; ++t)
+    for (int i = 0; i < per_thread; i += 2) CHECK(reopened.find(made[t][i].id).value().has_value());
+}
+
 TEST_CASE("a locked database is a busy error that loses nothing", "[storage][sqlite]") {
   outbox::sqlite_options impatient = temp_sqlite_storage::fast();
   impatient.busy_timeout = std::chrono::milliseconds(50);

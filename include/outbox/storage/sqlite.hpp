@@ -12,9 +12,11 @@
 /// may lose the last transactions on power loss (WAL mode, the fsync happens at checkpoints).
 ///
 /// Group commit: concurrent writers (enqueue, save, claim, record from several threads) are
-/// gathered into one transaction with one sync. Each caller's work runs in its own savepoint, so
-/// one caller's failure rolls back only its own work, and each caller returns after the commit
-/// that made its work durable.
+/// gathered into one transaction with one sync, and each caller returns after the commit that
+/// made its work durable. If one caller's work fails, the group runs again with each caller in its
+/// own savepoint, so that failure rolls back only its own work. A new leader waits a little (at
+/// most half the last commit, 200 µs) for the writers the last commit released, so steady
+/// concurrent writers all share each commit.
 ///
 /// Adopting a connection: `sqlite_storage::adopt(db)` works on the application's own `sqlite3*`.
 /// A write called while that connection is inside the application's transaction runs inline in a
@@ -34,6 +36,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -530,7 +533,7 @@ class sqlite_storage {
 
     // Group commit: callers queue their work; one of them leads a transaction for all queued.
     struct write_item {
-      std::function<result<void>()> work;
+      std::function<result<void>()> work;  // may run twice (see run_group_locked): must overwrite its outputs
       result<void> outcome;
       bool done = false;
     };
@@ -538,6 +541,10 @@ class sqlite_storage {
     std::condition_variable queue_cv;
     std::vector<write_item*> queue;
     bool leading = false;
+    std::condition_variable arrivals_cv;      // a gathering leader waits here for writers
+    bool gathering = false;
+    std::size_t expected_group = 0;           // writers the next leader waits for
+    std::chrono::steady_clock::duration last_commit{};
     std::atomic<std::uint64_t> commits{0};
     std::atomic<std::uint64_t> writes{0};
 
@@ -780,17 +787,25 @@ class sqlite_storage {
       }
       std::unique_lock lock(queue_mutex);
       queue.push_back(&item);
+      if (gathering) arrivals_cv.notify_one();
       while (!item.done) {
         if (!leading) {
           leading = true;
+          gather(lock);
           std::vector<write_item*> group;
           group.swap(queue);
           lock.unlock();
+          const auto started = std::chrono::steady_clock::now();
           {
             auto db_lock = lock_connection();
             run_group_locked(group);
           }
+          const auto took = std::chrono::steady_clock::now() - started;
           lock.lock();
+          // The members just released will be back with their next call, as will those that
+          // queued during this commit: the next leader waits for that many.
+          expected_group = group.size() + queue.size();
+          last_commit = took;
           leading = false;
           queue_cv.notify_all();
         } else {
@@ -798,6 +813,21 @@ class sqlite_storage {
         }
       }
       return item.outcome;
+    }
+
+    /// Before taking the queue, a new leader waits briefly for the writers the last commit
+    /// released. Without this, a leader swaps the queue out the instant the previous commit ends,
+    /// before those writers are back; they then form the group after, and commits settle into
+    /// two alternating halves of the writers, each waiting for two syncs per call. The wait is
+    /// bounded by half the last commit's duration (200 µs at most), so it costs at most half a
+    /// sync, and a lone writer (expected group of 1) never waits.
+    void gather(std::unique_lock<std::mutex>& lock) {
+      if (expected_group <= 1 || queue.size() >= expected_group) return;
+      const auto budget = std::min<std::chrono::steady_clock::duration>(last_commit / 2, std::chrono::microseconds(200));
+      gathering = true;
+      arrivals_cv.wait_until(lock, std::chrono::steady_clock::now() + budget,
+                             [&] { return queue.size() >= expected_group; });
+      gathering = false;
     }
 
     template <class F>
@@ -830,20 +860,36 @@ class sqlite_storage {
         finish(b);
         return;
       }
-      bool any = false;
-      if (group.size() == 1) {
-        // Alone, the member needs no savepoint: rolling the transaction back undoes exactly its
-        // work. A savepoint would make SQLite journal every page the member changes into a
-        // statement sub-journal, which spills to a temporary file past 64 KiB (a batch of 100
-        // events): an open, write and unlink per call for nothing.
-        auto* item = group.front();
+      // First pass: every member straight into the transaction, without savepoints. A savepoint
+      // makes SQLite copy each page a member changes into a statement sub-journal (spilled to a
+      // temporary file past 64 KiB, an open, write and unlink per call), which is pure cost when
+      // nobody fails. If a member fails, the transaction is rolled back and the group runs again
+      // with a savepoint per member, so the failure undoes only its own work. (Alone in its
+      // group, a member needs no second pass: the rollback undoes exactly its work.) Every
+      // write's work may therefore run twice; each one overwrites its outputs, never appends.
+      auto run_bare = [](write_item* item) {
         try {
           item->outcome = item->work();
         } catch (...) {
           item->outcome = error(errc::storage_failure, "exception inside a storage write");
         }
-        any = item->outcome.has_value();
-      } else {
+        return item->outcome.has_value();
+      };
+      bool all = true;
+      for (auto* item : group) {
+        if (!run_bare(item)) {
+          all = false;
+          break;
+        }
+      }
+      bool any = all;
+      if (!all && group.size() > 1) {
+        (void)step_done(rollback_tx, db, "ROLLBACK");
+        if (auto b = step_done(begin, db, "BEGIN IMMEDIATE"); !b) {
+          for (auto* item : group) item->outcome = b;
+          finish(b);
+          return;
+        }
         for (auto* item : group) {
           item->outcome = in_savepoint(item->work);
           any = any || item->outcome.has_value();
