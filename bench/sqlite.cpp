@@ -10,8 +10,11 @@
 ///     BM_baseline_raw_sqlite_insert_event_only/batch:N    the event rows alone, raw, one transaction
 ///     BM_sqlite_storage_drain/events:N                    process_once() until empty, batches of 100
 ///     BM_baseline_raw_sqlite_drain/events:N               claim 100 by index, mark processing, mark completed
-///     BM_sqlite_storage_concurrent_enqueue/threads:T      T threads, enqueue(one event) each call
-///     BM_baseline_raw_sqlite_concurrent_insert/threads:T  T threads, one connection and transaction per row
+///     BM_sqlite_storage_concurrent_enqueue/device_sync_us:D/threads:T      T threads, enqueue(one event) each call
+///     BM_baseline_raw_sqlite_concurrent_insert/device_sync_us:D/threads:T  T threads, one connection and transaction per row
+///
+/// The concurrent rows run twice: on this machine's disk (D = 0), and with every sync followed by
+/// a sleep of D = 1000 us, the latency of a real device's flush (see `device` below).
 ///
 /// Every database is a fresh file in the temporary directory (TMPDIR), in WAL mode with
 /// synchronous = FULL (the storage's default), removed with its -wal and -shm files afterwards.
@@ -33,6 +36,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -74,6 +78,94 @@ std::vector<outbox::new_event> make_pool() {
 }
 
 std::size_t next_offset(std::size_t offset, std::size_t size) { return (offset + size) % entity_count; }
+
+// ---- a simulated storage device --------------------------------------------------------------
+
+/// A pass-through VFS, registered as the default, whose xSync sleeps `device_sync` after the real
+/// sync. It lets the concurrent rows show group commit with the sync latency of a phone's or a
+/// server's storage (0.5-10 ms) on a VM whose own fdatasync costs 50-300 us, mostly CPU. Sleeping
+/// costs no CPU, as a device flushing its cache costs none. At 0 (every other row) it only adds
+/// an indirect call per file operation, on the outbox's side and the baseline's alike.
+namespace device {
+std::atomic<int> sync_delay_us{0};
+sqlite3_vfs* real_vfs = nullptr;
+sqlite3_vfs vfs{};
+sqlite3_io_methods methods{};
+
+/// Our file handle; the real VFS's handle lives in the bytes right after it.
+struct file {
+  sqlite3_file base;
+  sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(this + 1); }
+};
+file* of(sqlite3_file* f) { return reinterpret_cast<file*>(f); }
+const sqlite3_io_methods& real_methods(sqlite3_file* f) { return *of(f)->real()->pMethods; }
+
+int x_sync(sqlite3_file* f, int flags) {
+  const int rc = real_methods(f).xSync(of(f)->real(), flags);
+  if (const int us = sync_delay_us.load(std::memory_order_relaxed); us > 0)
+    std::this_thread::sleep_for(std::chrono::microseconds(us));
+  return rc;
+}
+
+int x_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
+  file* ours = of(f);
+  ours->base.pMethods = nullptr;
+  const int rc = real_vfs->xOpen(real_vfs, name, ours->real(), flags, out_flags);
+  if (ours->real()->pMethods == nullptr) return rc;
+  if (methods.iVersion == 0) {
+    // Forward everything, by the real methods' version; only xSync differs.
+    methods.iVersion = std::min(ours->real()->pMethods->iVersion, 3);
+    methods.xClose = [](sqlite3_file* g) { return real_methods(g).xClose(of(g)->real()); };
+    methods.xRead = [](sqlite3_file* g, void* b, int n, sqlite3_int64 o) { return real_methods(g).xRead(of(g)->real(), b, n, o); };
+    methods.xWrite = [](sqlite3_file* g, const void* b, int n, sqlite3_int64 o) {
+      return real_methods(g).xWrite(of(g)->real(), b, n, o);
+    };
+    methods.xTruncate = [](sqlite3_file* g, sqlite3_int64 n) { return real_methods(g).xTruncate(of(g)->real(), n); };
+    methods.xSync = x_sync;
+    methods.xFileSize = [](sqlite3_file* g, sqlite3_int64* n) { return real_methods(g).xFileSize(of(g)->real(), n); };
+    methods.xLock = [](sqlite3_file* g, int l) { return real_methods(g).xLock(of(g)->real(), l); };
+    methods.xUnlock = [](sqlite3_file* g, int l) { return real_methods(g).xUnlock(of(g)->real(), l); };
+    methods.xCheckReservedLock = [](sqlite3_file* g, int* r) { return real_methods(g).xCheckReservedLock(of(g)->real(), r); };
+    methods.xFileControl = [](sqlite3_file* g, int op, void* a) { return real_methods(g).xFileControl(of(g)->real(), op, a); };
+    methods.xSectorSize = [](sqlite3_file* g) { return real_methods(g).xSectorSize(of(g)->real()); };
+    methods.xDeviceCharacteristics = [](sqlite3_file* g) { return real_methods(g).xDeviceCharacteristics(of(g)->real()); };
+    methods.xShmMap = [](sqlite3_file* g, int i, int n, int w, void volatile** p) {
+      return real_methods(g).xShmMap(of(g)->real(), i, n, w, p);
+    };
+    methods.xShmLock = [](sqlite3_file* g, int o, int n, int fl) { return real_methods(g).xShmLock(of(g)->real(), o, n, fl); };
+    methods.xShmBarrier = [](sqlite3_file* g) { real_methods(g).xShmBarrier(of(g)->real()); };
+    methods.xShmUnmap = [](sqlite3_file* g, int d) { return real_methods(g).xShmUnmap(of(g)->real(), d); };
+    methods.xFetch = [](sqlite3_file* g, sqlite3_int64 o, int n, void** p) { return real_methods(g).xFetch(of(g)->real(), o, n, p); };
+    methods.xUnfetch = [](sqlite3_file* g, sqlite3_int64 o, void* p) { return real_methods(g).xUnfetch(of(g)->real(), o, p); };
+  }
+  ours->base.pMethods = &methods;
+  return rc;
+}
+
+/// Installs the VFS as the default, once, before any connection opens.
+const bool installed = [] {
+  real_vfs = sqlite3_vfs_find(nullptr);
+  vfs = *real_vfs;
+  vfs.iVersion = std::min(real_vfs->iVersion, 2);
+  vfs.zName = "outbox-bench-device";
+  vfs.szOsFile = static_cast<int>(sizeof(file)) + real_vfs->szOsFile;
+  vfs.pNext = nullptr;
+  vfs.xOpen = x_open;
+  vfs.xDelete = [](sqlite3_vfs*, const char* n, int d) { return real_vfs->xDelete(real_vfs, n, d); };
+  vfs.xAccess = [](sqlite3_vfs*, const char* n, int fl, int* r) { return real_vfs->xAccess(real_vfs, n, fl, r); };
+  vfs.xFullPathname = [](sqlite3_vfs*, const char* n, int k, char* out) { return real_vfs->xFullPathname(real_vfs, n, k, out); };
+  vfs.xDlOpen = [](sqlite3_vfs*, const char* n) { return real_vfs->xDlOpen(real_vfs, n); };
+  vfs.xDlError = [](sqlite3_vfs*, int k, char* m) { real_vfs->xDlError(real_vfs, k, m); };
+  vfs.xDlSym = [](sqlite3_vfs*, void* h, const char* n) { return real_vfs->xDlSym(real_vfs, h, n); };
+  vfs.xDlClose = [](sqlite3_vfs*, void* h) { real_vfs->xDlClose(real_vfs, h); };
+  vfs.xRandomness = [](sqlite3_vfs*, int k, char* out) { return real_vfs->xRandomness(real_vfs, k, out); };
+  vfs.xSleep = [](sqlite3_vfs*, int us) { return real_vfs->xSleep(real_vfs, us); };
+  vfs.xCurrentTime = [](sqlite3_vfs*, double* t) { return real_vfs->xCurrentTime(real_vfs, t); };
+  vfs.xGetLastError = [](sqlite3_vfs*, int k, char* m) { return real_vfs->xGetLastError(real_vfs, k, m); };
+  vfs.xCurrentTimeInt64 = [](sqlite3_vfs*, sqlite3_int64* t) { return real_vfs->xCurrentTimeInt64(real_vfs, t); };
+  return sqlite3_vfs_register(&vfs, 1) == SQLITE_OK;
+}();
+}  // namespace device
 
 /// A database file of its own in the temporary directory; removed, with its WAL and shared
 /// memory files, when this goes away. Destroy every connection to it first.
@@ -574,12 +666,14 @@ void BM_baseline_raw_sqlite_drain(benchmark::State& state) {
 std::optional<temp_database> shared_file;
 std::optional<sqlite_outbox> shared_box;
 
-void open_shared_outbox(const benchmark::State&) {
+void open_shared_outbox(const benchmark::State& state) {
+  device::sync_delay_us = static_cast<int>(state.range(0));
   shared_file.emplace();
   auto storage = outbox::sqlite_storage::open(shared_file->path());
   if (storage) shared_box.emplace(std::move(*storage));
 }
-void create_shared_raw_database(const benchmark::State&) {
+void create_shared_raw_database(const benchmark::State& state) {
+  device::sync_delay_us = static_cast<int>(state.range(0));
   shared_file.emplace();
   raw_connection db(shared_file->path());
   db.create_schema();
@@ -587,6 +681,7 @@ void create_shared_raw_database(const benchmark::State&) {
 void close_shared(const benchmark::State&) {
   shared_box.reset();
   shared_file.reset();
+  device::sync_delay_us = 0;
 }
 
 /// Each thread saves one event per call, each call durable before it returns; total throughput.
@@ -656,9 +751,13 @@ BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(
 BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 
+// device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync, what a
+// phone's flash or a server's SSD without a write cache costs (see `device` above).
 BENCHMARK(BM_sqlite_storage_concurrent_enqueue)
-    ->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(open_shared_outbox)->Teardown(close_shared);
+    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Setup(open_shared_outbox)->Teardown(close_shared);
 BENCHMARK(BM_baseline_raw_sqlite_concurrent_insert)
-    ->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(create_shared_raw_database)->Teardown(close_shared);
+    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Setup(create_shared_raw_database)->Teardown(close_shared);
 
 BENCHMARK_MAIN();
