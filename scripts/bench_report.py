@@ -53,7 +53,10 @@ def load(results_dir: pathlib.Path):
             if ips is None:
                 continue
             base, _, args = name.partition("/")
-            args = re.sub(r"/(real_time|manual_time|process_time)$", "", args)
+            # Keep the arguments that say what was measured, not how it was timed.
+            args = "/".join(a for a in args.split("/")
+                            if a not in ("real_time", "manual_time", "process_time")
+                            and not a.startswith(("min_time:", "iterations:", "repeats:")))
             rows.setdefault(base, {})[args] = ips
     return rows, context
 
@@ -76,6 +79,57 @@ def table(rows) -> str:
                              f"**{ours / theirs:.2f}** |")
             else:
                 lines.append(f"| `{outbox_name}/{args}` | {ours:,.0f} | - | - | - |")
+    return "\n".join(lines)
+
+
+def pick(rows, name: str, *parts: str):
+    """events/s of the row `name` whose arguments include every `key:value` in parts."""
+    for args, ips in rows.get(name, {}).items():
+        if all(p in args.split("/") for p in parts):
+            return ips
+    return None
+
+
+# The issues' performance targets: (storage, target text, how to compute, threshold, higher is
+# better). Each computes a ratio from two rows of the same run.
+TARGETS = [
+    ("SQLite", "durable enqueue at batch 100, outbox / raw SQLite", ">= 0.85",
+     lambda r: ratio(pick(r, "BM_sqlite_storage_enqueue", "batch:100"), pick(r, "BM_baseline_raw_sqlite_insert", "batch:100")),
+     lambda v: v >= 0.85),
+    ("SQLite", "drain, cost per event at 100k / at 10k", "<= 1.2",
+     lambda r: ratio(pick(r, "BM_sqlite_storage_drain", "events:10000"), pick(r, "BM_sqlite_storage_drain", "events:100000")),
+     lambda v: v <= 1.2),
+    ("SQLite", "8 savers / 1 saver, this machine's disk", ">= 5",
+     lambda r: ratio(pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:0", "threads:8"),
+                     pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:0", "threads:1")),
+     lambda v: v >= 5),
+    ("SQLite", "8 savers / 1 saver, syncs of a 1 ms device", ">= 5",
+     lambda r: ratio(pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:1000", "threads:8"),
+                     pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:1000", "threads:1")),
+     lambda v: v >= 5),
+    ("file", "durable enqueue at batch 100, outbox / write+fdatasync", ">= 0.8",
+     lambda r: ratio(pick(r, "BM_file_storage_enqueue", "batch:100"), pick(r, "BM_baseline_write_fdatasync", "batch:100")),
+     lambda v: v >= 0.8),
+    ("file", "drain, cost per event at 100k / at 10k", "flat (<= 1.2)",
+     lambda r: ratio(pick(r, "BM_file_storage_drain", "events:10000"), pick(r, "BM_file_storage_drain", "events:100000")),
+     lambda v: v <= 1.2),
+    ("file", "8 savers / 1 saver", ">= 5",
+     lambda r: ratio(pick(r, "BM_file_storage_savers", "threads:8"), pick(r, "BM_file_storage_savers", "threads:1")),
+     lambda v: v >= 5),
+]
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def targets(rows) -> str:
+    lines = ["| storage | target | wanted | this run | met |", "|---|---|---|---:|---|"]
+    for storage, what, wanted, compute, ok in TARGETS:
+        value = compute(rows)
+        if value is None:
+            continue
+        lines.append(f"| {storage} | {what} | {wanted} | {value:.2f} | {'yes' if ok(value) else '**no**'} |")
     return "\n".join(lines)
 
 
@@ -127,7 +181,9 @@ def main() -> int:
               ""]
     if have_chart:
         report += [f"![events/s against batch size]({svg.name})", ""]
-    report += [table(rows), "", END]
+    report += ["The issues' targets, from this run:", "", targets(rows), "",
+               "Every outbox row beside its baseline (events/s; ratio = outbox / baseline):", "",
+               table(rows), "", END]
     text = readme.read_text() if readme.exists() else "# outbox benchmarks\n"
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + "\n".join(report) + text[text.index(END) + len(END):]
