@@ -802,6 +802,7 @@ class sqlite_storage {
           }
           const auto took = std::chrono::steady_clock::now() - started;
           lock.lock();
+          for (auto* member : group) member->done = true;
           // The members just released will be back with their next call, as will those that
           // queued during this commit: the next leader waits for that many.
           expected_group = group.size() + queue.size();
@@ -846,13 +847,13 @@ class sqlite_storage {
       return done;
     }
 
-    /// One transaction for the group, each member in its own savepoint; marks every member done
-    /// with its own outcome, or the commit's failure.
+    /// One transaction for the group; gives every member its own outcome, or the commit's
+    /// failure. Marking members done is the caller's job, under the queue's mutex, which is
+    /// what their threads read `done` under.
     void run_group_locked(const std::vector<write_item*>& group) {
       auto finish = [&](const result<void>& outcome) {
         for (auto* item : group) {
           if (item->outcome) item->outcome = outcome;
-          item->done = true;
         }
       };
       if (auto b = step_done(begin, db, "BEGIN IMMEDIATE"); !b) {
