@@ -1,5 +1,6 @@
 // outbox::sqlite_storage: the conformance suite, plus what a file on disk adds: reopening,
-// schema versions, corrupt files, adopted connections, group commit, locks.
+// schema versions, corrupt files, adopted connections, locks. Group commit and concurrent
+// producers: tests/concurrency/storages.cpp, shared with the file storage and run under TSan.
 #include <outbox/storage/sqlite.hpp>
 #include <outbox/testing/storage_conformance.hpp>
 
@@ -186,67 +187,6 @@ TEST_CASE("another thread's writes wait for an open transaction instead of joini
   CHECK(s.find(outside[0].id).value().has_value());  // its own transaction, unaffected by the rollback
 }
 
-TEST_CASE("concurrent writers share transactions and each is durable when it returns", "[storage][sqlite][group_commit]") {
-  outbox::sqlite_options durable;  // synchronous = full: group commit matters when syncs cost
-  temp_sqlite_storage s(temp_path("outbox-group.db"), durable);
-  constexpr int threads = 8;
-  constexpr int per_thread = 100;
-  std::vector<std::vector<outbox::event>> made(threads);
-  {
-    outbox::testing::storage_fixture f;
-    for (int t = 0; t < threads; ++t)
-      for (int i = 0; i < per_thread; ++i) made[t].push_back(f.make("alice", "k" + std::to_string(t)));
-  }
-  std::atomic<int> failures{0};
-  std::vector<std::thread> writers;
-  for (int t = 0; t < threads; ++t) {
-    writers.emplace_back([&, t] {
-      for (auto& e : made[t]) failures += !s.append(std::span<outbox::event>(&e, 1)).has_value();
-    });
-  }
-  for (auto& w : writers) w.join();
-  REQUIRE(failures == 0);
-  const auto stats = s.commit_stats();
-  CHECK(stats.writes >= threads * per_thread);
-  CHECK(stats.commits < stats.writes);  // some callers shared a commit
-  outbox::sqlite_storage reopened(s.file().string());
-  CHECK(reopened.stats(std::nullopt, outbox::timestamp()).value().count(status::pending) == threads * per_thread);
-}
-
-TEST_CASE("a writer that fails inside a shared transaction loses only its own work", "[storage][sqlite][group_commit]") {
-  // Half the calls re-append an id already stored, and fail. Groups run their members without
-  // savepoints first and re-run with one per member when any fails: the failures must not take
-  // the other members' events with them, nor leave any of their own rows behind.
-  temp_sqlite_storage s(temp_path("outbox-group-failures.db"), outbox::sqlite_options{});
-  constexpr int threads = 8;
-  constexpr int per_thread = 60;
-  outbox::testing::storage_fixture f;
-  outbox::event stored = f.make("alice", "stored");
-  REQUIRE(s.append(std::span<outbox::event>(&stored, 1)));
-  std::vector<std::vector<outbox::event>> made(threads);
-  for (int t = 0; t < threads; ++t)
-    for (int i = 0; i < per_thread; ++i) made[t].push_back(i % 2 ? stored : f.make("alice", "k" + std::to_string(t)));
-  std::atomic<int> wrong{0};
-  std::vector<std::thread> writers;
-  for (int t = 0; t < threads; ++t) {
-    writers.emplace_back([&, t] {
-      for (int i = 0; i < per_thread; ++i) {
-        auto r = s.append(std::span<outbox::event>(&made[t][i], 1));
-        const bool duplicate = i % 2 != 0;
-        if (duplicate ? (r || !(r.error() == errc::invalid_argument)) : !r) ++wrong;
-      }
-    });
-  }
-  for (auto& w : writers) w.join();
-  CHECK(wrong == 0);
-  CHECK(s.commit_stats().commits < s.commit_stats().writes);
-  outbox::sqlite_storage reopened(s.file().string());
-  CHECK(reopened.stats(std::nullopt, outbox::timestamp()).value().count(status::pending) ==
-        1 + threads * per_thread / 2);
-  for (int t = 0; t < threads; ++t)
-    for (int i = 0; i < per_thread; i += 2) CHECK(reopened.find(made[t][i].id).value().has_value());
-}
-
 TEST_CASE("a locked database is a busy error that loses nothing", "[storage][sqlite]") {
   outbox::sqlite_options impatient = temp_sqlite_storage::fast();
   impatient.busy_timeout = std::chrono::milliseconds(50);
@@ -268,26 +208,4 @@ TEST_CASE("a locked database is a busy error that loses nothing", "[storage][sql
   CHECK(s.find(first[0].id).value().has_value());
   CHECK_FALSE(s.find(second[0].id).value().has_value());
   REQUIRE(s.append(std::span<outbox::event>(second)).has_value());
-}
-
-TEST_CASE("an outbox on SQLite delivers with the runner and many producers", "[storage][sqlite][outbox]") {
-  outbox::options options;
-  options.batch_size = 50;
-  basic_fixture<temp_sqlite_storage> f(options);
-  f.box.set_user("alice");
-  f.box.start();
-  std::vector<std::thread> producers;
-  std::atomic<int> refused{0};
-  for (int p = 0; p < 4; ++p) {
-    producers.emplace_back([&, p] {
-      for (int i = 0; i < 500; ++i)
-        refused += !f.box.enqueue({.type = "t", .entity_id = "p" + std::to_string(p) + "-" + std::to_string(i % 7),
-                                   .payload = std::to_string(i)}).has_value();
-    });
-  }
-  for (auto& t : producers) t.join();
-  REQUIRE(refused == 0);
-  REQUIRE(eventually([&] { return f.box.stats().value().count(status::completed) == 2000; }, std::chrono::seconds(60)));
-  f.box.stop();
-  CHECK(f.backend.duplicates() == 0);
 }
