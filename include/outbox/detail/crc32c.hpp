@@ -1,11 +1,21 @@
 #pragma once
 /// \file
-/// CRC-32C (Castagnoli), the checksum of the file storage's records: portable slicing-by-8.
+/// CRC-32C (Castagnoli), the checksum of the file storage's records. On x86-64 with SSE4.2 (a
+/// runtime check, so no -msse4.2 is needed) the CPU's crc32 instruction does it, eight bytes a
+/// step; elsewhere a portable slicing-by-8 table does. Both give the same value for any input
+/// (tests/storage/file.cpp checks them against each other and against the standard check value).
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define OUTBOX_CRC32C_X86 1
+#else
+#define OUTBOX_CRC32C_X86 0
+#endif
 
 namespace outbox::detail {
 
@@ -28,8 +38,8 @@ class crc32c_tables {
 
 inline constexpr crc32c_tables crc32c_table{};
 
-/// Continues a CRC-32C over `bytes` (start with crc = 0).
-[[nodiscard]] inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexcept {
+/// The table version: continues a CRC-32C over `bytes` (start with crc = 0). Any CPU.
+[[nodiscard]] inline std::uint32_t crc32c_portable(std::string_view bytes, std::uint32_t crc = 0) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   std::size_t n = bytes.size();
   crc = ~crc;
@@ -48,4 +58,49 @@ inline constexpr crc32c_tables crc32c_table{};
   return ~crc;
 }
 
+#if OUTBOX_CRC32C_X86
+/// The SSE4.2 version; call only where `crc32c_hardware_available()` is true. x86 is little-endian,
+/// so an 8-byte load is the eight bytes in stream order, as the instruction expects.
+[[nodiscard]] __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_sse42(std::string_view bytes,
+                                                                                  std::uint32_t crc = 0) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  std::size_t n = bytes.size();
+  unsigned long long c = ~crc;
+  while (n >= 8) {
+    unsigned long long word;
+    std::memcpy(&word, p, 8);
+    c = __builtin_ia32_crc32di(c, word);
+    p += 8;
+    n -= 8;
+  }
+  auto c32 = static_cast<unsigned int>(c);
+  if (n >= 4) {
+    unsigned int word;
+    std::memcpy(&word, p, 4);
+    c32 = __builtin_ia32_crc32si(c32, word);
+    p += 4;
+    n -= 4;
+  }
+  while (n-- > 0) c32 = __builtin_ia32_crc32qi(c32, *p++);
+  return ~c32;
+}
+
+[[nodiscard]] inline bool crc32c_hardware_available() noexcept {
+  static const bool available = __builtin_cpu_supports("sse4.2");
+  return available;
+}
+#else
+[[nodiscard]] inline bool crc32c_hardware_available() noexcept { return false; }
+#endif
+
+/// Continues a CRC-32C over `bytes` (start with crc = 0), on the fastest path this CPU has.
+[[nodiscard]] inline std::uint32_t crc32c(std::string_view bytes, std::uint32_t crc = 0) noexcept {
+#if OUTBOX_CRC32C_X86
+  if (crc32c_hardware_available()) return crc32c_sse42(bytes, crc);
+#endif
+  return crc32c_portable(bytes, crc);
+}
+
 }  // namespace outbox::detail
+
+#undef OUTBOX_CRC32C_X86

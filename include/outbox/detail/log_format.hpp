@@ -8,6 +8,7 @@
 /// fields). All integers little-endian; strings as u32 length + bytes. Records belong to a
 /// group that ends with a `commit` record; a group is applied whole or not at all.
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -43,105 +44,170 @@ enum class record_type : std::uint8_t {
 
 // ---- writing ---------------------------------------------------------------------------------
 
-class writer {
- public:
-  explicit writer(std::string& out) : out_(out) {}
+/// Little-endian fixed-width integers into `at`, which has room for them.
+template <class Int>
+inline void store_le(char* at, Int v) noexcept {
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(at, &v, sizeof v);
+  } else {
+    for (std::size_t i = 0; i < sizeof v; ++i) at[i] = static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * i));
+  }
+}
 
-  void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
-  void u32(std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
-  }
-  void u64(std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
-  }
+/// Writes fields through a `Sink`: `measure` counts bytes, `cursor` stores them into a buffer
+/// already sized for them. A record is filled twice, once with each, so its buffer grows once.
+template <class Sink>
+class basic_writer {
+ public:
+  explicit basic_writer(Sink sink) : sink_(sink) {}
+
+  void u8(std::uint8_t v) { sink_.put(v); }
+  void u32(std::uint32_t v) { sink_.put(v); }
+  void u64(std::uint64_t v) { sink_.put(v); }
   void i64(std::int64_t v) { u64(static_cast<std::uint64_t>(v)); }
   void str(std::string_view s) {
     u32(static_cast<std::uint32_t>(s.size()));
-    out_.append(s);
+    sink_.bytes(s);
   }
   void time(timestamp t) { i64(to_micros(t)); }
   void id(const event_id& id) {
     u64(id.high);
     u64(id.low);
   }
+  [[nodiscard]] const Sink& sink() const noexcept { return sink_; }
 
  private:
-  std::string& out_;
+  Sink sink_;
 };
 
-/// Appends one framed record whose body `fill` writes after the type byte.
+struct measure {
+  std::size_t size = 0;
+  template <class Int>
+  void put(Int) noexcept { size += sizeof(Int); }
+  void bytes(std::string_view s) noexcept { size += s.size(); }
+};
+
+struct cursor {
+  char* at;
+  template <class Int>
+  void put(Int v) noexcept {
+    store_le(at, v);
+    at += sizeof(Int);
+  }
+  void bytes(std::string_view s) noexcept {
+    if (!s.empty()) std::memcpy(at, s.data(), s.size());
+    at += s.size();
+  }
+};
+
+/// Appends to a string (segment headers, hand-made test records).
+struct append_sink {
+  std::string* out;
+  template <class Int>
+  void put(Int v) {
+    char b[sizeof(Int)];
+    store_le(b, v);
+    out->append(b, sizeof b);
+  }
+  void bytes(std::string_view s) { out->append(s); }
+};
+
+class writer : public basic_writer<append_sink> {
+ public:
+  explicit writer(std::string& out) : basic_writer<append_sink>(append_sink{&out}) {}
+};
+
+/// Appends one framed record whose body `fill` writes after the type byte: the fields are
+/// measured, the string grows once, and they are stored in place.
 template <class Fill>
 void append_record(std::string& out, record_type type, Fill&& fill) {
+  basic_writer<measure> m(measure{1});
+  fill(m);
+  const std::size_t length = m.sink().size;
   const std::size_t start = out.size();
-  out.append(frame_overhead, '\0');
-  writer w(out);
+  out.resize(start + frame_overhead + length);
+  char* body = out.data() + start + frame_overhead;
+  basic_writer<cursor> w(cursor{body});
   w.u8(static_cast<std::uint8_t>(type));
   fill(w);
-  const std::string_view body(out.data() + start + frame_overhead, out.size() - start - frame_overhead);
-  const auto length = static_cast<std::uint32_t>(body.size());
-  const std::uint32_t crc = crc32c(body);
-  for (int i = 0; i < 4; ++i) {
-    out[start + static_cast<std::size_t>(i)] = static_cast<char>(length >> (8 * i));
-    out[start + 4 + static_cast<std::size_t>(i)] = static_cast<char>(crc >> (8 * i));
-  }
+  store_le(out.data() + start, static_cast<std::uint32_t>(length));
+  store_le(out.data() + start + 4, crc32c(std::string_view(body, length)));
+}
+
+template <class Writer>
+void event_fields(Writer& w, const event& e) {
+  w.u64(e.seq);
+  w.id(e.id);
+  w.str(e.type);
+  w.str(e.entity_id);
+  w.str(e.entity_type);
+  w.str(e.ordering_key);
+  w.str(e.user_id);
+  w.str(e.payload);
+  w.i64(e.priority);
+  w.u8(static_cast<std::uint8_t>(e.status));
+  w.i64(e.attempts);
+  w.i64(e.max_attempts);
+  w.time(e.created_at);
+  w.time(e.updated_at);
+  w.time(e.retry_after);
+  w.time(e.completed_at);
+  w.str(e.last_error);
+  w.str(e.remote_id);
+  w.u64(e.lease);
+  w.time(e.lease_until);
 }
 
 inline void put_event(std::string& out, const event& e) {
-  append_record(out, record_type::event, [&](writer& w) {
-    w.u64(e.seq);
-    w.id(e.id);
-    w.str(e.type);
-    w.str(e.entity_id);
-    w.str(e.entity_type);
-    w.str(e.ordering_key);
-    w.str(e.user_id);
-    w.str(e.payload);
-    w.i64(e.priority);
-    w.u8(static_cast<std::uint8_t>(e.status));
-    w.i64(e.attempts);
-    w.i64(e.max_attempts);
-    w.time(e.created_at);
-    w.time(e.updated_at);
-    w.time(e.retry_after);
-    w.time(e.completed_at);
-    w.str(e.last_error);
-    w.str(e.remote_id);
-    w.u64(e.lease);
-    w.time(e.lease_until);
-  });
+  append_record(out, record_type::event, [&](auto& w) { event_fields(w, e); });
 }
 
 inline void put_event_removed(std::string& out, std::uint64_t seq) {
-  append_record(out, record_type::event_removed, [&](writer& w) { w.u64(seq); });
+  append_record(out, record_type::event_removed, [&](auto& w) { w.u64(seq); });
+}
+
+template <class Writer>
+void entity_fields(Writer& w, const entity_record& r) {
+  w.str(r.collection);
+  w.str(r.id);
+  w.str(r.user_id);
+  w.str(r.natural_key);
+  w.str(r.payload);
+  w.time(r.occurred_at);
+  w.u8(static_cast<std::uint8_t>(r.sync));
+  w.str(r.remote_id);
+  w.str(r.sync_error);
+  w.id(r.last_event);
+  w.u64(r.version);
+  w.time(r.created_at);
+  w.time(r.updated_at);
 }
 
 inline void put_entity(std::string& out, const entity_record& r) {
-  append_record(out, record_type::entity, [&](writer& w) {
-    w.str(r.collection);
-    w.str(r.id);
-    w.str(r.user_id);
-    w.str(r.natural_key);
-    w.str(r.payload);
-    w.time(r.occurred_at);
-    w.u8(static_cast<std::uint8_t>(r.sync));
-    w.str(r.remote_id);
-    w.str(r.sync_error);
-    w.id(r.last_event);
-    w.u64(r.version);
-    w.time(r.created_at);
-    w.time(r.updated_at);
-  });
+  append_record(out, record_type::entity, [&](auto& w) { entity_fields(w, r); });
+}
+
+/// What `put_event` / `put_entity` would append, in bytes, without writing anything.
+[[nodiscard]] inline std::size_t event_record_size(const event& e) {
+  basic_writer<measure> m(measure{frame_overhead + 1});
+  event_fields(m, e);
+  return m.sink().size;
+}
+[[nodiscard]] inline std::size_t entity_record_size(const entity_record& r) {
+  basic_writer<measure> m(measure{frame_overhead + 1});
+  entity_fields(m, r);
+  return m.sink().size;
 }
 
 inline void put_entity_removed(std::string& out, std::string_view collection, std::string_view id) {
-  append_record(out, record_type::entity_removed, [&](writer& w) {
+  append_record(out, record_type::entity_removed, [&](auto& w) {
     w.str(collection);
     w.str(id);
   });
 }
 
 inline void put_marker(std::string& out, record_type type, std::uint64_t next_seq) {
-  append_record(out, type, [&](writer& w) { w.u64(next_seq); });
+  append_record(out, type, [&](auto& w) { w.u64(next_seq); });
 }
 
 inline std::string segment_header() {
@@ -168,15 +234,11 @@ class reader {
   }
   std::uint32_t u32() {
     if (!need(4)) return 0;
-    std::uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8 * i);
-    return v;
+    return load<std::uint32_t>();
   }
   std::uint64_t u64() {
     if (!need(8)) return 0;
-    std::uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes_[pos_++])) << (8 * i);
-    return v;
+    return load<std::uint64_t>();
   }
   std::int64_t i64() { return static_cast<std::int64_t>(u64()); }
   int small_int() {
@@ -207,6 +269,18 @@ class reader {
   }
 
  private:
+  template <class Int>
+  Int load() noexcept {  // need(sizeof(Int)) has been checked
+    Int v = 0;
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(&v, bytes_.data() + pos_, sizeof v);
+    } else {
+      for (std::size_t i = 0; i < sizeof v; ++i)
+        v |= static_cast<Int>(static_cast<Int>(static_cast<unsigned char>(bytes_[pos_ + i])) << (8 * i));
+    }
+    pos_ += sizeof v;
+    return v;
+  }
   bool need(std::size_t n) {
     if (!ok_ || bytes_.size() - pos_ < n) ok_ = false;
     return ok_;
