@@ -1,5 +1,6 @@
 // outbox::file_storage: the conformance suite, plus what files add: reopening, the directory
-// lock, permissions, compaction, group commit. Corruption: file_corruption.cpp.
+// lock, permissions, compaction, the record format, large appends. Corruption:
+// file_corruption.cpp. Group commit and concurrent writers: tests/concurrency/storages.cpp.
 #include <outbox/storage/file.hpp>
 #include <outbox/testing/storage_conformance.hpp>
 
@@ -152,47 +153,126 @@ TEST_CASE("compaction keeps the state across a reopen; leftovers of a crashed co
   CHECK(s.find(batch[1].id).value()->status == status::pending);
 }
 
-TEST_CASE("concurrent writers share syncs and each is durable when it returns", "[storage][file][group_commit]") {
-  outbox::file_options durable;  // group commit with fdatasync: the default
-  temp_file_storage s(temp_path("outbox-file-group"), durable);
-  constexpr int threads = 8;
-  constexpr int per_thread = 100;
-  std::vector<std::vector<outbox::event>> made(threads);
-  {
-    outbox::testing::storage_fixture f;
-    for (int t = 0; t < threads; ++t)
-      for (int i = 0; i < per_thread; ++i) made[t].push_back(f.make("alice", "k" + std::to_string(t)));
-  }
-  std::atomic<int> failures{0};
-  std::vector<std::thread> writers;
-  for (int t = 0; t < threads; ++t)
-    writers.emplace_back([&, t] {
-      for (auto& e : made[t]) failures += !s.append(std::span<outbox::event>(&e, 1)).has_value();
-    });
-  for (auto& w : writers) w.join();
-  REQUIRE(failures == 0);
-  const auto usage = s.disk_usage();
-  CHECK(usage.writes == threads * per_thread);
-  CHECK(usage.syncs < usage.writes);  // some callers shared a sync
+// ---- the record writer and checksum ------------------------------------------------------------
+
+TEST_CASE("CRC-32C: the hardware and table versions agree, and give the standard check value", "[storage][file][crc]") {
+  CHECK(outbox::detail::crc32c("123456789") == 0xE3069283U);
+  CHECK(outbox::detail::crc32c_portable("123456789") == 0xE3069283U);
+  CHECK(outbox::detail::crc32c("") == 0U);
+  std::string bytes(300, '\0');
+  std::uint32_t x = 12345;
+  for (auto& c : bytes) c = static_cast<char>((x = x * 1103515245U + 12345U) >> 16);
+  // Every length and alignment the 8-, 4- and 1-byte steps can meet, and a continued CRC.
+  for (std::size_t offset = 0; offset < 8; ++offset)
+    for (std::size_t length = 0; offset + length <= 64; ++length) {
+      const std::string_view part(bytes.data() + offset, length);
+      REQUIRE(outbox::detail::crc32c(part) == outbox::detail::crc32c_portable(part));
+      REQUIRE(outbox::detail::crc32c(part, 0xDEADBEEF) == outbox::detail::crc32c_portable(part, 0xDEADBEEF));
+    }
+  CHECK(outbox::detail::crc32c(bytes) == outbox::detail::crc32c_portable(bytes));
+  CHECK(outbox::detail::crc32c(std::string_view(bytes).substr(100), outbox::detail::crc32c(std::string_view(bytes).substr(0, 100))) ==
+        outbox::detail::crc32c(bytes));
 }
 
-TEST_CASE("an outbox on the file storage delivers with the runner and many producers", "[storage][file][outbox]") {
-  outbox::options options;
-  options.batch_size = 50;
-  basic_fixture<temp_file_storage> f(options);
-  f.box.set_user("alice");
-  f.box.start();
-  std::vector<std::thread> producers;
-  std::atomic<int> refused{0};
-  for (int p = 0; p < 4; ++p)
-    producers.emplace_back([&, p] {
-      for (int i = 0; i < 500; ++i)
-        refused += !f.box.enqueue({.type = "t", .entity_id = "p" + std::to_string(p) + "-" + std::to_string(i % 7),
-                                   .payload = std::to_string(i)}).has_value();
-    });
-  for (auto& t : producers) t.join();
-  REQUIRE(refused == 0);
-  REQUIRE(eventually([&] { return f.box.stats().value().count(status::completed) == 2000; }, 60s));
-  f.box.stop();
-  CHECK(f.backend.duplicates() == 0);
+TEST_CASE("records are written little-endian, sized as measured, and read back", "[storage][file][format]") {
+  namespace wire = outbox::detail::log;
+  outbox::testing::storage_fixture f;
+  outbox::event e = f.make("alice", "k", 7, "t");
+  e.seq = 0x0102030405060708ULL;
+  e.payload = std::string("\0\xff payload", 10);
+  e.attempts = 3;
+  std::string out = "prefix";
+  wire::put_event(out, e);
+  REQUIRE(out.size() == 6 + wire::event_record_size(e));
+  // Frame: length, then CRC of the body, then the body: the type byte and the seq, low byte first.
+  const std::string_view frame = std::string_view(out).substr(6);
+  CHECK(static_cast<unsigned char>(frame[0]) == ((frame.size() - wire::frame_overhead) & 0xFF));
+  CHECK(static_cast<unsigned char>(frame[8]) == static_cast<unsigned char>(wire::record_type::event));
+  CHECK(static_cast<unsigned char>(frame[9]) == 0x08);
+  CHECK(static_cast<unsigned char>(frame[16]) == 0x01);
+  std::string_view body;
+  REQUIRE(wire::frame_end(frame, 0, &body) == frame.size());
+  const auto decoded = wire::decode(body);
+  REQUIRE(decoded.has_value());
+  const auto& back = std::get<outbox::event>(*decoded);
+  CHECK(back.seq == e.seq);
+  CHECK(back.id == e.id);
+  CHECK(back.payload == e.payload);
+  CHECK(back.attempts == 3);
+  CHECK(back.priority == 7);
+
+  outbox::entity_record row{.collection = "c", .id = "i", .user_id = "u", .natural_key = "n", .payload = "p",
+                            .occurred_at = f.t0, .sync = outbox::sync_status::synced, .remote_id = "r",
+                            .sync_error = {}, .last_event = e.id, .version = 2, .created_at = f.t0, .updated_at = f.t0};
+  std::string rows;
+  wire::put_entity(rows, row);
+  CHECK(rows.size() == wire::entity_record_size(row));
+}
+
+// ---- large appends: logged first, indexed while the flusher syncs --------------------------------
+
+namespace {
+std::vector<outbox::event> many(outbox::testing::storage_fixture& f, const std::string& user, std::size_t n,
+                                const std::string& key_prefix) {
+  std::vector<outbox::event> out;
+  for (std::size_t i = 0; i < n; ++i) out.push_back(f.make(user, key_prefix + std::to_string(i % 7)));
+  return out;
+}
+}  // namespace
+
+TEST_CASE("a large append is durable, indexed and replayed exactly as a small one", "[storage][file][overlap]") {
+  const auto dir = temp_path("outbox-file-overlap");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  auto big = many(f, "alice", 3 * outbox::file_storage::overlap_min_events, "k");
+  auto small = many(f, "alice", 2, "s");
+  std::vector<outbox::event> claimed;
+  {
+    outbox::file_options durable;
+    outbox::file_storage s(dir, durable);
+    REQUIRE(s.append(std::span<outbox::event>(small)).has_value());
+    REQUIRE(s.append(std::span<outbox::event>(big)).has_value());
+    // The caller's events got their seqs, in order after the small append's.
+    for (std::size_t i = 0; i < big.size(); ++i) CHECK(big[i].seq == small.back().seq + 1 + i);
+    // Readable at once, and claimable in append order.
+    CHECK(s.find(big.back().id).value().has_value());
+    REQUIRE(s.claim(f.claim_at("alice", f.t0, 100, 60s), claimed).value() == 9);  // one head per key
+    CHECK(claimed.front().id == small[0].id);
+    CHECK(s.disk_usage().syncs >= 3);
+  }
+  outbox::file_storage s(dir);
+  for (const auto& e : big) {
+    const auto found = s.find(e.id).value();
+    REQUIRE(found.has_value());
+    CHECK(found->seq == e.seq);
+    CHECK(found->payload == e.payload);
+  }
+  const auto claimed_back = s.find(claimed.back().id).value().value();
+  CHECK(claimed_back.status == status::processing);
+  // Sequence numbers continue after the replayed ones.
+  auto more = many(f, "alice", outbox::file_storage::overlap_min_events, "m");
+  REQUIRE(s.append(std::span<outbox::event>(more)).has_value());
+  CHECK(more.front().seq == big.back().seq + 1);
+}
+
+TEST_CASE("a large append that is refused logs nothing and changes nothing", "[storage][file][overlap]") {
+  const auto dir = temp_path("outbox-file-overlap-refused");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  auto big = many(f, "alice", 2 * outbox::file_storage::overlap_min_events, "k");
+  big.back().id = big.front().id;  // the same id twice
+  {
+    outbox::file_storage s(dir);
+    const auto usage = s.disk_usage();
+    const auto refused = s.append(std::span<outbox::event>(big));
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == errc::invalid_argument);
+    CHECK(s.disk_usage().writes == usage.writes);
+    CHECK_FALSE(s.find(big[1].id).value().has_value());
+    big.back() = f.make("alice", "other");
+    REQUIRE(s.append(std::span<outbox::event>(big)).has_value());
+    CHECK(big.front().seq == 1);
+  }
+  outbox::file_storage s(dir);
+  CHECK(s.query({.limit = 1000}).value().size() == big.size());
 }
