@@ -145,7 +145,7 @@ def chart(rows, svg: pathlib.Path) -> bool:
             dashed = "dt 2" if "baseline" in label else "dt 1"
             plots.append(f"'{data}' using 1:2 with linespoints lw 2 {dashed} title '{label}'")
         script = "\n".join([
-            "set terminal svg size 900,520 dynamic font 'sans,12'",
+            "set terminal svg size 900,520 dynamic noenhanced font 'sans,12'",
             f"set output '{svg}'",
             "set title 'Durable enqueue throughput by batch size (dashed: baselines in the same binary)'",
             "set xlabel 'events per enqueue call (batch size)'",
