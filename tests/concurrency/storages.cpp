@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "support/fixture.hpp"
+#include "support/many_events.hpp"
 #include "support/temp_file_storage.hpp"
 #include "support/temp_sqlite.hpp"
 
@@ -140,15 +141,6 @@ TEMPLATE_TEST_CASE("an outbox delivers everything with the runner and many produ
 }
 
 // ---- the file storage's overlapped append: a flusher thread writes while the appender indexes --
-
-namespace {
-std::vector<outbox::event> many(outbox::testing::storage_fixture& f, const std::string& user, std::size_t n,
-                                const std::string& key_prefix) {
-  std::vector<outbox::event> out;
-  for (std::size_t i = 0; i < n; ++i) out.push_back(f.make(user, key_prefix + std::to_string(i % 7)));
-  return out;
-}
-}  // namespace
 
 TEST_CASE("large appends from several threads, claims and compactions between them, replay whole",
           "[concurrency][file][overlap]") {

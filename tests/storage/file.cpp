@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "support/fixture.hpp"
+#include "support/many_events.hpp"
 #include "support/temp_file_storage.hpp"
 
 using namespace outbox_test;
@@ -210,15 +211,6 @@ TEST_CASE("records are written little-endian, sized as measured, and read back",
 }
 
 // ---- large appends: logged first, indexed while the flusher syncs --------------------------------
-
-namespace {
-std::vector<outbox::event> many(outbox::testing::storage_fixture& f, const std::string& user, std::size_t n,
-                                const std::string& key_prefix) {
-  std::vector<outbox::event> out;
-  for (std::size_t i = 0; i < n; ++i) out.push_back(f.make(user, key_prefix + std::to_string(i % 7)));
-  return out;
-}
-}  // namespace
 
 TEST_CASE("a large append is durable, indexed and replayed exactly as a small one", "[storage][file][overlap]") {
   const auto dir = temp_path("outbox-file-overlap");
