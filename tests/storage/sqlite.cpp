@@ -99,6 +99,47 @@ TEST_CASE("a database from a newer version is refused and left unchanged", "[sto
   CHECK_THROWS_AS(outbox::sqlite_storage(file.string()), outbox::exception);
 }
 
+TEST_CASE("a schema-1 database is migrated in place and keeps its events", "[storage][sqlite][schema]") {
+  // Schema 1 had a line index partial on status; schema 2 replaces it with a full one.
+  const auto file = temp_path("outbox-schema1.db");
+  temp_file_owner cleanup(file);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> events = {f.make("alice", "a"), f.make("alice", "a"), f.make("alice", "b")};
+  {
+    outbox::sqlite_storage s(file.string());
+    REQUIRE(s.append(std::span<outbox::event>(events)));
+  }
+  raw_exec(file,
+           "DROP INDEX outbox_events_line;"
+           "CREATE INDEX outbox_events_line ON outbox_events(user_id, ordering_key, seq) WHERE status IN (0, 1, 3);"
+           "UPDATE outbox_meta SET value = '1' WHERE key = 'schema_version'; PRAGMA user_version = 1;");
+  {
+    outbox::sqlite_storage s(file.string());
+    std::vector<outbox::event> claimed;
+    REQUIRE(s.claim(f.claim_at("alice", f.t0, 10, std::chrono::seconds(60)), claimed).value() == 2);  // heads of a and b
+    std::vector<outbox::outcome> done;
+    for (const auto& e : claimed) done.push_back(outbox::testing::storage_fixture::complete(e, f.t0));
+    REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == 2);
+    claimed.clear();
+    REQUIRE(s.claim(f.claim_at("alice", f.t0, 10, std::chrono::seconds(60)), claimed).value() == 1);
+    CHECK(claimed[0].id == events[1].id);  // a's second event, now its head
+  }
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+  auto text = [&](const char* sql) {
+    sqlite3_stmt* stmt = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+    std::string value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+    return value;
+  };
+  CHECK(text("SELECT value FROM outbox_meta WHERE key = 'schema_version'") == "2");
+  CHECK(text("PRAGMA user_version") == "2");
+  CHECK_THAT(text("SELECT sql FROM sqlite_master WHERE name = 'outbox_events_line'"), !Catch::Contains("WHERE"));
+  sqlite3_close(db);
+}
+
 TEST_CASE("a file that is not a database is a typed error", "[storage][sqlite][schema]") {
   const auto file = temp_path("outbox-garbage.db");
   temp_file_owner cleanup(file);

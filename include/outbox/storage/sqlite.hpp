@@ -75,7 +75,7 @@ struct sqlite_options {
 
 namespace detail::sqlite {
 
-inline constexpr int schema_version = 1;
+inline constexpr int schema_version = 2;
 
 inline errc code_of(int rc) noexcept {
   switch (rc & 0xFF) {
@@ -223,9 +223,11 @@ CREATE TABLE IF NOT EXISTS outbox_events (
 );
 -- UUID-v7 ids arrive in time order, so this unique index grows at its right edge.
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_events_by_id ON outbox_events(id);
--- The undelivered events of each ordering key, in append order: finds a line's next head.
-CREATE INDEX IF NOT EXISTS outbox_events_line ON outbox_events(user_id, ordering_key, seq)
-  WHERE status IN (0, 1, 3);
+-- Each ordering key's events in append order: finds a line's next head from where the line
+-- stood (a seek, then the next undelivered entry). Deliberately not partial on status: a status
+-- change (claim, outcome) then leaves it alone, where a partial index rewrites the key's leaf,
+-- one scattered page per event and commit. (Schema 1 had it partial; see migrate.)
+CREATE INDEX IF NOT EXISTS outbox_events_line ON outbox_events(user_id, ordering_key, seq);
 -- Claims in flight by lease end: expired leases without a scan.
 CREATE INDEX IF NOT EXISTS outbox_events_leases ON outbox_events(lease_until) WHERE status = 1;
 -- Per-user queries and counts by status.
@@ -615,6 +617,7 @@ class sqlite_storage {
       auto has_meta = scalar("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='outbox_meta'",
                              "reading the schema");
       if (!has_meta) return has_meta.error();
+      std::optional<std::int64_t> stored_version;
       if (*has_meta) {
         auto version = scalar("SELECT CAST(value AS INTEGER) FROM outbox_meta WHERE key='schema_version'",
                               "reading the schema version");
@@ -624,6 +627,7 @@ class sqlite_storage {
                                (path.empty() ? std::string("database") : path) + " has outbox schema version " +
                                    std::to_string(*version) + ", this library understands up to " +
                                    std::to_string(detail::sqlite::schema_version) + "; it was left unchanged");
+        stored_version = *version;
       }
       if (owned) {
         auto user_version = scalar("PRAGMA user_version", "reading user_version");
@@ -636,7 +640,12 @@ class sqlite_storage {
       if (!in_app_transaction) {
         if (auto b = exec("BEGIN IMMEDIATE", "starting the schema migration"); !b) return b;
       }
-      auto migrated = exec(detail::sqlite::schema_sql, "creating the outbox schema");
+      result<void> migrated;
+      if (stored_version && *stored_version < 2) {
+        // Schema 1's line index was partial on status; schema_sql creates the full one.
+        migrated = exec("DROP INDEX IF EXISTS outbox_events_line", "migrating the line index to schema 2");
+      }
+      if (migrated) migrated = exec(detail::sqlite::schema_sql, "creating the outbox schema");
       if (migrated) {
         migrated = exec("INSERT INTO outbox_meta(key, value) VALUES('schema_version', '" +
                             std::to_string(detail::sqlite::schema_version) +
@@ -678,9 +687,10 @@ class sqlite_storage {
                                        "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, "
                                        "ready_at) VALUES(?1, ?2, 0, ?3, ?4, 0) ON CONFLICT DO NOTHING");
       line_head = statement(db,
-                            "SELECT seq, status, priority, retry_after FROM outbox_events WHERE user_id = ?1 AND "
-                            "ordering_key = ?2 AND status IN (0, 1, 3) ORDER BY seq LIMIT 1");
-      key_state = statement(db, "SELECT state FROM outbox_keys WHERE user_id = ?1 AND ordering_key = ?2");
+                            "SELECT seq, status, priority, retry_after FROM outbox_events INDEXED BY outbox_events_line "
+                            "WHERE user_id = ?1 AND ordering_key = ?2 AND seq >= ?3 AND status IN (0, 1, 3) "
+                            "ORDER BY seq LIMIT 1");
+      key_state = statement(db, "SELECT state, head_seq FROM outbox_keys WHERE user_id = ?1 AND ordering_key = ?2");
       upsert_key = statement(db,
                              "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, ready_at) "
                              "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(user_id, ordering_key) DO UPDATE SET "
@@ -725,7 +735,7 @@ class sqlite_storage {
       next_lease_end = statement(db, "SELECT min(lease_until) FROM outbox_events WHERE status = 1");
       reset_one = statement(db,
                             "UPDATE outbox_events SET status = 0, attempts = 0, retry_after = 0, updated_at = ?2 "
-                            "WHERE id = ?1 AND status IN (3, 4) RETURNING user_id, ordering_key");
+                            "WHERE id = ?1 AND status IN (3, 4) RETURNING user_id, ordering_key, seq");
       dead_of_user = statement(db, "SELECT id FROM outbox_events WHERE user_id = ?1 AND status = 4");
       dead_all = statement(db, "SELECT id FROM outbox_events WHERE status = 4");
       purge = statement(db, "DELETE FROM outbox_events WHERE status = 2 AND completed_at < ?1");
@@ -935,23 +945,43 @@ class sqlite_storage {
     /// Why a line is re-derived: its in-flight event left processing, or anything else.
     enum class line_event { flight_ended, other };
 
-    /// Re-derives a line's head after a change to the line.
+    /// Re-derives a line's head after a change to the line's event `changed`.
+    ///
+    /// The head is the line's undelivered event with the lowest seq. Every undelivered event is
+    /// at or after the head the line row records, or is `changed` itself (a reset dead event
+    /// rejoining), so the search starts at the lower of the two: it skips no undelivered event and
+    /// walks over no delivered one before the old head. In a drain it reads two index entries.
     ///
     /// A line has at most one event in flight: claims take only heads of lines in state 0, and
     /// the claim moves the line to state 2 until that event's outcome is recorded or its lease
-    /// expires. So whether the line is in flight needs no look at its events. After an outcome or
-    /// an expiry (`flight_ended`) nothing of the line is in flight; after any other change (a reset
-    /// dead event rejoining ahead of an in-flight one, a dropped or re-bounded event) the line row's
-    /// own state still says it. Both are O(1); a query over the line's events was planned on the
-    /// per-user status index and made every recorded outcome visit every pending event.
-    result<void> refresh(std::string_view user, std::string_view key, line_event why = line_event::other) {
+    /// expires. So after an outcome or an expiry (`flight_ended`) nothing of the line is in
+    /// flight; after any other change (a reset dead event rejoining ahead of an in-flight one, a
+    /// dropped or re-bounded event) the line row's own state still says it. (A query over the
+    /// line's events for a processing one was planned on the per-user status index and made every
+    /// recorded outcome visit every pending event of the user.)
+    result<void> refresh(std::string_view user, std::string_view key, std::int64_t changed,
+                         line_event why = line_event::other) {
+      bool in_flight = false;
+      std::int64_t floor = changed;
+      {
+        auto& s = key_state;
+        detail::sqlite::reset_on_exit reset{s};
+        s.bind(1, user).bind(2, key);
+        const int rc = s.step();
+        if (rc == SQLITE_ROW) {
+          in_flight = why == line_event::other && s.integer(0) == 2;
+          floor = std::min(floor, s.int64(1));
+        } else if (rc != SQLITE_DONE) {
+          return detail::sqlite::failure(db, rc, "reading a line");
+        }
+      }
       std::optional<std::int64_t> head_seq;
       int head_status = 0, head_priority = 0;
       std::int64_t head_retry = 0;
       {
         auto& s = line_head;
         detail::sqlite::reset_on_exit reset{s};
-        s.bind(1, user).bind(2, key);
+        s.bind(1, user).bind(2, key).bind(3, floor);
         const int rc = s.step();
         if (rc == SQLITE_ROW) {
           head_seq = s.int64(0);
@@ -965,15 +995,6 @@ class sqlite_storage {
       if (!head_seq) {
         delete_key.bind(1, user).bind(2, key);
         return step_done(delete_key, db, "dropping an empty line");
-      }
-      bool in_flight = false;
-      if (why == line_event::other) {
-        auto& s = key_state;
-        detail::sqlite::reset_on_exit reset{s};
-        s.bind(1, user).bind(2, key);
-        const int rc = s.step();
-        if (rc == SQLITE_ROW) in_flight = s.integer(0) == 2;
-        else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "checking a line in flight");
       }
       const int state_value = in_flight ? 2 : head_status == static_cast<int>(status::failed) ? 1 : 0;
       auto& u = upsert_key;
@@ -1019,7 +1040,7 @@ class sqlite_storage {
         const std::string why = last ? "lease expired during the last attempt" : "lease expired";
         expire_one.bind(1, x.seq).bind(2, static_cast<int>(last ? status::dead : status::pending)).bind(3, now).bind(4, why);
         if (auto d = step_done(expire_one, db, "expiring a lease"); !d) return d;
-        if (auto r = refresh(x.user, x.key, line_event::flight_ended); !r) return r;
+        if (auto r = refresh(x.user, x.key, x.seq, line_event::flight_ended); !r) return r;
         if (last) {
           if (auto w = write_back(x.entity_type, x.entity_id, status::dead, {}, {}, why); !w) return w;
         }
@@ -1065,6 +1086,7 @@ class sqlite_storage {
       for (outcome& o : outcomes) {
         o.applied = false;
         std::string user, key, entity_type, entity_id, last_error;
+        std::int64_t seq = 0;
         {
           auto& s = record_one;
           detail::sqlite::reset_on_exit reset{s};
@@ -1073,13 +1095,14 @@ class sqlite_storage {
           const int rc = s.step();
           if (rc == SQLITE_DONE) continue;  // stale: the lease is gone
           if (rc != SQLITE_ROW) return detail::sqlite::failure(db, rc, "recording an outcome");
+          seq = s.int64(0);
           user = s.text(1);
           key = s.text(2);
           entity_type = s.text(3);
           entity_id = s.text(4);
           last_error = s.text(5);
         }
-        if (auto r = refresh(user, key, line_event::flight_ended); !r) return r.error();
+        if (auto r = refresh(user, key, seq, line_event::flight_ended); !r) return r.error();
         if (auto w = write_back(entity_type, entity_id, o.to, o.remote_id, o.id, last_error); !w) return w.error();
         o.applied = true;
         ++applied;
@@ -1091,6 +1114,7 @@ class sqlite_storage {
       std::size_t count = 0;
       for (const auto& id : ids) {
         std::string user, key;
+        std::int64_t seq = 0;
         {
           auto& s = reset_one;
           detail::sqlite::reset_on_exit reset_guard{s};
@@ -1100,8 +1124,9 @@ class sqlite_storage {
           if (rc != SQLITE_ROW) return detail::sqlite::failure(db, rc, "resetting an event");
           user = s.text(0);
           key = s.text(1);
+          seq = s.int64(2);
         }
-        if (auto r = refresh(user, key); !r) return r.error();
+        if (auto r = refresh(user, key, seq); !r) return r.error();
         ++count;
       }
       return count;
@@ -1143,7 +1168,7 @@ class sqlite_storage {
       for (const auto& x : list) {
         clamp_retry.bind(1, x.seq).bind(2, retry_limit);
         if (auto d = step_done(clamp_retry, db, "re-bounding a retry"); !d) return d.error();
-        if (auto r = refresh(x.user, x.key); !r) return r.error();
+        if (auto r = refresh(x.user, x.key, x.seq); !r) return r.error();
       }
       clamp_leases.bind(1, lease_limit);
       if (auto d = step_done(clamp_leases, db, "re-bounding leases"); !d) return d.error();
@@ -1217,7 +1242,7 @@ class sqlite_storage {
         case entity_change::event_op::drop:
           drop_event.bind(1, target_seq);
           if (auto d = step_done(drop_event, db, "dropping an unsent event"); !d) return d;
-          return refresh(target_user, target_key);
+          return refresh(target_user, target_key, target_seq);
       }
       return {};
     }
