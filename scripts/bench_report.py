@@ -179,6 +179,12 @@ def main() -> int:
               f"Produced by `scripts/bench` on {datetime.date.today().isoformat()}, {machine}. "
               "Release build; medians of the repetitions; each ratio compares two rows of the same run.",
               ""]
+    probe = results_dir / "sync_probe.txt"
+    if probe.exists():
+        report += ["Disk regime (this VM's syncs take about 0.1 ms, or about 4 ms while its host throttles the disk; "
+                   "in the slow regime the sync dominates every durable row, so ratios against the baselines move towards 1 "
+                   "and group commit's gains grow):", ""]
+        report += [f"- {line}" for line in probe.read_text().splitlines()] + [""]
     if have_chart:
         report += [f"![events/s against batch size]({svg.name})", ""]
     report += ["The issues' targets, from this run:", "", targets(rows), "",
