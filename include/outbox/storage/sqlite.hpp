@@ -226,7 +226,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS outbox_events_by_id ON outbox_events(id);
 -- Each ordering key's events in append order: finds a line's next head from where the line
 -- stood (a seek, then the next undelivered entry). Deliberately not partial on status: a status
 -- change (claim, outcome) then leaves it alone, where a partial index rewrites the key's leaf,
--- one scattered page per event and commit. (Schema 1 had it partial; see migrate.)
+-- one scattered page per event and commit. (Schema 1 had it partial; initialise() migrates it.)
 CREATE INDEX IF NOT EXISTS outbox_events_line ON outbox_events(user_id, ordering_key, seq);
 -- Claims in flight by lease end: expired leases without a scan.
 CREATE INDEX IF NOT EXISTS outbox_events_leases ON outbox_events(lease_until) WHERE status = 1;
