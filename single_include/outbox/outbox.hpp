@@ -3090,7 +3090,12 @@ inline constexpr crc32c_tables crc32c_table{};
 }
 
 [[nodiscard]] inline bool crc32c_hardware_available() noexcept {
-  static const bool available = __builtin_cpu_supports("sse4.2");
+  // __builtin_cpu_init first: the first call may come from a static initialiser that runs
+  // before the one that sets up __builtin_cpu_supports.
+  static const bool available = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sse4.2") != 0;
+  }();
   return available;
 }
 #else
