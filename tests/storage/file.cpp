@@ -6,7 +6,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "support/fixture.hpp"
@@ -267,4 +269,164 @@ TEST_CASE("a large append that is refused logs nothing and changes nothing", "[s
   }
   outbox::file_storage s(dir);
   CHECK(s.query({.limit = 1000}).value().size() == big.size());
+}
+
+// ---- preallocation -------------------------------------------------------------------------
+
+namespace {
+namespace fs = std::filesystem;
+
+/// The files of `from` as a process killed now would leave them on disk, in a new directory.
+temp_dir_owner copy_as_killed(const fs::path& from, std::string_view stem) {
+  temp_dir_owner to(temp_path(stem));
+  fs::create_directories(to.path);
+  for (const auto& entry : fs::directory_iterator(from))
+    if (entry.path().extension() == ".log") fs::copy_file(entry.path(), to.path / entry.path().filename());
+  return to;
+}
+
+std::vector<fs::path> segment_files(const fs::path& dir) {
+  std::vector<fs::path> out;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.path().extension() == ".log") out.push_back(entry.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::uint64_t bytes_in(const std::vector<fs::path>& files) {
+  std::uint64_t total = 0;
+  for (const auto& file : files) total += fs::file_size(file);
+  return total;
+}
+
+bool all_found(outbox::file_storage& s, const std::vector<outbox::event>& events) {
+  return std::all_of(events.begin(), events.end(), [&](const outbox::event& e) {
+    const auto found = s.find(e.id).value();
+    return found && found->seq == e.seq && found->payload == e.payload;
+  });
+}
+}  // namespace
+
+TEST_CASE("the active segment runs ahead in zeros; a kill leaves them, a reopen reads them as free space",
+          "[storage][file][preallocation]") {
+  const auto dir = temp_path("outbox-file-prealloc");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  outbox::file_options options;  // durable: preallocation is for the syncs
+  options.preallocate_bytes = 64 << 10;
+  std::vector<outbox::event> all;
+  std::optional<outbox::file_storage> s(std::in_place, dir, options);
+  for (int round = 0; round < 20; ++round) {
+    auto batch = many(f, "alice", 3, "r" + std::to_string(round));
+    REQUIRE(s->append(std::span<outbox::event>(batch)).has_value());
+    all.insert(all.end(), batch.begin(), batch.end());
+  }
+  const auto usage = s->disk_usage();
+  const auto files = segment_files(dir);
+  REQUIRE(files.size() == 1);
+  CHECK(usage.preallocated_bytes > 0);
+  CHECK(fs::file_size(files[0]) == usage.total_bytes + usage.preallocated_bytes);
+  CHECK(fs::file_size(files[0]) % 4096 == 0);
+  CHECK(fs::file_size(files[0]) >= (64 << 10));
+
+  {
+    const auto killed = copy_as_killed(dir, "outbox-file-prealloc-killed");
+    std::optional<outbox::file_storage> reopened(std::in_place, killed.path, options);
+    CHECK(reopened->recovery().notes.empty());
+    CHECK(reopened->recovery().torn_bytes_truncated == 0);
+    CHECK(all_found(*reopened, all));
+    CHECK(reopened->disk_usage().total_bytes == usage.total_bytes);
+    CHECK(reopened->disk_usage().preallocated_bytes == usage.preallocated_bytes);  // kept, not cut
+    // It appends where the log ended, into the zeros.
+    auto more = many(f, "alice", 2, "after");
+    REQUIRE(reopened->append(std::span<outbox::event>(more)).has_value());
+    CHECK(fs::file_size(segment_files(killed.path)[0]) == fs::file_size(files[0]));
+    reopened.reset();
+    outbox::file_storage again(killed.path, options);
+    CHECK(again.recovery().notes.empty());
+    CHECK(all_found(again, all));
+    CHECK(all_found(again, more));
+  }
+
+  // Closing cuts the zeros off: the file is exactly its log.
+  s.reset();
+  CHECK(fs::file_size(files[0]) == usage.total_bytes);
+  outbox::file_storage closed(dir, options);
+  CHECK(closed.recovery().notes.empty());
+  CHECK(all_found(closed, all));
+}
+
+TEST_CASE("a torn group in the zeros is cut with them, and only its own bytes are reported",
+          "[storage][file][preallocation]") {
+  const auto dir = temp_path("outbox-file-prealloc-torn");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  auto events = many(f, "alice", 5, "k");
+  outbox::file_storage s(dir);
+  REQUIRE(s.append(std::span<outbox::event>(events)).has_value());
+  const auto log_end = s.disk_usage().total_bytes;
+  REQUIRE(s.disk_usage().preallocated_bytes > 0);
+  const auto killed = copy_as_killed(dir, "outbox-file-prealloc-torn-killed");
+  const auto segment = segment_files(killed.path)[0];
+  {
+    // A group whose write the kill interrupted: 37 bytes of it reached the disk.
+    std::fstream file(segment, std::ios::binary | std::ios::in | std::ios::out);
+    file.seekp(static_cast<std::streamoff>(log_end));
+    file << std::string(37, 'x');
+  }
+  auto reopened = outbox::file_storage::open(killed.path);
+  REQUIRE(reopened.has_value());
+  CHECK(reopened->recovery().torn_bytes_truncated == 37);
+  CHECK(reopened->recovery().torn_file == segment.string());
+  CHECK(fs::file_size(segment) == log_end);
+  CHECK(all_found(*reopened, events));
+}
+
+TEST_CASE("only the last segment ends in zeros: a full one is cut back before the next begins",
+          "[storage][file][preallocation]") {
+  const auto dir = temp_path("outbox-file-prealloc-roll");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  outbox::file_options options;
+  // Zeros reach the segment's end rounded up to a block: past where it rolls.
+  options.segment_bytes = (16 << 10) + 123;
+  options.preallocate_bytes = 64 << 10;
+  std::vector<outbox::event> all;
+  outbox::file_storage s(dir, options);
+  while (segment_files(dir).size() < 4) {
+    auto batch = many(f, "alice", 4, "n" + std::to_string(all.size()));
+    REQUIRE(s.append(std::span<outbox::event>(batch)).has_value());
+    all.insert(all.end(), batch.begin(), batch.end());
+  }
+  const auto files = segment_files(dir);
+  for (std::size_t i = 0; i + 1 < files.size(); ++i) {
+    INFO(files[i]);
+    CHECK(fs::file_size(files[i]) >= options.segment_bytes);
+    CHECK(fs::file_size(files[i]) < options.segment_bytes + (4 << 10));  // no zeros past the last group
+  }
+  CHECK(fs::file_size(files.back()) <= (20 << 10));
+  CHECK(bytes_in(files) == s.disk_usage().total_bytes + s.disk_usage().preallocated_bytes);
+  // A sealed segment may hold nothing but whole groups; the copy opens only if that is so.
+  const auto killed = copy_as_killed(dir, "outbox-file-prealloc-roll-killed");
+  auto reopened = outbox::file_storage::open(killed.path, options);
+  REQUIRE(reopened.has_value());
+  CHECK(reopened->recovery().notes.empty());
+  CHECK(all_found(*reopened, all));
+}
+
+TEST_CASE("preallocate_bytes = 0, or no syncs at all: the files are exactly the log", "[storage][file][preallocation]") {
+  for (const bool no_sync : {false, true}) {
+    INFO("sync none: " << no_sync);
+    const auto dir = temp_path("outbox-file-noprealloc");
+    temp_dir_owner cleanup(dir);
+    outbox::testing::storage_fixture f;
+    outbox::file_options options;
+    if (no_sync) options.sync = outbox::file_options::sync_policy::none;
+    else options.preallocate_bytes = 0;
+    outbox::file_storage s(dir, options);
+    auto events = many(f, "alice", 40, "k");
+    REQUIRE(s.append(std::span<outbox::event>(events)).has_value());
+    CHECK(s.disk_usage().preallocated_bytes == 0);
+    CHECK(bytes_in(segment_files(dir)) == s.disk_usage().total_bytes);
+  }
 }

@@ -16,6 +16,16 @@
 /// as many callers as the last sync served). `none` returns after `write`: safe from a process
 /// crash (`kill -9`), not from power loss.
 ///
+/// Preallocation (`file_options::preallocate_bytes`): the active segment is kept zero-filled
+/// some way past the log's end, and records overwrite those zeros in place. A sync of data
+/// written into blocks the file already has flushes only that data: the file's size and block
+/// map do not change, so the file system has no metadata to commit with it. Appending past the
+/// end instead changes the size on every write, and every `fdatasync` then commits metadata
+/// too. The zeros are written a chunk at a time, with the data that needed them and under the
+/// same sync. A zero tail is not a record (a record's length is never 0): opening reads it as
+/// free space, a sealed segment is cut back to its last record, and so is the active one when
+/// the storage closes.
+///
 /// An append of `overlap_min_events` or more logs its events first and hands the write and sync
 /// to a flusher thread (one per storage, started on first use), then indexes the events while
 /// the disk works; it still returns only once they are synced.
@@ -77,6 +87,7 @@ struct file_options {
   sync_policy sync = sync_policy::group;
   bool salvage = false;                            ///< open past corruption, dropping what it hides
   std::uint64_t segment_bytes = 64ULL << 20;       ///< start a new segment beyond this size
+  std::uint64_t preallocate_bytes = 1ULL << 20;    ///< zeros kept ahead of the log's end (0: none; unused under sync none)
   std::uint64_t compact_min_dead_bytes = 4ULL << 20;  ///< never compact for less garbage than this
   double compact_dead_ratio = 1.0;                 ///< compact when dead bytes exceed live bytes times this
 };
@@ -132,6 +143,32 @@ inline result<void> write_all(int file, std::string_view bytes, const std::files
       return os_error("writing", path);
     }
     bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return {};
+}
+
+/// Writes `bytes` at `offset`, then `zeros` zero bytes after them.
+inline result<void> write_at(int file, std::string_view bytes, std::uint64_t offset, std::uint64_t zeros,
+                             const std::filesystem::path& path) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::pwrite(file, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return os_error("writing", path);
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+  static constexpr char zero_block[1 << 16] = {};
+  while (zeros > 0) {
+    const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(zeros, sizeof zero_block));
+    const ssize_t n = ::pwrite(file, zero_block, chunk, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return os_error("preallocating", path);
+    }
+    zeros -= static_cast<std::uint64_t>(n);
+    offset += static_cast<std::uint64_t>(n);
   }
   return {};
 }
@@ -212,10 +249,12 @@ class file_storage {
   [[nodiscard]] const file_recovery& recovery() const noexcept { return s_->recovery; }
   [[nodiscard]] const std::filesystem::path& directory() const noexcept { return s_->dir; }
 
-  /// Bytes in segment files now, and how many of them hold the current state.
+  /// Bytes of log in segment files now, how many of them hold the current state, and the
+  /// zeros preallocated after the log.
   struct usage {
     std::uint64_t total_bytes = 0;
     std::uint64_t live_bytes = 0;
+    std::uint64_t preallocated_bytes = 0;
     std::uint64_t segments = 0;
     std::uint64_t compactions = 0;
     std::uint64_t syncs = 0;
@@ -223,7 +262,8 @@ class file_storage {
   };
   [[nodiscard]] usage disk_usage() {
     std::lock_guard lock(s_->mutex);
-    return {s_->total_bytes, s_->live_bytes, s_->segments.size(), s_->compactions, s_->syncs, s_->writes};
+    return {s_->total_bytes,  s_->live_bytes,  s_->allocated_bytes - s_->active_bytes, s_->segments.size(),
+            s_->compactions, s_->syncs,       s_->writes};
   }
 
   /// Rewrites the live state into a fresh segment now, whatever the garbage.
@@ -314,7 +354,9 @@ class file_storage {
     // The log: segment numbers in order; the last one is active (appended to).
     std::vector<std::uint64_t> segments;
     detail::file::fd active;
-    std::uint64_t active_bytes = 0;
+    std::uint64_t active_bytes = 0;     // where its log ends (the next group goes here)
+    std::uint64_t allocated_bytes = 0;  // its size on disk: the log, then zeros (preallocation)
+    std::uint64_t replayed_end = 0;     // opening: where the last segment's readable log ends
 
     // Group commit: groups are serialised into `pending` under the mutex in the order they were
     // applied to memory (in the same hold of the mutex: whoever takes it next sees memory and
@@ -344,6 +386,8 @@ class file_storage {
       std::uint64_t target = 0;  // groups_durable once written
       int file = -1;
       std::filesystem::path path;
+      std::uint64_t offset = 0;  // where the bytes go: the log's end
+      std::uint64_t zeros = 0;   // preallocation written after them
     };
 
     // The flusher thread, started by the first large append: it writes and syncs the batch an
@@ -369,13 +413,20 @@ class file_storage {
     state(const state&) = delete;
     state& operator=(const state&) = delete;
     ~state() {
-      if (!flusher.joinable()) return;
-      {
-        std::lock_guard lock(flusher_mutex);
-        flusher_stop = true;  // it finishes a job it holds first
+      if (flusher.joinable()) {
+        {
+          std::lock_guard lock(flusher_mutex);
+          flusher_stop = true;  // it finishes a job it holds first
+        }
+        flusher_cv.notify_one();
+        flusher.join();
       }
-      flusher_cv.notify_one();
-      flusher.join();
+      // Leave the log as long as what it holds. Unsynced: should the cut be lost, opening
+      // reads the zeros as free space anyway.
+      if (active && !broken && allocated_bytes > active_bytes) {
+        const int cut = ::ftruncate(active.get(), static_cast<off_t>(active_bytes));
+        static_cast<void>(cut);
+      }
     }
 
     std::filesystem::path path_of(std::uint64_t number) const { return dir / detail::file::segment_name(number); }
@@ -435,7 +486,7 @@ class file_storage {
       memory.set_next_lease((static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL);
       if (segments.empty()) return start_segment(1, {});
       if (unreadable_last) return start_segment(segments.back() + 1, {});  // FIX: never append after garbage
-      return open_active();
+      return open_active(replayed_end);
     }
 
     result<void> replay(std::uint64_t number, const std::string& bytes, bool last) {
@@ -458,9 +509,14 @@ class file_storage {
       for (auto& group : scan.groups) apply_group(group, number);
       recovery.groups_replayed += scan.groups.size();
       total_bytes += scan.valid_end;
-      if (last && bytes.size() > scan.valid_end && !scan.bad_header) {
+      // Zeros after the log are preallocated space, not a record; torn bytes end at the last
+      // byte that is not zero.
+      std::size_t written_end = bytes.size();
+      while (written_end > scan.valid_end && bytes[written_end - 1] == '\0') --written_end;
+      if (last) replayed_end = scan.valid_end;
+      if (last && written_end > scan.valid_end && !scan.bad_header) {
         // A crash mid-write: cut back to the last whole group.
-        const std::uint64_t cut = bytes.size() - scan.valid_end;
+        const std::uint64_t cut = written_end - scan.valid_end;
         detail::file::fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
         if (!f || ::ftruncate(f.get(), static_cast<off_t>(scan.valid_end)) != 0 || ::fsync(f.get()) != 0)
           return detail::file::os_error("truncating the torn tail of", path);
@@ -543,20 +599,22 @@ class file_storage {
       entity_bytes.erase(it);
     }
 
-    result<void> open_active() {
+    /// Makes the last segment active; its log ends at `log_end`, zeros (if any) follow.
+    result<void> open_active(std::uint64_t log_end) {
       const auto path = path_of(segments.back());
-      active = detail::file::fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+      active = detail::file::fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
       if (!active) return detail::file::os_error("opening", path);
       struct stat st {};
       if (::fstat(active.get(), &st) != 0) return detail::file::os_error("inspecting", path);
-      active_bytes = static_cast<std::uint64_t>(st.st_size);
+      allocated_bytes = static_cast<std::uint64_t>(st.st_size);
+      active_bytes = std::min(log_end, allocated_bytes);
       if (active_bytes < detail::log::header_size) {
         // Empty (its creation was cut short): write the header again.
         if (::ftruncate(active.get(), 0) != 0) return detail::file::os_error("resetting", path);
         const std::string header = detail::log::segment_header();
         if (auto w = detail::file::write_all(active.get(), header, path); !w) return w;
         if (auto s = detail::file::sync_file(active.get(), path); !s) return s;
-        active_bytes = header.size();
+        active_bytes = allocated_bytes = header.size();
       }
       return {};
     }
@@ -569,15 +627,15 @@ class file_storage {
       {
         detail::file::fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
         if (!f) return detail::file::os_error("creating", tmp);
-        std::string bytes = detail::log::segment_header();
-        bytes.append(initial);
-        if (auto w = detail::file::write_all(f.get(), bytes, tmp); !w) return w;
+        if (auto w = detail::file::write_all(f.get(), detail::log::segment_header(), tmp); !w) return w;
+        if (auto w = detail::file::write_all(f.get(), initial, tmp); !w) return w;
         if (auto s = detail::file::sync_file(f.get(), tmp); !s) return s;
       }
       if (::rename(tmp.c_str(), path.c_str()) != 0) return detail::file::os_error("renaming", tmp);
       if (auto d = detail::file::sync_directory(dir); !d) return d;
       segments.push_back(number);
-      return open_active();
+      total_bytes += detail::log::header_size + initial.size();
+      return open_active(detail::log::header_size + initial.size());
     }
 
     // ---- operations ------------------------------------------------------------------------
@@ -733,12 +791,19 @@ class file_storage {
       job.target = groups_durable + job.groups;
       job.file = active.get();  // segments roll only when nothing is pending or in flight
       job.path = path_of(segments.back());
+      job.offset = active_bytes;
+      // Past the allocation: zeros after the bytes, to a block boundary, but not beyond where
+      // the segment will end (it rolls once its log reaches segment_bytes).
+      const std::uint64_t end = active_bytes + job.bytes.size();
+      const std::uint64_t reach = std::min(end + options.preallocate_bytes, options.segment_bytes);
+      if (end > allocated_bytes && reach > end && options.sync != file_options::sync_policy::none)
+        job.zeros = (reach + 4095) / 4096 * 4096 - end;
       return job;
     }
 
     /// Writes and syncs a flush; the mutex is not held.
     result<void> write_batch(const flush_job& job) const {
-      auto written = detail::file::write_all(job.file, job.bytes, job.path);
+      auto written = detail::file::write_at(job.file, job.bytes, job.offset, job.zeros, job.path);
       if (written && options.sync != file_options::sync_policy::none) written = detail::file::sync_file(job.file, job.path);
       return written;
     }
@@ -751,6 +816,7 @@ class file_storage {
         ++syncs;
         groups_durable = job.target;
         active_bytes += job.bytes.size();
+        allocated_bytes = std::max(allocated_bytes, active_bytes + job.zeros);
         last_flush_groups = job.groups;
         last_flush_time = took;
         if (auto more = maintain_locked(); !more) broken = more.error();
@@ -810,7 +876,21 @@ class file_storage {
       if (dead >= options.compact_min_dead_bytes &&
           static_cast<double>(dead) > static_cast<double>(live_bytes) * options.compact_dead_ratio)
         return compact_locked();
-      if (active_bytes >= options.segment_bytes) return start_segment(segments.back() + 1, {});
+      if (active_bytes >= options.segment_bytes) {
+        if (auto sealed = seal_active(); !sealed) return sealed;
+        return start_segment(segments.back() + 1, {});
+      }
+      return {};
+    }
+
+    /// Cuts the active segment's preallocated zeros off, durably, before a later segment
+    /// exists: only the last segment may end in zeros.
+    result<void> seal_active() {
+      if (allocated_bytes <= active_bytes) return {};
+      const auto path = path_of(segments.back());
+      if (::ftruncate(active.get(), static_cast<off_t>(active_bytes)) != 0 || ::fsync(active.get()) != 0)
+        return detail::file::os_error("sealing", path);
+      allocated_bytes = active_bytes;
       return {};
     }
 
