@@ -6,6 +6,7 @@
 ///
 ///     BM_file_storage_enqueue/batch:N               Outbox::enqueue(span) of N events, durable (sync group)
 ///     BM_baseline_write_fdatasync/batch:N           write() the bytes the storage logs for N events, fdatasync
+///     BM_baseline_prealloc_write_fdatasync/batch:N  the same, written over zeros already on disk: the floor
 ///     BM_file_storage_drain/events:N                process_once() until empty, batches of 100
 ///     BM_baseline_file_drain/events:N               per 100 events: write+fdatasync the claim group, then the record group
 ///     BM_file_storage_savers/threads:T              T threads, enqueue(one event) each call, durable on return
@@ -350,6 +351,64 @@ void BM_baseline_write_fdatasync(benchmark::State& state) {
   state.counters["log_bytes_per_event"] = mean_bytes_per_event(groups, batch);
 }
 
+/// The same bytes written over zeros already on disk (a file zero-filled and synced off the
+/// clock, as far as the run will write), then fdatasync: the floor for a storage that
+/// preallocates, because neither the file's size nor its block map changes. The storage pays for
+/// its zeros on the clock (a chunk with every file_options::preallocate_bytes of log); this
+/// baseline does not, so it shows how close to the disk the storage gets.
+void BM_baseline_prealloc_write_fdatasync(benchmark::State& state) {
+  const auto batch = static_cast<std::size_t>(state.range(0));
+  const std::vector<std::string> groups = append_groups(make_pool(), batch);
+  std::size_t largest = 0;
+  for (const auto& g : groups) largest = std::max(largest, g.size());
+  const std::size_t span = (rebuild_every / batch + 1) * largest;  // what one file takes, at most
+  std::optional<temp_directory> dir;
+  int file = -1;
+  auto rebuild = [&]() -> bool {
+    if (file >= 0) ::close(file);
+    dir.reset();
+    dir.emplace();
+    file = ::open((dir->path() / "baseline.log").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const std::string zeros(1 << 20, '\0');
+    for (std::size_t done = 0; file >= 0 && done < span; done += zeros.size())
+      if (::write(file, zeros.data(), zeros.size()) != static_cast<ssize_t>(zeros.size())) return false;
+    return file >= 0 && ::fsync(file) == 0;
+  };
+  if (!rebuild()) {
+    state.SkipWithError("setup: could not zero-fill the baseline file");
+    return;
+  }
+  std::size_t stored = 0;
+  std::size_t next = 0;
+  off_t offset = 0;
+  for (auto _ : state) {
+    if (stored >= rebuild_every) {
+      if (!rebuild()) {
+        state.SkipWithError("setup: could not zero-fill the baseline file");
+        break;
+      }
+      stored = 0;
+      offset = 0;
+    }
+    const std::string& bytes = groups[next];
+    const auto start = std::chrono::steady_clock::now();
+    const bool written = ::pwrite(file, bytes.data(), bytes.size(), offset) == static_cast<ssize_t>(bytes.size()) &&
+                         ::fdatasync(file) == 0;
+    const auto stop = std::chrono::steady_clock::now();
+    if (!written) {
+      state.SkipWithError("pwrite or fdatasync failed");
+      break;
+    }
+    state.SetIterationTime(seconds_between(start, stop));
+    offset += static_cast<off_t>(bytes.size());
+    stored += batch;
+    next = (next + 1) % groups.size();
+  }
+  if (file >= 0) ::close(file);
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.counters["log_bytes_per_event"] = mean_bytes_per_event(groups, batch);
+}
+
 // ---- drain -------------------------------------------------------------------------------------
 
 /// Off the clock: `total` events written with sync_policy::none in batches of 1000 and synced to
@@ -531,6 +590,7 @@ void BM_baseline_write_fdatasync_savers(benchmark::State& state) {
 // loop also does untimed setup), never in CPU time, which would leave out the syncs.
 BENCHMARK(BM_file_storage_enqueue)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
 BENCHMARK(BM_baseline_write_fdatasync)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
+BENCHMARK(BM_baseline_prealloc_write_fdatasync)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
 
 // Each iteration fills and reopens a fresh storage off the clock (about as long as the drain),
 // so the iteration counts are fixed rather than grown to a minimum time.

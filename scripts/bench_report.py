@@ -23,6 +23,7 @@ PAIRS = [
     ("BM_sqlite_storage_drain", "BM_baseline_raw_sqlite_drain"),
     ("BM_sqlite_storage_concurrent_enqueue", "BM_baseline_raw_sqlite_concurrent_insert"),
     ("BM_file_storage_enqueue", "BM_baseline_write_fdatasync"),
+    ("BM_file_storage_enqueue", "BM_baseline_prealloc_write_fdatasync"),
     ("BM_file_storage_drain", "BM_baseline_file_drain"),
     ("BM_file_storage_savers", "BM_baseline_write_fdatasync_savers"),
 ]
@@ -34,6 +35,7 @@ CHART = {
     "raw SQLite (baseline)": "BM_baseline_raw_sqlite_insert",
     "file_storage": "BM_file_storage_enqueue",
     "write+fdatasync (baseline)": "BM_baseline_write_fdatasync",
+    "write+fdatasync over zeros (baseline)": "BM_baseline_prealloc_write_fdatasync",
 }
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 
