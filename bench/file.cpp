@@ -9,8 +9,12 @@
 ///     BM_baseline_prealloc_write_fdatasync/batch:N  the same, written over zeros already on disk: the floor
 ///     BM_file_storage_drain/events:N                process_once() until empty, batches of 100
 ///     BM_baseline_file_drain/events:N               per 100 events: write+fdatasync the claim group, then the record group
-///     BM_file_storage_savers/threads:T              T threads, enqueue(one event) each call, durable on return
-///     BM_baseline_write_fdatasync_savers/threads:T  T threads, write+fdatasync of one event's group each, one O_APPEND file
+///     BM_file_storage_savers/device_sync_us:D/threads:T              T threads, enqueue(one event) each call, durable on return
+///     BM_baseline_write_fdatasync_savers/device_sync_us:D/threads:T  T threads, write+fdatasync of one event's group each, one O_APPEND file
+///
+/// The savers rows run on this machine's own disk (D = 0) and on a simulated device (D = 1000):
+/// every `fdatasync` of the binary, the storage's and the baseline's alike, sleeps D us after
+/// the real one returns (see `device` below).
 ///
 /// The baselines write exactly what the storage writes: records framed and checksummed by
 /// `outbox::detail::log` from events built as the outbox builds them, a commit record closing
@@ -23,6 +27,7 @@
 /// when the disk is throttled (milliseconds per sync) every ratio drifts towards 1.
 
 #include <benchmark/benchmark.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -39,12 +44,35 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "outbox/detail/log_format.hpp"
 #include "outbox/outbox.hpp"
 #include "outbox/storage/file.hpp"
+
+// ---- a simulated storage device --------------------------------------------------------------
+
+/// Sleep added to every fdatasync, in us: 0 is this machine's disk as it is. This VM syncs in
+/// about 0.1 ms, mostly CPU; a phone's flash or a server SSD without a write cache takes 0.5-10
+/// ms to flush, and a sleep costs no CPU, as a device flushing its cache costs none. Concurrent
+/// calls sleep side by side, as if the device served them with one flush: the storage never has
+/// two syncs in flight, but the savers baseline's threads do, and get that merging for free.
+namespace device {
+std::atomic<int> sync_delay_us{0};
+}  // namespace device
+
+/// This binary's fdatasync: the C library's, then the device's delay. It replaces the library's
+/// for every call made from this executable (the storage's header code is compiled into it).
+extern "C" int fdatasync(int fd) {
+  using sync_fn = int (*)(int);
+  static const auto real = reinterpret_cast<sync_fn>(::dlsym(RTLD_NEXT, "fdatasync"));
+  const int rc = real(fd);
+  if (const int us = device::sync_delay_us.load(std::memory_order_relaxed); us > 0)
+    std::this_thread::sleep_for(std::chrono::microseconds(us));
+  return rc;
+}
 
 namespace {
 
@@ -520,12 +548,14 @@ std::optional<temp_directory> shared_dir;
 std::optional<file_outbox> shared_box;
 std::optional<append_file> shared_file;
 
-void open_shared_outbox(const benchmark::State&) {
+void open_shared_outbox(const benchmark::State& state) {
+  device::sync_delay_us = static_cast<int>(state.range(0));
   shared_dir.emplace();
   auto storage = outbox::file_storage::open(shared_dir->path());
   if (storage) shared_box.emplace(std::move(*storage));
 }
-void open_shared_file(const benchmark::State&) {
+void open_shared_file(const benchmark::State& state) {
+  device::sync_delay_us = static_cast<int>(state.range(0));
   shared_dir.emplace();
   shared_file.emplace(shared_dir->path() / "baseline.log");
 }
@@ -533,6 +563,7 @@ void close_shared(const benchmark::State&) {
   shared_box.reset();
   shared_file.reset();
   shared_dir.reset();
+  device::sync_delay_us = 0;
 }
 
 /// Each thread saves one event per call, durable before the call returns (sync_policy::group);
@@ -599,9 +630,12 @@ BENCHMARK(BM_file_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(1)
 BENCHMARK(BM_baseline_file_drain)->ArgName("events")->Arg(10'000)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_baseline_file_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 
+// device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync.
 BENCHMARK(BM_file_storage_savers)
-    ->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(open_shared_outbox)->Teardown(close_shared);
+    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Setup(open_shared_outbox)->Teardown(close_shared);
 BENCHMARK(BM_baseline_write_fdatasync_savers)
-    ->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(open_shared_file)->Teardown(close_shared);
+    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Setup(open_shared_file)->Teardown(close_shared);
 
 BENCHMARK_MAIN();

@@ -115,8 +115,13 @@ TARGETS = [
     ("file", "drain, cost per event at 100k / at 10k", "flat (<= 1.2)",
      lambda r: ratio(pick(r, "BM_file_storage_drain", "events:10000"), pick(r, "BM_file_storage_drain", "events:100000")),
      lambda v: v <= 1.2),
-    ("file", "8 savers / 1 saver", ">= 5",
-     lambda r: ratio(pick(r, "BM_file_storage_savers", "threads:8"), pick(r, "BM_file_storage_savers", "threads:1")),
+    ("file", "8 savers / 1 saver, this VM's syncs", ">= 5",
+     lambda r: ratio(pick(r, "BM_file_storage_savers", "device_sync_us:0", "threads:8"),
+                     pick(r, "BM_file_storage_savers", "device_sync_us:0", "threads:1")),
+     lambda v: v >= 5),
+    ("file", "8 savers / 1 saver, syncs of a 1 ms device", ">= 5",
+     lambda r: ratio(pick(r, "BM_file_storage_savers", "device_sync_us:1000", "threads:8"),
+                     pick(r, "BM_file_storage_savers", "device_sync_us:1000", "threads:1")),
      lambda v: v >= 5),
 ]
 
