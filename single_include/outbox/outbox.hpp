@@ -42,6 +42,7 @@
 #include <set>
 #include <tuple>
 #include <unordered_map>
+#include <bit>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -49,7 +50,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <bit>
 
 // ---- outbox/clock.hpp ----------------------------------------------------------------------------
 /// \file
@@ -2082,6 +2082,254 @@ class Repository {
 
 }  // namespace outbox
 
+// ---- outbox/detail/id_index.hpp ------------------------------------------------------------------
+/// \file
+/// `outbox::detail::id_index`: the memory state's map from event id to seq, as one flat array.
+///
+/// A node-based `std::unordered_map` costs an allocation per event and two dependent cache
+/// misses per lookup (the bucket, then the node); with a hundred thousand events neither is in
+/// cache, and an append looks every id up twice (the duplicate check, then the insert). Here a
+/// lookup is one probe sequence in one array: open addressing, linear probing, a power-of-two
+/// capacity kept at most half full, and backward-shift deletion, so there are no tombstones and
+/// a table that sees many erasures probes as short as a fresh one.
+///
+/// The nil id marks an empty slot, so it can never be a key: the memory state stores only
+/// validated events, whose ids are never nil. Looking nil up finds nothing.
+
+
+
+namespace outbox::detail {
+
+class id_index {
+ public:
+  id_index() = default;
+  id_index(const id_index&) = default;
+  id_index& operator=(const id_index&) = default;
+  // A moved-from index is empty, not a table with a count but no slots.
+  id_index(id_index&& other) noexcept
+      : slots_(std::move(other.slots_)), size_(std::exchange(other.size_, 0)), shift_(std::exchange(other.shift_, 64)) {
+    other.slots_.clear();
+  }
+  id_index& operator=(id_index&& other) noexcept {
+    if (this == &other) return *this;
+    slots_ = std::move(other.slots_);
+    other.slots_.clear();
+    size_ = std::exchange(other.size_, 0);
+    shift_ = std::exchange(other.shift_, 64);
+    return *this;
+  }
+  ~id_index() = default;
+
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  /// Slots in the table: a power of two (or zero before the first insert), at least twice size().
+  [[nodiscard]] std::size_t capacity() const noexcept { return slots_.size(); }
+
+  [[nodiscard]] std::optional<std::uint64_t> find(const event_id& id) const noexcept {
+    const std::size_t i = locate(id);
+    if (i == absent) return std::nullopt;
+    return slots_[i].seq;
+  }
+  [[nodiscard]] bool contains(const event_id& id) const noexcept { return locate(id) != absent; }
+
+  /// The slot `id` sits in, or nullopt: for tests that pin down probing and wrap-around.
+  [[nodiscard]] std::optional<std::size_t> slot_of(const event_id& id) const noexcept {
+    const std::size_t i = locate(id);
+    if (i == absent) return std::nullopt;
+    return i;
+  }
+
+  /// Maps `id` to `seq`, replacing what it mapped to before. `id` must not be nil.
+  void insert_or_assign(const event_id& id, std::uint64_t seq) {
+    assert(!id.is_nil() && "outbox::detail::id_index: the nil id marks empty slots and cannot be a key");
+    if (2 * (size_ + 1) > slots_.size()) grow();
+    std::size_t i = home(id);
+    for (; !slots_[i].id.is_nil(); i = next(i)) {
+      if (slots_[i].id == id) {
+        slots_[i].seq = seq;
+        return;
+      }
+    }
+    slots_[i] = {id, seq};
+    ++size_;
+  }
+
+  /// Removes `id`; false if it was not there.
+  bool erase(const event_id& id) noexcept {
+    std::size_t hole = locate(id);
+    if (hole == absent) return false;
+    // Backward shift: walk the run after the hole and move back every entry whose home does
+    // not lie cyclically in (hole, j], so that no entry is ever separated from its home by an
+    // empty slot. The run ends at the first empty slot.
+    for (std::size_t j = next(hole); !slots_[j].id.is_nil(); j = next(j)) {
+      const std::size_t h = home(slots_[j].id);
+      const bool stays = hole <= j ? (hole < h && h <= j) : (hole < h || h <= j);
+      if (stays) continue;
+      slots_[hole] = slots_[j];
+      hole = j;
+    }
+    slots_[hole] = slot{};
+    --size_;
+    return true;
+  }
+
+ private:
+  struct slot {
+    event_id id{};  // nil: empty
+    std::uint64_t seq = 0;
+  };
+
+  static constexpr std::size_t absent = static_cast<std::size_t>(-1);
+
+  [[nodiscard]] std::size_t locate(const event_id& id) const noexcept {
+    if (id.is_nil() || slots_.empty()) return absent;
+    for (std::size_t i = home(id);; i = next(i)) {
+      if (slots_[i].id == id) return i;
+      if (slots_[i].id.is_nil()) return absent;
+    }
+  }
+
+  /// Fibonacci hashing on top of std::hash: the top bits of the product depend on every bit of
+  /// the hash, so ids that differ only in their high word (a test's hand-made ids) still spread.
+  [[nodiscard]] std::size_t home(const event_id& id) const noexcept {
+    const std::uint64_t mixed = static_cast<std::uint64_t>(std::hash<event_id>{}(id)) * 0x9E3779B97F4A7C15ULL;
+    return static_cast<std::size_t>(mixed >> shift_);
+  }
+  [[nodiscard]] std::size_t next(std::size_t i) const noexcept { return (i + 1) & (slots_.size() - 1); }
+
+  void grow() {
+    const std::size_t capacity = slots_.empty() ? 16 : 2 * slots_.size();
+    std::vector<slot> old(capacity);
+    old.swap(slots_);
+    shift_ = 64 - std::countr_zero(capacity);
+    for (const slot& s : old) {
+      if (s.id.is_nil()) continue;
+      std::size_t i = home(s.id);
+      while (!slots_[i].id.is_nil()) i = next(i);
+      slots_[i] = s;
+    }
+  }
+
+  std::vector<slot> slots_;
+  std::size_t size_ = 0;
+  int shift_ = 64;  // 64 - log2(capacity): home() keeps the top log2(capacity) bits
+};
+
+}  // namespace outbox::detail
+
+// ---- outbox/detail/seq_deque.hpp -----------------------------------------------------------------
+/// \file
+/// `outbox::detail::seq_deque`: a sorted set of seqs in one ring buffer, for the members of an
+/// ordering key's line in the memory state.
+///
+/// A line gains members at its end (new events have the highest seq yet) and loses them at its
+/// front (the head is what gets delivered), and it is touched once per thousand events when a
+/// thousand keys take turns. A `std::set` node per member makes each of those visits a walk of
+/// cold tree nodes (the hint check, then the rebalance); here both ends are O(1) and touch one
+/// cache line. An insert or erase in the middle (a dead event reset back into its line, a
+/// pending event dropped by coalescing) shifts the shorter side: O(min(i, n - i)).
+
+
+namespace outbox::detail {
+
+class seq_deque {
+ public:
+  seq_deque() = default;
+  seq_deque(const seq_deque&) = default;
+  seq_deque& operator=(const seq_deque&) = default;
+  // A moved-from deque is empty, not a count without slots.
+  seq_deque(seq_deque&& other) noexcept
+      : slots_(std::move(other.slots_)), head_(std::exchange(other.head_, 0)), size_(std::exchange(other.size_, 0)) {
+    other.slots_.clear();
+  }
+  seq_deque& operator=(seq_deque&& other) noexcept {
+    if (this == &other) return *this;
+    slots_ = std::move(other.slots_);
+    other.slots_.clear();
+    head_ = std::exchange(other.head_, 0);
+    size_ = std::exchange(other.size_, 0);
+    return *this;
+  }
+  ~seq_deque() = default;
+
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// The lowest seq; the deque must not be empty.
+  [[nodiscard]] std::uint64_t front() const noexcept { return at(0); }
+  /// The highest seq; the deque must not be empty.
+  [[nodiscard]] std::uint64_t back() const noexcept { return at(size_ - 1); }
+  /// The i-th lowest seq, i < size().
+  [[nodiscard]] std::uint64_t operator[](std::size_t i) const noexcept { return at(i); }
+
+  [[nodiscard]] bool contains(std::uint64_t seq) const noexcept {
+    const std::size_t i = lower_bound(seq);
+    return i < size_ && at(i) == seq;
+  }
+
+  /// Adds `seq` in order; does nothing if it is there already. O(1) at either end.
+  void insert(std::uint64_t seq) {
+    const std::size_t i = (size_ == 0 || seq > back()) ? size_ : lower_bound(seq);
+    if (i < size_ && at(i) == seq) return;
+    if (size_ == slots_.size()) grow();
+    if (i < size_ / 2) {  // open the gap on the front side: move [0, i) one slot down
+      head_ = (head_ + mask()) & mask();
+      for (std::size_t k = 0; k < i; ++k) at(k) = at(k + 1);
+    } else {  // on the back side: move [i, size) one slot up
+      for (std::size_t k = size_; k > i; --k) at(k) = at(k - 1);
+    }
+    at(i) = seq;
+    ++size_;
+  }
+
+  /// Removes `seq`; does nothing if it is not there. O(1) at either end.
+  void erase(std::uint64_t seq) noexcept {
+    if (size_ == 0) return;
+    const std::size_t i = seq == front() ? 0 : lower_bound(seq);
+    if (i == size_ || at(i) != seq) return;
+    if (i < size_ / 2) {  // close the gap from the front side
+      for (std::size_t k = i; k > 0; --k) at(k) = at(k - 1);
+      head_ = (head_ + 1) & mask();
+    } else {
+      for (std::size_t k = i; k + 1 < size_; ++k) at(k) = at(k + 1);
+    }
+    --size_;
+  }
+
+ private:
+  [[nodiscard]] std::size_t mask() const noexcept { return slots_.size() - 1; }
+  [[nodiscard]] std::uint64_t at(std::size_t i) const noexcept { return slots_[(head_ + i) & mask()]; }
+  [[nodiscard]] std::uint64_t& at(std::size_t i) noexcept { return slots_[(head_ + i) & mask()]; }
+
+  /// The index of the first seq not below `seq`.
+  [[nodiscard]] std::size_t lower_bound(std::uint64_t seq) const noexcept {
+    std::size_t low = 0;
+    std::size_t count = size_;
+    while (count > 0) {
+      const std::size_t half = count / 2;
+      if (at(low + half) < seq) {
+        low += half + 1;
+        count -= half + 1;
+      } else {
+        count = half;
+      }
+    }
+    return low;
+  }
+
+  void grow() {
+    std::vector<std::uint64_t> bigger(slots_.empty() ? 4 : 2 * slots_.size());
+    for (std::size_t k = 0; k < size_; ++k) bigger[k] = at(k);
+    slots_.swap(bigger);
+    head_ = 0;
+  }
+
+  std::vector<std::uint64_t> slots_;  // a power of two in size, or empty
+  std::size_t head_ = 0;              // the slot of the lowest seq
+  std::size_t size_ = 0;
+};
+
+}  // namespace outbox::detail
+
 // ---- outbox/storage/memory.hpp -------------------------------------------------------------------
 /// \file
 /// `outbox::memory_storage`: a thread-safe storage that keeps everything in memory. Fast and
@@ -2092,7 +2340,9 @@ class Repository {
 /// append order, and only the head of a line sits in the per-user `ready` set (ordered by
 /// priority, then seq) or `waiting` set (ordered by retry_after). Claiming takes from the front
 /// of `ready`; due retries move from the front of `waiting`; expired leases leave from the front
-/// of `leases`. No operation on the delivery path walks all events.
+/// of `leases`. No operation on the delivery path walks all events. Ids find their events through
+/// a flat hash table (detail/id_index.hpp) and a line keeps its members in a ring of seqs
+/// (detail/seq_deque.hpp), neither with a node per event.
 
 
 
@@ -2178,12 +2428,16 @@ class memory_state {
   /// `append` in two steps, for a storage that logs the new events before indexing them:
   /// whether `append(events)` would succeed, changing nothing...
   [[nodiscard]] result<void> check_append(std::span<const event> events) const {
+    bool ascending = true;  // as a generator makes them: then no id can be there twice
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const event& e = events[i];
+      if (!acceptable_new(e)) return validate_new(e);  // a result only to say what is wrong
+      if (i > 0 && !(events[i - 1].id < e.id)) ascending = false;
+    }
+    if (ascending) return {};
     std::vector<event_id> fresh;  // sorted, to find an id given twice: cheaper than a hash set
     fresh.reserve(events.size());
-    for (const event& e : events) {
-      if (auto valid = validate_new(e); !valid) return valid;
-      fresh.push_back(e.id);
-    }
+    for (const event& e : events) fresh.push_back(e.id);
     std::sort(fresh.begin(), fresh.end());
     if (auto twice = std::adjacent_find(fresh.begin(), fresh.end()); twice != fresh.end())
       return error(errc::invalid_argument, "duplicate event id " + twice->to_string());
@@ -2192,7 +2446,18 @@ class memory_state {
   /// ...and the append itself, after a successful check with no change in between. The events
   /// get seqs next_seq(), next_seq() + 1, ... in order, and lease 0, as with `append`.
   void append_checked(std::span<event> events) {
-    for (event& e : events) insert_event(e);
+    // A batch mostly has one user, and often runs of one ordering key: look each up once per run.
+    user_state* user = nullptr;
+    line* l = nullptr;
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const event& e = events[i];
+      if (i == 0 || e.user_id != events[i - 1].user_id) {
+        user = &user_of(e);
+        l = nullptr;
+      }
+      if (l == nullptr || e.ordering_key != events[i - 1].ordering_key) l = &user->lines[e.ordering_key];
+      insert_event(events[i], *user, *l);  // never erases a line: `l` stays valid
+    }
   }
 
   result<std::size_t> claim(const claim_request& request, std::vector<event>& out) {
@@ -2230,9 +2495,9 @@ class memory_state {
     std::size_t applied = 0;
     for (outcome& o : outcomes) {
       o.applied = false;
-      auto found = by_id_.find(o.id);
-      if (found == by_id_.end()) continue;
-      event& e = events_.at(found->second);
+      const auto found = by_id_.find(o.id);
+      if (!found) continue;
+      event& e = events_.at(*found);
       if (e.status != status::processing || e.lease != o.lease) continue;  // stale result
       user_state& user = user_of(e);
       line& l = user.lines.at(e.ordering_key);
@@ -2266,9 +2531,9 @@ class memory_state {
   }
 
   [[nodiscard]] std::optional<event> find(event_id id) const {
-    auto found = by_id_.find(id);
-    if (found == by_id_.end()) return std::nullopt;
-    return events_.at(found->second);
+    const auto found = by_id_.find(id);
+    if (!found) return std::nullopt;
+    return events_.at(*found);
   }
 
   [[nodiscard]] std::vector<event> query(const event_query& q) const {
@@ -2331,8 +2596,8 @@ class memory_state {
   result<std::size_t> reset(std::span<const event_id> ids, timestamp now) {
     std::size_t count = 0;
     for (const event_id& id : ids) {
-      auto found = by_id_.find(id);
-      if (found != by_id_.end() && reset_one(events_.at(found->second), now)) ++count;
+      const auto found = by_id_.find(id);
+      if (found && reset_one(events_.at(*found), now)) ++count;
     }
     return count;
   }
@@ -2412,9 +2677,9 @@ class memory_state {
     if (c.op == entity_change::event_op::append) {
       if (auto valid = validate_new(c.event); !valid) return valid;
     } else {
-      auto t = by_id_.find(c.target);
-      if (t == by_id_.end()) return error(errc::conflict, "event " + c.target.to_string() + " no longer exists");
-      target = &events_.at(t->second);
+      const auto t = by_id_.find(c.target);
+      if (!t) return error(errc::conflict, "event " + c.target.to_string() + " no longer exists");
+      target = &events_.at(*t);
       if (target->status != status::pending || target->attempts != 0)
         return error(errc::conflict, "event " + c.target.to_string() + " was claimed since it was read");
     }
@@ -2435,7 +2700,7 @@ class memory_state {
     switch (c.op) {
       case entity_change::event_op::append: {
         event e = c.event;
-        insert_event(e);
+        append_checked(std::span<event>(&e, 1));
         break;
       }
       case entity_change::event_op::replace:
@@ -2493,7 +2758,7 @@ class memory_state {
  private:
   /// The undelivered events of one ordering key, in append order, and where its head is queued.
   struct line {
-    std::set<std::uint64_t> members;
+    seq_deque members;
     int in_flight = 0;
     enum class queue : std::uint8_t { none, ready, waiting } queued = queue::none;
     std::pair<std::int64_t, std::uint64_t> ready_entry{};  // (-priority, seq) when ready; 64-bit: -INT_MIN
@@ -2508,27 +2773,31 @@ class memory_state {
     std::array<std::set<std::uint64_t>, status_count> by_status;
   };
 
+  /// Whether `e` may be appended: the rules, as a test cheap enough for every event of a batch.
+  [[nodiscard]] bool acceptable_new(const event& e) const noexcept {
+    return !e.id.is_nil() && e.status == status::pending && !by_id_.contains(e.id);
+  }
+  /// The same rules, saying which one `e` breaks.
   result<void> validate_new(const event& e) const {
+    if (acceptable_new(e)) return {};
     if (e.id.is_nil()) return error(errc::invalid_argument, "event id must not be nil");
     if (e.status != status::pending)
       return error(errc::invalid_argument, "a new event must be pending, got " + std::string(to_string(e.status)));
-    if (by_id_.contains(e.id)) return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
-    return {};
+    return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
   }
 
   /// Sequence numbers only grow, so every index takes the new event at its end: the hints
   /// make those inserts O(1) instead of a walk down trees that no longer fit in cache.
-  void insert_event(event& e) {
+  /// `user` and `l` are the event's user and line.
+  void insert_event(event& e, user_state& user, line& l) {
     e.seq = next_seq_++;
     e.lease = 0;
     auto it = events_.emplace_hint(events_.end(), e.seq, e);
-    by_id_.emplace(e.id, e.seq);
-    user_state& user = user_of(it->second);
+    by_id_.insert_or_assign(e.id, e.seq);
     auto& pending = user.by_status[index(status::pending)];
     pending.insert(pending.end(), e.seq);
-    line& l = user.lines[it->second.ordering_key];
     const bool new_head = l.members.empty();
-    l.members.insert(l.members.end(), e.seq);
+    l.members.insert(e.seq);
     // Behind an existing head the new event changes nothing about where the line is queued.
     if (new_head) refresh(user, it->second.ordering_key, l);
     note(e.seq);
@@ -2585,7 +2854,7 @@ class memory_state {
   void link(const event& stored) {
     auto it = events_.insert_or_assign(stored.seq, stored).first;
     const event& e = it->second;
-    by_id_[e.id] = e.seq;
+    by_id_.insert_or_assign(e.id, e.seq);
     user_state& user = user_of(e);
     user.by_status[index(e.status)].insert(e.seq);
     if (e.status == status::completed) completed_.emplace(e.completed_at, e.seq);
@@ -2658,7 +2927,7 @@ class memory_state {
       user.lines.erase(key);  // `key` may alias the erased map key: nothing below uses it
       return;
     }
-    const event& head = events_.at(*l.members.begin());
+    const event& head = events_.at(l.members.front());
     if (head.status == status::pending) {
       enqueue_ready(user, l, head);
     } else if (head.status == status::failed) {
@@ -2718,7 +2987,7 @@ class memory_state {
   }
 
   std::map<std::uint64_t, event> events_;  // by seq: append order
-  std::unordered_map<event_id, std::uint64_t> by_id_;
+  id_index by_id_;
   std::map<std::string, user_state, std::less<>> users_;
   std::set<std::pair<timestamp, std::uint64_t>> leases_;     // (lease_until, seq), all users
   std::set<std::pair<timestamp, std::uint64_t>> completed_;  // (completed_at, seq), for purge

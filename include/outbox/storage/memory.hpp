@@ -8,7 +8,9 @@
 /// append order, and only the head of a line sits in the per-user `ready` set (ordered by
 /// priority, then seq) or `waiting` set (ordered by retry_after). Claiming takes from the front
 /// of `ready`; due retries move from the front of `waiting`; expired leases leave from the front
-/// of `leases`. No operation on the delivery path walks all events.
+/// of `leases`. No operation on the delivery path walks all events. Ids find their events through
+/// a flat hash table (detail/id_index.hpp) and a line keeps its members in a ring of seqs
+/// (detail/seq_deque.hpp), neither with a node per event.
 
 #include <algorithm>
 #include <cstdint>
@@ -27,6 +29,8 @@
 #include <utility>
 #include <vector>
 
+#include "outbox/detail/id_index.hpp"
+#include "outbox/detail/seq_deque.hpp"
 #include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
@@ -114,12 +118,16 @@ class memory_state {
   /// `append` in two steps, for a storage that logs the new events before indexing them:
   /// whether `append(events)` would succeed, changing nothing...
   [[nodiscard]] result<void> check_append(std::span<const event> events) const {
+    bool ascending = true;  // as a generator makes them: then no id can be there twice
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const event& e = events[i];
+      if (!acceptable_new(e)) return validate_new(e);  // a result only to say what is wrong
+      if (i > 0 && !(events[i - 1].id < e.id)) ascending = false;
+    }
+    if (ascending) return {};
     std::vector<event_id> fresh;  // sorted, to find an id given twice: cheaper than a hash set
     fresh.reserve(events.size());
-    for (const event& e : events) {
-      if (auto valid = validate_new(e); !valid) return valid;
-      fresh.push_back(e.id);
-    }
+    for (const event& e : events) fresh.push_back(e.id);
     std::sort(fresh.begin(), fresh.end());
     if (auto twice = std::adjacent_find(fresh.begin(), fresh.end()); twice != fresh.end())
       return error(errc::invalid_argument, "duplicate event id " + twice->to_string());
@@ -128,7 +136,18 @@ class memory_state {
   /// ...and the append itself, after a successful check with no change in between. The events
   /// get seqs next_seq(), next_seq() + 1, ... in order, and lease 0, as with `append`.
   void append_checked(std::span<event> events) {
-    for (event& e : events) insert_event(e);
+    // A batch mostly has one user, and often runs of one ordering key: look each up once per run.
+    user_state* user = nullptr;
+    line* l = nullptr;
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const event& e = events[i];
+      if (i == 0 || e.user_id != events[i - 1].user_id) {
+        user = &user_of(e);
+        l = nullptr;
+      }
+      if (l == nullptr || e.ordering_key != events[i - 1].ordering_key) l = &user->lines[e.ordering_key];
+      insert_event(events[i], *user, *l);  // never erases a line: `l` stays valid
+    }
   }
 
   result<std::size_t> claim(const claim_request& request, std::vector<event>& out) {
@@ -166,9 +185,9 @@ class memory_state {
     std::size_t applied = 0;
     for (outcome& o : outcomes) {
       o.applied = false;
-      auto found = by_id_.find(o.id);
-      if (found == by_id_.end()) continue;
-      event& e = events_.at(found->second);
+      const auto found = by_id_.find(o.id);
+      if (!found) continue;
+      event& e = events_.at(*found);
       if (e.status != status::processing || e.lease != o.lease) continue;  // stale result
       user_state& user = user_of(e);
       line& l = user.lines.at(e.ordering_key);
@@ -202,9 +221,9 @@ class memory_state {
   }
 
   [[nodiscard]] std::optional<event> find(event_id id) const {
-    auto found = by_id_.find(id);
-    if (found == by_id_.end()) return std::nullopt;
-    return events_.at(found->second);
+    const auto found = by_id_.find(id);
+    if (!found) return std::nullopt;
+    return events_.at(*found);
   }
 
   [[nodiscard]] std::vector<event> query(const event_query& q) const {
@@ -267,8 +286,8 @@ class memory_state {
   result<std::size_t> reset(std::span<const event_id> ids, timestamp now) {
     std::size_t count = 0;
     for (const event_id& id : ids) {
-      auto found = by_id_.find(id);
-      if (found != by_id_.end() && reset_one(events_.at(found->second), now)) ++count;
+      const auto found = by_id_.find(id);
+      if (found && reset_one(events_.at(*found), now)) ++count;
     }
     return count;
   }
@@ -348,9 +367,9 @@ class memory_state {
     if (c.op == entity_change::event_op::append) {
       if (auto valid = validate_new(c.event); !valid) return valid;
     } else {
-      auto t = by_id_.find(c.target);
-      if (t == by_id_.end()) return error(errc::conflict, "event " + c.target.to_string() + " no longer exists");
-      target = &events_.at(t->second);
+      const auto t = by_id_.find(c.target);
+      if (!t) return error(errc::conflict, "event " + c.target.to_string() + " no longer exists");
+      target = &events_.at(*t);
       if (target->status != status::pending || target->attempts != 0)
         return error(errc::conflict, "event " + c.target.to_string() + " was claimed since it was read");
     }
@@ -371,7 +390,7 @@ class memory_state {
     switch (c.op) {
       case entity_change::event_op::append: {
         event e = c.event;
-        insert_event(e);
+        append_checked(std::span<event>(&e, 1));
         break;
       }
       case entity_change::event_op::replace:
@@ -429,7 +448,7 @@ class memory_state {
  private:
   /// The undelivered events of one ordering key, in append order, and where its head is queued.
   struct line {
-    std::set<std::uint64_t> members;
+    seq_deque members;
     int in_flight = 0;
     enum class queue : std::uint8_t { none, ready, waiting } queued = queue::none;
     std::pair<std::int64_t, std::uint64_t> ready_entry{};  // (-priority, seq) when ready; 64-bit: -INT_MIN
@@ -444,27 +463,31 @@ class memory_state {
     std::array<std::set<std::uint64_t>, status_count> by_status;
   };
 
+  /// Whether `e` may be appended: the rules, as a test cheap enough for every event of a batch.
+  [[nodiscard]] bool acceptable_new(const event& e) const noexcept {
+    return !e.id.is_nil() && e.status == status::pending && !by_id_.contains(e.id);
+  }
+  /// The same rules, saying which one `e` breaks.
   result<void> validate_new(const event& e) const {
+    if (acceptable_new(e)) return {};
     if (e.id.is_nil()) return error(errc::invalid_argument, "event id must not be nil");
     if (e.status != status::pending)
       return error(errc::invalid_argument, "a new event must be pending, got " + std::string(to_string(e.status)));
-    if (by_id_.contains(e.id)) return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
-    return {};
+    return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
   }
 
   /// Sequence numbers only grow, so every index takes the new event at its end: the hints
   /// make those inserts O(1) instead of a walk down trees that no longer fit in cache.
-  void insert_event(event& e) {
+  /// `user` and `l` are the event's user and line.
+  void insert_event(event& e, user_state& user, line& l) {
     e.seq = next_seq_++;
     e.lease = 0;
     auto it = events_.emplace_hint(events_.end(), e.seq, e);
-    by_id_.emplace(e.id, e.seq);
-    user_state& user = user_of(it->second);
+    by_id_.insert_or_assign(e.id, e.seq);
     auto& pending = user.by_status[index(status::pending)];
     pending.insert(pending.end(), e.seq);
-    line& l = user.lines[it->second.ordering_key];
     const bool new_head = l.members.empty();
-    l.members.insert(l.members.end(), e.seq);
+    l.members.insert(e.seq);
     // Behind an existing head the new event changes nothing about where the line is queued.
     if (new_head) refresh(user, it->second.ordering_key, l);
     note(e.seq);
@@ -521,7 +544,7 @@ class memory_state {
   void link(const event& stored) {
     auto it = events_.insert_or_assign(stored.seq, stored).first;
     const event& e = it->second;
-    by_id_[e.id] = e.seq;
+    by_id_.insert_or_assign(e.id, e.seq);
     user_state& user = user_of(e);
     user.by_status[index(e.status)].insert(e.seq);
     if (e.status == status::completed) completed_.emplace(e.completed_at, e.seq);
@@ -594,7 +617,7 @@ class memory_state {
       user.lines.erase(key);  // `key` may alias the erased map key: nothing below uses it
       return;
     }
-    const event& head = events_.at(*l.members.begin());
+    const event& head = events_.at(l.members.front());
     if (head.status == status::pending) {
       enqueue_ready(user, l, head);
     } else if (head.status == status::failed) {
@@ -654,7 +677,7 @@ class memory_state {
   }
 
   std::map<std::uint64_t, event> events_;  // by seq: append order
-  std::unordered_map<event_id, std::uint64_t> by_id_;
+  id_index by_id_;
   std::map<std::string, user_state, std::less<>> users_;
   std::set<std::pair<timestamp, std::uint64_t>> leases_;     // (lease_until, seq), all users
   std::set<std::pair<timestamp, std::uint64_t>> completed_;  // (completed_at, seq), for purge
