@@ -2396,21 +2396,32 @@ class memory_state {
   }
 
   /// Puts an event in exactly the given state (any status), replacing the one with its seq.
-  /// For replaying a log; the caller has validated the event.
-  void restore_event(const event& e) {
+  /// For replaying a log; the caller has validated the event's fields. False, changing
+  /// nothing, if its id belongs to another event: a log that says so contradicts itself.
+  [[nodiscard]] bool restore_event(const event& e) {
+    if (const auto owner = by_id_.find(e.id); owner && *owner != e.seq && events_.contains(*owner)) return false;
     if (events_.contains(e.seq)) unlink(e.seq);
     link(e);
     next_seq_ = std::max(next_seq_, e.seq + 1);
+    return true;
   }
   void restore_removed_event(std::uint64_t seq) {
     if (events_.contains(seq)) unlink(seq);
   }
-  void restore_entity(const entity_record& row) {
+  /// Puts an entity row in exactly the given state. False, changing nothing, if another row of
+  /// its collection and user holds its natural key.
+  [[nodiscard]] bool restore_entity(const entity_record& row) {
     const entity_key key{row.collection, row.id};
+    if (!row.natural_key.empty()) {
+      const auto holder = natural_keys_.find({row.collection, row.user_id, row.natural_key});
+      if (holder != natural_keys_.end() && holder->second != row.id && entities_.contains({row.collection, holder->second}))
+        return false;
+    }
     auto found = entities_.find(key);
     if (found != entities_.end()) unindex_entity(found->second);
     auto& stored = entities_.insert_or_assign(key, row).first->second;
     index_entity(stored);
+    return true;
   }
   void restore_removed_entity(const std::pair<std::string, std::string>& key) {
     auto found = entities_.find(key);
@@ -3771,6 +3782,7 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
 /// The outcome of reading one segment.
 struct segment_scan {
   std::vector<std::vector<record>> groups;  ///< complete groups, in order
+  std::vector<std::size_t> group_offsets;   ///< where each of them starts
   std::size_t valid_end = header_size;      ///< end of the last complete group
   std::optional<std::size_t> bad_offset;    ///< where the first unreadable record starts
   bool valid_after_bad = false;             ///< a readable record exists after the bad one
@@ -3798,6 +3810,7 @@ struct segment_scan {
     }
   }
   std::vector<record> group;
+  std::size_t group_start = header_size;
   std::size_t pos = header_size;
   bool first = true;
   bool dropping = false;  // FIX: after a skip, up to the next commit: the rest of a damaged group
@@ -3827,11 +3840,15 @@ struct segment_scan {
       scan.snapshot = m && m->type == record_type::snapshot;
       first = false;
     }
+    if (group.empty()) group_start = pos;
     pos = *end;
     const auto* m = std::get_if<marker>(&*rec);
     group.push_back(std::move(*rec));
     if (m && m->type == record_type::commit) {
-      if (!dropping) scan.groups.push_back(std::move(group));
+      if (!dropping) {
+        scan.groups.push_back(std::move(group));
+        scan.group_offsets.push_back(group_start);
+      }
       dropping = false;
       group.clear();
       scan.valid_end = pos;
@@ -4321,7 +4338,16 @@ class file_storage {
                                    std::to_string(*scan.bad_offset));
         }
       }
-      for (auto& group : scan.groups) apply_group(group, number);
+      for (std::size_t i = 0; i < scan.groups.size(); ++i) {
+        const auto contradiction = apply_group(scan.groups[i]);
+        if (!contradiction) continue;
+        const std::string where = path.string() + ": the group at offset " + std::to_string(scan.group_offsets[i]);
+        if (!options.salvage)
+          return outbox::error(errc::corrupt_data, where + " contradicts the log before it: " + *contradiction +
+                                                       "; open with file_options::salvage to keep the rest");
+        ++recovery.salvaged_skips;
+        recovery.notes.push_back("salvaged " + where + ": left out what contradicts the log before it (" + *contradiction + ")");
+      }
       recovery.groups_replayed += scan.groups.size();
       total_bytes += scan.valid_end;
       // Zeros after the log are preallocated space, not a record; torn bytes end at the last
@@ -4356,7 +4382,11 @@ class file_storage {
       return {};
     }
 
-    void apply_group(std::vector<detail::log::record>& group, std::uint64_t /*segment*/) {
+    /// Replays one group into memory. A record that contradicts the state (an event id or a
+    /// natural key already held by another live item: the log was checksummed, but not written
+    /// by this storage) is left out, and the first such is described in the return value.
+    std::optional<std::string> apply_group(std::vector<detail::log::record>& group) {
+      std::optional<std::string> contradiction;
       for (auto& rec : group) {
         if (auto* m = std::get_if<detail::log::marker>(&rec)) {
           if (m->type == detail::log::record_type::snapshot) {
@@ -4368,19 +4398,26 @@ class file_storage {
           }
           memory.set_next_seq(m->next_seq);
         } else if (auto* e = std::get_if<event>(&rec)) {
+          if (!memory.restore_event(*e)) {
+            if (!contradiction) contradiction = "event " + e->id.to_string() + " logged under seq " + std::to_string(e->seq) + " while another event holds that id";
+            continue;
+          }
           account_event(e->seq, record_size(*e));
-          memory.restore_event(*e);
         } else if (auto* seq = std::get_if<std::uint64_t>(&rec)) {
           forget_event(*seq);
           memory.restore_removed_event(*seq);
         } else if (auto* row = std::get_if<entity_record>(&rec)) {
+          if (!memory.restore_entity(*row)) {
+            if (!contradiction) contradiction = "entity " + row->collection + "/" + row->id + " logged with natural key \"" + row->natural_key + "\" while another row of its user holds it";
+            continue;
+          }
           account_entity({row->collection, row->id}, record_size(*row));
-          memory.restore_entity(*row);
         } else if (auto* gone = std::get_if<detail::log::removed_entity>(&rec)) {
           forget_entity({gone->collection, gone->id});
           memory.restore_removed_entity({gone->collection, gone->id});
         }
       }
+      return contradiction;
     }
 
     static std::uint32_t record_size(const event& e) {

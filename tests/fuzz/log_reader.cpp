@@ -31,18 +31,19 @@ namespace {
 
 namespace wire = outbox::detail::log;
 
-/// What file_storage::state::apply_group does with a group, minus its byte accounting.
+/// What file_storage::state::apply_group does with a group, minus its byte accounting and its
+/// report of records that contradict the state (which it leaves out, as here).
 void apply_group(outbox::detail::memory_state& memory, const std::vector<wire::record>& group) {
   for (const auto& rec : group) {
     if (const auto* m = std::get_if<wire::marker>(&rec)) {
       if (m->type == wire::record_type::snapshot) memory = outbox::detail::memory_state();
       memory.set_next_seq(m->next_seq);
     } else if (const auto* e = std::get_if<outbox::event>(&rec)) {
-      memory.restore_event(*e);
+      (void)memory.restore_event(*e);  // a contradicting record is left out, as the storage does
     } else if (const auto* seq = std::get_if<std::uint64_t>(&rec)) {
       memory.restore_removed_event(*seq);
     } else if (const auto* row = std::get_if<outbox::entity_record>(&rec)) {
-      memory.restore_entity(*row);
+      (void)memory.restore_entity(*row);
     } else if (const auto* gone = std::get_if<wire::removed_entity>(&rec)) {
       memory.restore_removed_entity({gone->collection, gone->id});
     }

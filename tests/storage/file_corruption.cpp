@@ -933,3 +933,66 @@ TEST_CASE("segments a compaction left behind before its snapshot are deleted and
   CHECK(rest.events == log.states.back().events);
   CHECK(rest.entities == log.states.back().entities);
 }
+
+// ---- logs that contradict themselves ---------------------------------------------------------
+
+// Checksums catch damage, not a log this storage never wrote: one whose every record is whole
+// but which says two live events share an id, or two rows of a user share a natural key. The
+// index cannot hold either (a lookup would find one of the two, and dropping one would unindex
+// the other), so opening refuses such a log, naming the group, and salvage leaves the
+// contradicting record out.
+TEST_CASE("a checksummed log that contradicts itself is refused, naming the group, or salvaged without it",
+          "[file][corruption]") {
+  temp_dir dir("outbox-corruption-contradiction");
+  storage_fixture f;
+  const event first = fresh_event("k1");
+  event twin = fresh_event("k2");
+  twin.id = first.id;  // the same id again, under the next seq
+  outbox::entity_record row{.collection = "weight", .id = "w1", .user_id = "carol", .natural_key = "day-1",
+                            .payload = "71.4", .occurred_at = f.t0, .sync = outbox::sync_status::pending,
+                            .remote_id = {}, .sync_error = {}, .last_event = {}, .version = 1,
+                            .created_at = f.t0, .updated_at = f.t0};
+  outbox::entity_record rival = row;
+  rival.id = "w2";  // another row claiming carol's day-1
+
+  for (const bool events : {true, false}) {
+    INFO((events ? "two events with one id" : "two rows with one natural key"));
+    std::string log = wire::segment_header();
+    auto group = [&](auto&& put) {
+      const std::size_t start = log.size();
+      put();
+      wire::put_marker(log, wire::record_type::commit, 3);
+      return start;
+    };
+    event a = first, b = twin;
+    a.seq = 1;
+    b.seq = 2;
+    group([&] { events ? wire::put_event(log, a) : wire::put_entity(log, row); });
+    const std::size_t second = group([&] { events ? wire::put_event(log, b) : wire::put_entity(log, rival); });
+    event c = fresh_event("k3");
+    c.seq = 3;
+    group([&] { wire::put_event(log, c); });  // a group after the contradiction: kept by salvage
+    dir.reset_to(1, log);
+
+    const auto refused = file_storage::open(dir.path(), options());
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == errc::corrupt_data);
+    CHECK(mentions(refused.error().message, dir.segment(1).string()));
+    CHECK(names_offset(refused.error().message, second));
+    CHECK(temp_dir::read(dir.segment(1)) == log);  // refused, untouched
+
+    auto salvaged = file_storage::open(dir.path(), options(true));
+    REQUIRE(salvaged.has_value());
+    CHECK(salvaged->recovery().salvaged_skips == 1);
+    CHECK(notes_mention(salvaged->recovery(), dir.segment(1).string()));
+    if (events) {
+      const auto kept = salvaged->find(first.id).value();
+      REQUIRE(kept.has_value());
+      CHECK(kept->seq == 1);
+      CHECK(salvaged->query({.limit = 10}).value().size() == 2);  // the first and the third group's
+    } else {
+      CHECK(salvaged->find_entity_by_key("weight", "carol", "day-1").value()->id == "w1");
+      CHECK_FALSE(salvaged->find_entity("weight", "w2").value().has_value());
+    }
+  }
+}

@@ -399,6 +399,7 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
 /// The outcome of reading one segment.
 struct segment_scan {
   std::vector<std::vector<record>> groups;  ///< complete groups, in order
+  std::vector<std::size_t> group_offsets;   ///< where each of them starts
   std::size_t valid_end = header_size;      ///< end of the last complete group
   std::optional<std::size_t> bad_offset;    ///< where the first unreadable record starts
   bool valid_after_bad = false;             ///< a readable record exists after the bad one
@@ -426,6 +427,7 @@ struct segment_scan {
     }
   }
   std::vector<record> group;
+  std::size_t group_start = header_size;
   std::size_t pos = header_size;
   bool first = true;
   bool dropping = false;  // FIX: after a skip, up to the next commit: the rest of a damaged group
@@ -455,11 +457,15 @@ struct segment_scan {
       scan.snapshot = m && m->type == record_type::snapshot;
       first = false;
     }
+    if (group.empty()) group_start = pos;
     pos = *end;
     const auto* m = std::get_if<marker>(&*rec);
     group.push_back(std::move(*rec));
     if (m && m->type == record_type::commit) {
-      if (!dropping) scan.groups.push_back(std::move(group));
+      if (!dropping) {
+        scan.groups.push_back(std::move(group));
+        scan.group_offsets.push_back(group_start);
+      }
       dropping = false;
       group.clear();
       scan.valid_end = pos;

@@ -506,7 +506,16 @@ class file_storage {
                                    std::to_string(*scan.bad_offset));
         }
       }
-      for (auto& group : scan.groups) apply_group(group, number);
+      for (std::size_t i = 0; i < scan.groups.size(); ++i) {
+        const auto contradiction = apply_group(scan.groups[i]);
+        if (!contradiction) continue;
+        const std::string where = path.string() + ": the group at offset " + std::to_string(scan.group_offsets[i]);
+        if (!options.salvage)
+          return outbox::error(errc::corrupt_data, where + " contradicts the log before it: " + *contradiction +
+                                                       "; open with file_options::salvage to keep the rest");
+        ++recovery.salvaged_skips;
+        recovery.notes.push_back("salvaged " + where + ": left out what contradicts the log before it (" + *contradiction + ")");
+      }
       recovery.groups_replayed += scan.groups.size();
       total_bytes += scan.valid_end;
       // Zeros after the log are preallocated space, not a record; torn bytes end at the last
@@ -541,7 +550,11 @@ class file_storage {
       return {};
     }
 
-    void apply_group(std::vector<detail::log::record>& group, std::uint64_t /*segment*/) {
+    /// Replays one group into memory. A record that contradicts the state (an event id or a
+    /// natural key already held by another live item: the log was checksummed, but not written
+    /// by this storage) is left out, and the first such is described in the return value.
+    std::optional<std::string> apply_group(std::vector<detail::log::record>& group) {
+      std::optional<std::string> contradiction;
       for (auto& rec : group) {
         if (auto* m = std::get_if<detail::log::marker>(&rec)) {
           if (m->type == detail::log::record_type::snapshot) {
@@ -553,19 +566,26 @@ class file_storage {
           }
           memory.set_next_seq(m->next_seq);
         } else if (auto* e = std::get_if<event>(&rec)) {
+          if (!memory.restore_event(*e)) {
+            if (!contradiction) contradiction = "event " + e->id.to_string() + " logged under seq " + std::to_string(e->seq) + " while another event holds that id";
+            continue;
+          }
           account_event(e->seq, record_size(*e));
-          memory.restore_event(*e);
         } else if (auto* seq = std::get_if<std::uint64_t>(&rec)) {
           forget_event(*seq);
           memory.restore_removed_event(*seq);
         } else if (auto* row = std::get_if<entity_record>(&rec)) {
+          if (!memory.restore_entity(*row)) {
+            if (!contradiction) contradiction = "entity " + row->collection + "/" + row->id + " logged with natural key \"" + row->natural_key + "\" while another row of its user holds it";
+            continue;
+          }
           account_entity({row->collection, row->id}, record_size(*row));
-          memory.restore_entity(*row);
         } else if (auto* gone = std::get_if<detail::log::removed_entity>(&rec)) {
           forget_entity({gone->collection, gone->id});
           memory.restore_removed_entity({gone->collection, gone->id});
         }
       }
+      return contradiction;
     }
 
     static std::uint32_t record_size(const event& e) {

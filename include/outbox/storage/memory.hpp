@@ -86,21 +86,32 @@ class memory_state {
   }
 
   /// Puts an event in exactly the given state (any status), replacing the one with its seq.
-  /// For replaying a log; the caller has validated the event.
-  void restore_event(const event& e) {
+  /// For replaying a log; the caller has validated the event's fields. False, changing
+  /// nothing, if its id belongs to another event: a log that says so contradicts itself.
+  [[nodiscard]] bool restore_event(const event& e) {
+    if (const auto owner = by_id_.find(e.id); owner && *owner != e.seq && events_.contains(*owner)) return false;
     if (events_.contains(e.seq)) unlink(e.seq);
     link(e);
     next_seq_ = std::max(next_seq_, e.seq + 1);
+    return true;
   }
   void restore_removed_event(std::uint64_t seq) {
     if (events_.contains(seq)) unlink(seq);
   }
-  void restore_entity(const entity_record& row) {
+  /// Puts an entity row in exactly the given state. False, changing nothing, if another row of
+  /// its collection and user holds its natural key.
+  [[nodiscard]] bool restore_entity(const entity_record& row) {
     const entity_key key{row.collection, row.id};
+    if (!row.natural_key.empty()) {
+      const auto holder = natural_keys_.find({row.collection, row.user_id, row.natural_key});
+      if (holder != natural_keys_.end() && holder->second != row.id && entities_.contains({row.collection, holder->second}))
+        return false;
+    }
     auto found = entities_.find(key);
     if (found != entities_.end()) unindex_entity(found->second);
     auto& stored = entities_.insert_or_assign(key, row).first->second;
     index_entity(stored);
+    return true;
   }
   void restore_removed_entity(const std::pair<std::string, std::string>& key) {
     auto found = entities_.find(key);
