@@ -135,40 +135,27 @@ class fd {
   int value_ = -1;
 };
 
-inline result<void> write_all(int file, std::string_view bytes, const std::filesystem::path& path) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(file, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return os_error("writing", path);
-    }
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return {};
-}
-
 /// Writes `bytes` at `offset`, then `zeros` zero bytes after them.
 inline result<void> write_at(int file, std::string_view bytes, std::uint64_t offset, std::uint64_t zeros,
                              const std::filesystem::path& path) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::pwrite(file, bytes.data(), bytes.size(), static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return os_error("writing", path);
+  auto put = [&](std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::pwrite(file, data.data(), data.size(), static_cast<off_t>(offset));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return false;
+      }
+      data.remove_prefix(static_cast<std::size_t>(n));
+      offset += static_cast<std::uint64_t>(n);
     }
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-    offset += static_cast<std::uint64_t>(n);
-  }
+    return true;
+  };
+  if (!put(bytes)) return os_error("writing", path);
   static constexpr char zero_block[1 << 16] = {};
   while (zeros > 0) {
     const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(zeros, sizeof zero_block));
-    const ssize_t n = ::pwrite(file, zero_block, chunk, static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return os_error("preallocating", path);
-    }
-    zeros -= static_cast<std::uint64_t>(n);
-    offset += static_cast<std::uint64_t>(n);
+    if (!put(std::string_view(zero_block, chunk))) return os_error("preallocating", path);
+    zeros -= chunk;
   }
   return {};
 }
@@ -632,7 +619,7 @@ class file_storage {
         // Empty (its creation was cut short): write the header again.
         if (::ftruncate(active.get(), 0) != 0) return detail::file::os_error("resetting", path);
         const std::string header = detail::log::segment_header();
-        if (auto w = detail::file::write_all(active.get(), header, path); !w) return w;
+        if (auto w = detail::file::write_at(active.get(), header, 0, 0, path); !w) return w;
         if (auto s = detail::file::sync_file(active.get(), path); !s) return s;
         active_bytes = allocated_bytes = header.size();
       }
@@ -647,8 +634,8 @@ class file_storage {
       {
         detail::file::fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
         if (!f) return detail::file::os_error("creating", tmp);
-        if (auto w = detail::file::write_all(f.get(), detail::log::segment_header(), tmp); !w) return w;
-        if (auto w = detail::file::write_all(f.get(), initial, tmp); !w) return w;
+        if (auto w = detail::file::write_at(f.get(), detail::log::segment_header(), 0, 0, tmp); !w) return w;
+        if (auto w = detail::file::write_at(f.get(), initial, detail::log::header_size, 0, tmp); !w) return w;
         if (auto s = detail::file::sync_file(f.get(), tmp); !s) return s;
       }
       if (::rename(tmp.c_str(), path.c_str()) != 0) return detail::file::os_error("renaming", tmp);
