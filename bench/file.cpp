@@ -51,6 +51,7 @@
 #include "outbox/detail/log_format.hpp"
 #include "outbox/outbox.hpp"
 #include "outbox/storage/file.hpp"
+#include "common.hpp"
 
 // ---- a simulated storage device --------------------------------------------------------------
 
@@ -76,50 +77,14 @@ extern "C" int fdatasync(int fd) {
 
 namespace {
 
-constexpr std::size_t payload_bytes = 64;       // a typical small JSON body, past the SSO buffer
-constexpr std::size_t entity_count = 1000;      // distinct ordering keys: per-key lines matter
-constexpr std::size_t rebuild_every = 100'000;  // enqueue: start afresh after this many events
-constexpr std::size_t drain_batch = 100;        // options.batch_size of the drain benchmarks
-constexpr std::size_t fill_batch = 1000;        // events per enqueue when filling for a drain
+using namespace outbox_bench;
+
+constexpr std::size_t fill_batch = 1000;  // events per enqueue when filling for a drain
 constexpr int default_max_attempts = 5;         // what the outbox stores for a new event
 const std::string user = "bench-user";
 const std::string event_type = "steps.saved";
 
-/// Accepts every event at once: the benchmarks time the outbox, not a network.
-struct NullTransport {
-  void send(std::span<const outbox::event> batch, std::span<outbox::delivery_result> results) {
-    for (std::size_t i = 0; i < batch.size(); ++i) results[i] = outbox::delivery_result::delivered();
-  }
-};
-
 using file_outbox = outbox::Outbox<outbox::file_storage, NullTransport>;
-
-std::string entity_name(std::size_t i) { return "entity-" + std::to_string(i % entity_count); }
-
-/// 2 * entity_count producer events, entity i % entity_count: any window of up to
-/// entity_count of them names distinct entities, consecutive windows continue the rotation.
-std::vector<outbox::new_event> make_pool() {
-  std::vector<outbox::new_event> pool(2 * entity_count);
-  for (std::size_t i = 0; i < pool.size(); ++i) {
-    pool[i].type = event_type;
-    pool[i].entity_id = entity_name(i);
-    pool[i].user_id = user;
-    pool[i].payload = std::string(payload_bytes, 'x');
-  }
-  return pool;
-}
-
-std::size_t next_offset(std::size_t offset, std::size_t size) { return (offset + size) % entity_count; }
-
-outbox::options drain_options() {
-  outbox::options opts;
-  opts.batch_size = drain_batch;
-  return opts;
-}
-
-double seconds_between(std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point stop) {
-  return std::chrono::duration<double>(stop - start).count();
-}
 
 /// A directory of its own in the temporary directory, removed with everything in it when this
 /// goes away. Destroy the storage using it first.
@@ -573,27 +538,10 @@ void BM_file_storage_savers(benchmark::State& state) {
     state.SkipWithError("setup: could not open the storage");
     return;
   }
-  const std::vector<outbox::new_event> pool = make_pool();
-  std::size_t next = static_cast<std::size_t>(state.thread_index()) * 137;  // threads spread over keys
-  outbox::file_storage::usage before{};
-  if (state.thread_index() == 0) before = shared_box->storage().disk_usage();
-  for (auto _ : state) {
-    auto id = shared_box->enqueue(pool[next]);
-    if (!id) {
-      state.SkipWithError(id.error().what().c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(id);
-    next = (next + 1) % entity_count;
-  }
-  state.SetItemsProcessed(state.iterations());
-  if (state.thread_index() == 0) {
-    const auto after = shared_box->storage().disk_usage();
-    const auto syncs = after.syncs - before.syncs;
-    // Saves served per fdatasync: 1.0 means no grouping happened.
-    if (syncs > 0)
-      state.counters["saves_per_sync"] = static_cast<double>(after.writes - before.writes) / static_cast<double>(syncs);
-  }
+  save_one_per_call(state, *shared_box, "saves_per_sync", [] {
+    const auto usage = shared_box->storage().disk_usage();
+    return std::pair{usage.writes, usage.syncs};
+  });
 }
 
 /// The same without group commit: each thread writes one event's group (the event record and

@@ -25,38 +25,13 @@
 #include <vector>
 
 #include "outbox/outbox.hpp"
+#include "common.hpp"
 
 namespace {
 
-constexpr std::size_t payload_bytes = 64;    // a typical small JSON body, past the SSO buffer
-constexpr std::size_t entity_count = 1000;   // distinct ordering keys: per-key lines matter
-constexpr std::size_t rebuild_every = 100'000;  // enqueue: start afresh after this many events
-constexpr std::size_t drain_batch = 100;     // options.batch_size of the drain benchmarks
-const std::string user = "bench-user";
-
-/// Accepts every event at once: the benchmarks time the outbox, not a network.
-struct NullTransport {
-  void send(std::span<const outbox::event> batch, std::span<outbox::delivery_result> results) {
-    for (std::size_t i = 0; i < batch.size(); ++i) results[i] = outbox::delivery_result::delivered();
-  }
-};
+using namespace outbox_bench;
 
 using null_outbox = outbox::Outbox<outbox::memory_storage, NullTransport>;
-
-std::string entity_name(std::size_t i) { return "entity-" + std::to_string(i % entity_count); }
-
-/// 2 * entity_count producer events, entity i % entity_count: any window of up to
-/// entity_count of them names distinct entities, consecutive windows continue the rotation.
-std::vector<outbox::new_event> make_pool() {
-  std::vector<outbox::new_event> pool(2 * entity_count);
-  for (std::size_t i = 0; i < pool.size(); ++i) {
-    pool[i].type = "steps.saved";
-    pool[i].entity_id = entity_name(i);
-    pool[i].user_id = user;
-    pool[i].payload = std::string(payload_bytes, 'x');
-  }
-  return pool;
-}
 
 /// What a durability-free outbox must keep per event, at the least: the baseline's element.
 struct Record {
@@ -79,15 +54,6 @@ std::vector<Record> to_records(const std::vector<outbox::new_event>& pool) {
     records[i].payload = pool[i].payload;
   }
   return records;
-}
-
-/// The window of the pool a batch of `size` starting at `offset` uses, and the next offset.
-std::size_t next_offset(std::size_t offset, std::size_t size) { return (offset + size) % entity_count; }
-
-outbox::options drain_options() {
-  outbox::options opts;
-  opts.batch_size = drain_batch;
-  return opts;
 }
 
 // ---- enqueue ---------------------------------------------------------------------------------
