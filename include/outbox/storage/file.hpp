@@ -343,7 +343,6 @@ class file_storage {
     detail::file::fd active;
     std::uint64_t active_bytes = 0;     // where its log ends (the next group goes here)
     std::uint64_t allocated_bytes = 0;  // its size on disk: the log, then zeros (preallocation)
-    std::uint64_t replayed_end = 0;     // opening: where the last segment's readable log ends
 
     // Group commit: groups are serialised into `pending` under the mutex in the order they were
     // applied to memory (in the same hold of the mutex: whoever takes it next sees memory and
@@ -461,9 +460,12 @@ class file_storage {
           break;
         }
       }
+      std::uint64_t log_end = 0;  // of the last segment: its zeros, if any, follow
       for (std::size_t i = first; i < found.size(); ++i) {
         const bool last = i + 1 == found.size();
-        if (auto replayed = replay(found[i], contents[i], last); !replayed) return replayed;
+        auto replayed = replay(found[i], contents[i], last);
+        if (!replayed) return replayed.error();
+        log_end = *replayed;
       }
       // Segments before the snapshot are garbage from a compaction that crashed before deleting.
       for (std::size_t i = 0; i < first; ++i) std::filesystem::remove(path_of(found[i]), ec);
@@ -473,10 +475,11 @@ class file_storage {
       memory.set_next_lease((static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL);
       if (segments.empty()) return start_segment(1, {});
       if (unreadable_last) return start_segment(segments.back() + 1, {});  // FIX: never append after garbage
-      return open_active(replayed_end);
+      return open_active(log_end);
     }
 
-    result<void> replay(std::uint64_t number, const std::string& bytes, bool last) {
+    /// Replays one segment; returns where its readable log ends.
+    result<std::uint64_t> replay(std::uint64_t number, const std::string& bytes, bool last) {
       const auto path = path_of(number);
       auto scan = detail::log::scan_segment(bytes, options.salvage);
       if (scan.bad_offset) {
@@ -509,7 +512,6 @@ class file_storage {
       // byte that is not zero.
       std::size_t written_end = bytes.size();
       while (written_end > scan.valid_end && bytes[written_end - 1] == '\0') --written_end;
-      if (last) replayed_end = scan.valid_end;
       if (last && written_end > scan.valid_end && !scan.bad_header) {
         // A crash mid-write: cut back to the last whole group.
         const std::uint64_t cut = written_end - scan.valid_end;
@@ -534,7 +536,7 @@ class file_storage {
         std::error_code ec;
         std::filesystem::remove(path, ec);
       }
-      return {};
+      return scan.valid_end;
     }
 
     /// Replays one group into memory. A record that contradicts the state (an event id or a
