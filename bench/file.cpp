@@ -11,6 +11,7 @@
 ///     BM_baseline_file_drain/events:N               per 100 events: write+fdatasync the claim group, then the record group
 ///     BM_file_storage_savers/device_sync_us:D/threads:T              T threads, enqueue(one event) each call, durable on return
 ///     BM_baseline_write_fdatasync_savers/device_sync_us:D/threads:T  T threads, write+fdatasync of one event's group each, one O_APPEND file
+///     BM_baseline_group_commit_savers/device_sync_us:D/threads:T     T threads, the same groups through the bare group-commit handshake: the floor
 ///
 /// The savers rows run on this machine's own disk (D = 0) and on a simulated device (D = 1000):
 /// every `fdatasync` of the binary, the storage's and the baseline's alike, sleeps D us after
@@ -141,54 +142,6 @@ std::uint64_t logged_bytes_in(const std::filesystem::path& dir) {
 }
 
 // ---- the baselines' bytes ----------------------------------------------------------------------
-
-/// The event the outbox stores for `e` (see Outbox::make_event), with the seq the storage gives it.
-outbox::event stored_event(const outbox::new_event& e, outbox::event_id id, std::uint64_t seq, outbox::timestamp now) {
-  outbox::event out;
-  out.id = id;
-  out.seq = seq;
-  out.type = e.type;
-  out.entity_id = e.entity_id;
-  out.ordering_key = e.entity_id;
-  out.user_id = e.user_id;
-  out.payload = e.payload;
-  out.status = outbox::status::pending;
-  out.max_attempts = default_max_attempts;
-  out.created_at = now;
-  out.updated_at = now;
-  return out;
-}
-
-/// One group of the log: the state of each event after `change`, then the commit record.
-template <class Change>
-std::string log_group(const std::vector<outbox::new_event>& pool, std::size_t offset, std::size_t count,
-                      std::uint64_t first_seq, Change&& change) {
-  outbox::event_id_generator ids(7);
-  const outbox::timestamp now = outbox::system_clock{}.now();
-  std::string bytes;
-  for (std::size_t i = 0; i < count; ++i) {
-    outbox::event e = stored_event(pool[(offset + i) % pool.size()], ids.next(now), first_seq + i, now);
-    change(e, now);
-    outbox::detail::log::put_event(bytes, e);
-  }
-  outbox::detail::log::put_marker(bytes, outbox::detail::log::record_type::commit, first_seq + count);
-  return bytes;
-}
-
-/// The groups `append` logs for batches of `batch` new events taken from the pool as the
-/// enqueue benchmarks take them (consecutive windows, entity ids in rotation), until the
-/// rotation comes back to its start: the same bytes, in the same sizes, as the outbox writes.
-std::vector<std::string> append_groups(const std::vector<outbox::new_event>& pool, std::size_t batch) {
-  std::vector<std::string> groups;
-  std::size_t offset = 0;
-  std::uint64_t seq = 1;
-  do {
-    groups.push_back(log_group(pool, offset, batch, seq, [](outbox::event&, outbox::timestamp) {}));
-    seq += batch;
-    offset = next_offset(offset, batch);
-  } while (offset != 0);
-  return groups;
-}
 
 double mean_bytes_per_event(const std::vector<std::string>& groups, std::size_t batch) {
   std::size_t bytes = 0;
@@ -512,6 +465,8 @@ void BM_baseline_file_drain(benchmark::State& state) {
 std::optional<temp_directory> shared_dir;
 std::optional<file_outbox> shared_box;
 std::optional<append_file> shared_file;
+using fdatasync_fn = int (*)(int);
+std::optional<group_commit_floor<fdatasync_fn>> shared_floor;
 
 void open_shared_outbox(const benchmark::State& state) {
   device::sync_delay_us = static_cast<int>(state.range(0));
@@ -524,9 +479,15 @@ void open_shared_file(const benchmark::State& state) {
   shared_dir.emplace();
   shared_file.emplace(shared_dir->path() / "baseline.log");
 }
+void open_shared_floor(const benchmark::State& state) {
+  device::sync_delay_us = static_cast<int>(state.range(0));
+  shared_dir.emplace();
+  shared_floor.emplace(shared_dir->path() / "floor.log", &::fdatasync);
+}
 void close_shared(const benchmark::State&) {
   shared_box.reset();
   shared_file.reset();
+  shared_floor.reset();
   shared_dir.reset();
   device::sync_delay_us = 0;
 }
@@ -563,6 +524,19 @@ void BM_baseline_write_fdatasync_savers(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+/// The savers' floor: the same groups, grouped by the bare handshake of group commit, with none
+/// of the storage's work (see outbox_bench::group_commit_floor). Its 8/1 ratio is what this
+/// machine allows any storage that groups this way; the storage's 8-thread row over this one's
+/// is how much of it the storage keeps.
+void BM_baseline_group_commit_savers(benchmark::State& state) {
+  if (!shared_floor || !shared_floor->ok()) {
+    state.SkipWithError("setup: could not open the floor's file");
+    return;
+  }
+  static const std::vector<std::string> groups = append_groups(make_pool(), 1);
+  floor_one_per_call(state, *shared_floor, groups);
+}
+
 }  // namespace
 
 // Disk-bound: every row is timed in real time (manual time around the measured call where the
@@ -585,5 +559,8 @@ BENCHMARK(BM_file_storage_savers)
 BENCHMARK(BM_baseline_write_fdatasync_savers)
     ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
     ->Setup(open_shared_file)->Teardown(close_shared);
+BENCHMARK(BM_baseline_group_commit_savers)
+    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Setup(open_shared_floor)->Teardown(close_shared);
 
 BENCHMARK_MAIN();

@@ -12,6 +12,7 @@
 ///     BM_baseline_raw_sqlite_drain/events:N               claim 100 by index, mark processing, mark completed
 ///     BM_sqlite_storage_concurrent_enqueue/device_sync_us:D/threads:T      T threads, enqueue(one event) each call
 ///     BM_baseline_raw_sqlite_concurrent_insert/device_sync_us:D/threads:T  T threads, one connection and transaction per row
+///     BM_baseline_group_commit_floor/device_sync_us:D/threads:T            T threads, one event's log bytes each through the bare group-commit handshake
 ///
 /// The concurrent rows run twice: on this machine's disk (D = 0), and with every sync followed by
 /// a sleep of D = 1000 us, the latency of a real device's flush (see `device` below).
@@ -649,8 +650,25 @@ void create_shared_raw_database(const benchmark::State& state) {
   raw_connection db(shared_file->path());
   db.create_schema();
 }
+/// fdatasync, then the simulated device's delay, as the VFS's xSync does.
+struct device_fdatasync {
+  int operator()(int fd) const {
+    const int rc = ::fdatasync(fd);
+    if (const int us = device::sync_delay_us.load(std::memory_order_relaxed); us > 0)
+      std::this_thread::sleep_for(std::chrono::microseconds(us));
+    return rc;
+  }
+};
+std::optional<group_commit_floor<device_fdatasync>> shared_floor;
+
+void open_shared_floor(const benchmark::State& state) {
+  device::sync_delay_us = static_cast<int>(state.range(0));
+  shared_file.emplace();
+  shared_floor.emplace(shared_file->path(), device_fdatasync{});
+}
 void close_shared(const benchmark::State&) {
   shared_box.reset();
+  shared_floor.reset();
   shared_file.reset();
   device::sync_delay_us = 0;
 }
@@ -689,6 +707,20 @@ void BM_baseline_raw_sqlite_concurrent_insert(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+/// The floor of any storage grouping per-call durable saves with this handshake on this
+/// machine: one event's bytes of the compact file log per call, written over a zeroed MiB and
+/// synced by the caller that leads, and no other work (see outbox_bench::group_commit_floor).
+/// Its 8/1 ratio bounds the storage's here; the storage's 8-thread row over this one's is the
+/// share of the floor it keeps.
+void BM_baseline_group_commit_floor(benchmark::State& state) {
+  if (!shared_floor || !shared_floor->ok()) {
+    state.SkipWithError("setup: could not open the floor's file");
+    return;
+  }
+  static const std::vector<std::string> records = append_groups(make_pool(), 1);
+  floor_one_per_call(state, *shared_floor, records);
+}
+
 }  // namespace
 
 // Disk-bound: every row is timed in real time (manual time around the measured call where the
@@ -713,5 +745,8 @@ BENCHMARK(BM_sqlite_storage_concurrent_enqueue)
 BENCHMARK(BM_baseline_raw_sqlite_concurrent_insert)
     ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
     ->Setup(create_shared_raw_database)->Teardown(close_shared);
+BENCHMARK(BM_baseline_group_commit_floor)
+    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Setup(open_shared_floor)->Teardown(close_shared);
 
 BENCHMARK_MAIN();
