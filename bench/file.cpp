@@ -525,8 +525,8 @@ void BM_baseline_write_fdatasync_savers(benchmark::State& state) {
 }
 
 /// The savers' floor: the same groups, grouped by the bare handshake of group commit, with none
-/// of the storage's work (see outbox_bench::group_commit_floor). Its 8/1 ratio is what this
-/// machine allows any storage that groups this way; the storage's 8-thread row over this one's
+/// of the storage's work (see outbox_bench::group_commit_floor). Its 8/1 ratio is about what
+/// this machine allows a storage that groups this way; the storage's 8-thread row over this one's
 /// is how much of it the storage keeps.
 void BM_baseline_group_commit_savers(benchmark::State& state) {
   if (!shared_floor || !shared_floor->ok()) {

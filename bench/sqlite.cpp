@@ -710,8 +710,8 @@ void BM_baseline_raw_sqlite_concurrent_insert(benchmark::State& state) {
 /// The floor of any storage grouping per-call durable saves with this handshake on this
 /// machine: one event's bytes of the compact file log per call, written over a zeroed MiB and
 /// synced by the caller that leads, and no other work (see outbox_bench::group_commit_floor).
-/// Its 8/1 ratio bounds the storage's here; the storage's 8-thread row over this one's is the
-/// share of the floor it keeps.
+/// Its 8/1 ratio is about what a storage grouping this way can reach here; the storage's
+/// 8-thread row over this one's is the share of the floor it keeps.
 void BM_baseline_group_commit_floor(benchmark::State& state) {
   if (!shared_floor || !shared_floor->ok()) {
     state.SkipWithError("setup: could not open the floor's file");

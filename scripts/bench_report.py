@@ -96,7 +96,7 @@ def pick(rows, name: str, *parts: str):
 
 # The issues' performance targets: (storage, target text, how to compute, test of the value).
 # Each computes a ratio from two rows of the same run. A row with no test is context for the
-# targets above it: the floor of group commit, what this machine allows any storage.
+# targets above it: the floor of group commit, about what this machine allows a storage.
 TARGETS = [
     ("SQLite", "durable enqueue at batch 100, outbox / raw SQLite", ">= 0.85",
      lambda r: ratio(pick(r, "BM_sqlite_storage_enqueue", "batch:100"), pick(r, "BM_baseline_raw_sqlite_insert", "batch:100")),
@@ -112,7 +112,7 @@ TARGETS = [
      lambda r: ratio(pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:1000", "threads:8"),
                      pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:1000", "threads:1")),
      lambda v: v >= 5),
-    ("SQLite", "context: the bare group-commit handshake's own 8 / 1, this machine's disk", "(a ceiling)",
+    ("SQLite", "context: the bare group-commit handshake's own 8 / 1, this machine's disk", "(context)",
      lambda r: ratio(pick(r, "BM_baseline_group_commit_floor", "device_sync_us:0", "threads:8"),
                      pick(r, "BM_baseline_group_commit_floor", "device_sync_us:0", "threads:1")),
      None),
@@ -130,7 +130,7 @@ TARGETS = [
      lambda r: ratio(pick(r, "BM_file_storage_savers", "device_sync_us:1000", "threads:8"),
                      pick(r, "BM_file_storage_savers", "device_sync_us:1000", "threads:1")),
      lambda v: v >= 5),
-    ("file", "context: the bare group-commit handshake's own 8 / 1, this VM's syncs", "(a ceiling)",
+    ("file", "context: the bare group-commit handshake's own 8 / 1, this VM's syncs", "(context)",
      lambda r: ratio(pick(r, "BM_baseline_group_commit_savers", "device_sync_us:0", "threads:8"),
                      pick(r, "BM_baseline_group_commit_savers", "device_sync_us:0", "threads:1")),
      None),
