@@ -3935,8 +3935,11 @@ struct file_recovery {
 
 namespace detail::file {
 
+/// An OS failure as a typed error naming the file. No space (ENOSPC), a quota (EDQUOT) and a file
+/// size limit (EFBIG: RLIMIT_FSIZE, or the file system's largest file) are all disk_full: the
+/// write did not fit, and room must be made before writing again.
 inline outbox::error os_error(std::string_view what, const std::filesystem::path& path, int err = errno) {
-  const errc code = err == ENOSPC || err == EDQUOT ? errc::disk_full : errc::io_error;
+  const errc code = err == ENOSPC || err == EDQUOT || err == EFBIG ? errc::disk_full : errc::io_error;
   return outbox::error(code, std::string(what) + " " + path.string() + ": " + std::strerror(err));
 }
 

@@ -4,7 +4,10 @@
 #include <outbox/storage/file.hpp>
 #include <outbox/testing/storage_conformance.hpp>
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <fstream>
@@ -25,6 +28,43 @@ struct file_storage_factory {
   using storage_type = temp_file_storage;
   temp_file_storage make() { return temp_file_storage(); }
 };
+
+/// Lowers this process's file size limit (RLIMIT_FSIZE) while it lives: the kernel then writes
+/// up to the limit and refuses the rest with EFBIG, a real write failure on a real file. SIGXFSZ,
+/// which would kill the process, is ignored meanwhile.
+class file_size_limit {
+ public:
+  explicit file_size_limit(std::uint64_t bytes) {
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved_) == 0);
+    REQUIRE((saved_.rlim_max == RLIM_INFINITY || saved_.rlim_max >= bytes));
+    handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = static_cast<rlim_t>(bytes);
+    set_ = ::setrlimit(RLIMIT_FSIZE, &lowered) == 0;
+    if (!set_) std::signal(SIGXFSZ, handler_);
+    REQUIRE(set_);
+  }
+  file_size_limit(const file_size_limit&) = delete;
+  file_size_limit& operator=(const file_size_limit&) = delete;
+  ~file_size_limit() {
+    if (!set_) return;
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, handler_);
+  }
+
+ private:
+  rlimit saved_{};
+  void (*handler_)(int) = SIG_DFL;
+  bool set_ = false;
+};
+
+std::filesystem::path only_segment(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> logs;
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.path().extension() == ".log") logs.push_back(entry.path());
+  REQUIRE(logs.size() == 1);
+  return logs.front();
+}
 }  // namespace
 
 OUTBOX_STORAGE_CONFORMANCE_TESTS(file_storage_factory)
@@ -429,4 +469,59 @@ TEST_CASE("preallocate_bytes = 0, or no syncs at all: the files are exactly the 
     CHECK(s.disk_usage().preallocated_bytes == 0);
     CHECK(bytes_in(segment_files(dir)) == s.disk_usage().total_bytes);
   }
+}
+
+TEST_CASE("a write the file system refuses is disk_full; nothing acknowledged is lost, the refused group is cut",
+          "[storage][file][fault]") {
+  const auto dir = temp_path("outbox-file-full");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  outbox::file_options o;   // durable, as shipped
+  o.preallocate_bytes = 0;  // every group grows the file, so the size limit stops the next one
+  std::vector<outbox::event_id> acknowledged;
+  outbox::event_id refused_id;
+  std::filesystem::path segment;
+  std::uint64_t logged = 0;
+  std::uint64_t last_seq = 0;
+  {
+    outbox::file_storage s(dir, o);
+    for (int i = 0; i < 20; ++i) {
+      std::vector<outbox::event> one = {f.make("alice", "key-" + std::to_string(i % 3))};
+      REQUIRE(s.append(std::span<outbox::event>(one)).has_value());
+      acknowledged.push_back(one[0].id);
+      last_seq = one[0].seq;
+    }
+    segment = only_segment(dir);
+    logged = std::filesystem::file_size(segment);
+    {
+      const file_size_limit limit(logged + 100);  // room for 100 bytes of the next group only
+      std::vector<outbox::event> one = {f.make("alice", "key-refused")};
+      refused_id = one[0].id;
+      auto refused = s.append(std::span<outbox::event>(one));
+      REQUIRE_FALSE(refused.has_value());
+      CHECK(refused.error() == errc::disk_full);
+      CHECK_THAT(refused.error().what(), Catch::Contains(segment.filename().string()));
+    }
+    CHECK(std::filesystem::file_size(segment) == logged + 100);  // the part that fitted
+    // Memory already holds the refused group, the log does not: the storage refuses everything,
+    // reads included, until it is reopened from the log.
+    std::vector<outbox::event> later = {f.make("alice", "key-later")};
+    auto after = s.append(std::span<outbox::event>(later));
+    REQUIRE_FALSE(after.has_value());
+    CHECK(after.error() == errc::disk_full);
+    CHECK_THAT(after.error().what(), Catch::Contains("reopen"));
+    auto found = s.find(acknowledged.front());
+    REQUIRE_FALSE(found.has_value());
+    CHECK(found.error() == errc::disk_full);
+  }
+  outbox::file_storage s(dir, o);
+  CHECK(s.recovery().torn_bytes_truncated > 0);
+  CHECK(s.recovery().torn_bytes_truncated <= 100);
+  CHECK(s.recovery().torn_file == segment.string());
+  CHECK(std::filesystem::file_size(segment) == logged);
+  for (const auto& id : acknowledged) CHECK(s.find(id).value().has_value());
+  CHECK_FALSE(s.find(refused_id).value().has_value());
+  std::vector<outbox::event> more = {f.make("alice", "key-after")};
+  REQUIRE(s.append(std::span<outbox::event>(more)).has_value());
+  CHECK(more[0].seq == last_seq + 1);  // the refused event's seq is free again: it never reached the log
 }
