@@ -250,3 +250,69 @@ TEST_CASE("a locked database is a busy error that loses nothing", "[storage][sql
   CHECK_FALSE(s.find(second[0].id).value().has_value());
   REQUIRE(s.append(std::span<outbox::event>(second)).has_value());
 }
+
+TEST_CASE("a full database is a disk_full error that loses nothing, and the storage goes on once there is room",
+          "[storage][sqlite][fault]") {
+  const auto file = temp_path("outbox-full.db");
+  temp_file_owner cleanup(file);
+  sqlite3* app = nullptr;
+  REQUIRE(sqlite3_open(file.c_str(), &app) == SQLITE_OK);
+  auto pragma = [&](const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    REQUIRE(sqlite3_prepare_v2(app, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+    const auto value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return value;
+  };
+  outbox::testing::storage_fixture f;
+  auto one_event = [&](int i) {
+    std::vector<outbox::event> one = {f.make("alice", "key-" + std::to_string(i % 7))};
+    one[0].payload = std::string(3000, static_cast<char>('a' + i % 26));
+    return one;
+  };
+  std::vector<outbox::event_id> acknowledged;
+  outbox::event_id refused_id;
+  {
+    auto s = outbox::sqlite_storage::adopt(app).value();
+    for (int i = 0; i < 20; ++i) {
+      auto one = one_event(i);
+      REQUIRE(s.append(std::span<outbox::event>(one)).has_value());
+      acknowledged.push_back(one[0].id);
+    }
+    // The file may not grow past the pages it has: SQLite then fails a write with SQLITE_FULL,
+    // as on a full disk.
+    const auto pages = pragma("PRAGMA page_count");
+    REQUIRE(pragma("PRAGMA max_page_count = " + std::to_string(pages)) == pages);
+    bool refused = false;
+    for (int i = 20; i < 1000 && !refused; ++i) {
+      auto one = one_event(i);
+      auto appended = s.append(std::span<outbox::event>(one));
+      if (appended) {
+        acknowledged.push_back(one[0].id);  // it still fitted in free pages
+        continue;
+      }
+      refused = true;
+      refused_id = one[0].id;
+      CHECK(appended.error() == errc::disk_full);
+    }
+    REQUIRE(refused);
+    // Reads go on; what was acknowledged is there, the refused event is not.
+    for (const auto& id : acknowledged) CHECK(s.find(id).value().has_value());
+    CHECK_FALSE(s.find(refused_id).value().has_value());
+    // A claim on the full file either fits in the pages it has or says so.
+    std::vector<outbox::event> claimed;
+    if (auto c = s.claim(f.claim_at("alice", f.t0, 100, std::chrono::seconds(60)), claimed); !c)
+      CHECK(c.error() == errc::disk_full);
+
+    // Room again: writes go on, no reopening needed.
+    pragma("PRAGMA max_page_count = 1073741823");
+    auto after = one_event(1000);
+    REQUIRE(s.append(std::span<outbox::event>(after)).has_value());
+    acknowledged.push_back(after[0].id);
+  }
+  REQUIRE(sqlite3_close(app) == SQLITE_OK);
+  auto reopened = outbox::sqlite_storage::open(file.string()).value();
+  for (const auto& id : acknowledged) CHECK(reopened.find(id).value().has_value());
+  CHECK_FALSE(reopened.find(refused_id).value().has_value());
+}
