@@ -31,6 +31,20 @@ void raw_exec(const std::filesystem::path& file, const std::string& sql) {
   sqlite3_close(db);
   REQUIRE(rc == SQLITE_OK);
 }
+
+/// The first column of the first row of `sql`, on a raw connection of the test's own.
+std::int64_t raw_int(const std::filesystem::path& file, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK);
+  const int rc = sqlite3_step(stmt);
+  const std::int64_t value = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_ROW);
+  return value;
+}
 }  // namespace
 
 OUTBOX_STORAGE_CONFORMANCE_TESTS(sqlite_storage_factory)
@@ -315,4 +329,39 @@ TEST_CASE("a full database is a disk_full error that loses nothing, and the stor
   auto reopened = outbox::sqlite_storage::open(file.string()).value();
   for (const auto& id : acknowledged) CHECK(reopened.find(id).value().has_value());
   CHECK_FALSE(reopened.find(refused_id).value().has_value());
+}
+
+TEST_CASE("a database damaged inside a table is a corrupt_data error, not a crash", "[storage][sqlite][fault]") {
+  const auto file = temp_path("outbox-damaged.db");
+  temp_file_owner cleanup(file);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> batch = {f.make("alice", "a"), f.make("alice", "b")};
+  {
+    outbox::sqlite_storage s(file.string());
+    REQUIRE(s.append(std::span<outbox::event>(batch)).has_value());
+  }  // the last connection to close checkpoints the WAL into the file
+  // Two events fit in one page: the events table's root is its only leaf. Give that page a
+  // b-tree type that does not exist (valid: 0x02, 0x05, 0x0a, 0x0d).
+  const auto root = raw_int(file, "SELECT rootpage FROM sqlite_master WHERE name = 'outbox_events'");
+  const auto page_size = raw_int(file, "PRAGMA page_size");
+  REQUIRE(root > 1);
+  {
+    std::fstream db(file, std::ios::in | std::ios::out | std::ios::binary);
+    db.seekp(static_cast<std::streamoff>((root - 1) * page_size));
+    db.put('\x42');
+    REQUIRE(db.good());
+  }
+  auto opened = outbox::sqlite_storage::open(file.string());
+  if (!opened) {  // opening may already read the table
+    CHECK(opened.error() == errc::corrupt_data);
+    return;
+  }
+  auto found = opened->find(batch[0].id);
+  REQUIRE_FALSE(found.has_value());
+  CHECK(found.error() == errc::corrupt_data);
+  std::vector<outbox::event> claimed;
+  auto claim = opened->claim(f.claim_at("alice", f.t0), claimed);
+  REQUIRE_FALSE(claim.has_value());
+  CHECK(claim.error() == errc::corrupt_data);
+  CHECK(claimed.empty());
 }
