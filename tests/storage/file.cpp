@@ -7,9 +7,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
-#include <csignal>
-
 #include <algorithm>
+#include <csignal>
 #include <fstream>
 #include <optional>
 #include <thread>
