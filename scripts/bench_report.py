@@ -94,6 +94,12 @@ def pick(rows, name: str, *parts: str):
     return None
 
 
+def eight_over_one(name: str, device_sync_us: int):
+    """The savers' ratio: events/s of `name` with 8 threads over 1, at one device delay."""
+    device = f"device_sync_us:{device_sync_us}"
+    return lambda r: ratio(pick(r, name, device, "threads:8"), pick(r, name, device, "threads:1"))
+
+
 # The issues' performance targets: (storage, target text, how to compute, test of the value).
 # Each computes a ratio from two rows of the same run. A row with no test is context for the
 # targets above it: the floor of group commit, about what this machine allows a storage.
@@ -105,16 +111,13 @@ TARGETS = [
      lambda r: ratio(pick(r, "BM_sqlite_storage_drain", "events:10000"), pick(r, "BM_sqlite_storage_drain", "events:100000")),
      lambda v: v <= 1.2),
     ("SQLite", "8 savers / 1 saver, this machine's disk", ">= 5",
-     lambda r: ratio(pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:0", "threads:8"),
-                     pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:0", "threads:1")),
+     eight_over_one("BM_sqlite_storage_concurrent_enqueue", 0),
      lambda v: v >= 5),
     ("SQLite", "8 savers / 1 saver, syncs of a 1 ms device", ">= 5",
-     lambda r: ratio(pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:1000", "threads:8"),
-                     pick(r, "BM_sqlite_storage_concurrent_enqueue", "device_sync_us:1000", "threads:1")),
+     eight_over_one("BM_sqlite_storage_concurrent_enqueue", 1000),
      lambda v: v >= 5),
     ("SQLite", "context: the bare group-commit handshake's own 8 / 1, this machine's disk", "(context)",
-     lambda r: ratio(pick(r, "BM_baseline_group_commit_floor", "device_sync_us:0", "threads:8"),
-                     pick(r, "BM_baseline_group_commit_floor", "device_sync_us:0", "threads:1")),
+     eight_over_one("BM_baseline_group_commit_floor", 0),
      None),
     ("file", "durable enqueue at batch 100, outbox / write+fdatasync", ">= 0.8",
      lambda r: ratio(pick(r, "BM_file_storage_enqueue", "batch:100"), pick(r, "BM_baseline_write_fdatasync", "batch:100")),
@@ -123,16 +126,13 @@ TARGETS = [
      lambda r: ratio(pick(r, "BM_file_storage_drain", "events:10000"), pick(r, "BM_file_storage_drain", "events:100000")),
      lambda v: v <= 1.2),
     ("file", "8 savers / 1 saver, this VM's syncs", ">= 5",
-     lambda r: ratio(pick(r, "BM_file_storage_savers", "device_sync_us:0", "threads:8"),
-                     pick(r, "BM_file_storage_savers", "device_sync_us:0", "threads:1")),
+     eight_over_one("BM_file_storage_savers", 0),
      lambda v: v >= 5),
     ("file", "8 savers / 1 saver, syncs of a 1 ms device", ">= 5",
-     lambda r: ratio(pick(r, "BM_file_storage_savers", "device_sync_us:1000", "threads:8"),
-                     pick(r, "BM_file_storage_savers", "device_sync_us:1000", "threads:1")),
+     eight_over_one("BM_file_storage_savers", 1000),
      lambda v: v >= 5),
     ("file", "context: the bare group-commit handshake's own 8 / 1, this VM's syncs", "(context)",
-     lambda r: ratio(pick(r, "BM_baseline_group_commit_savers", "device_sync_us:0", "threads:8"),
-                     pick(r, "BM_baseline_group_commit_savers", "device_sync_us:0", "threads:1")),
+     eight_over_one("BM_baseline_group_commit_savers", 0),
      None),
 ]
 
