@@ -65,11 +65,11 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "outbox/detail/log_format.hpp"
+#include "outbox/detail/seq_sizes.hpp"
 #include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
@@ -389,7 +389,7 @@ class file_storage {
     bool flusher_stop = false;
 
     // Space accounting for compaction: the size of the latest record of each live item.
-    std::unordered_map<std::uint64_t, std::uint32_t> event_bytes;
+    detail::seq_sizes event_bytes;
     std::map<std::pair<std::string, std::string>, std::uint32_t> entity_bytes;
     std::uint64_t total_bytes = 0;
     std::uint64_t live_bytes = 0;
@@ -587,17 +587,10 @@ class file_storage {
       return static_cast<std::uint32_t>(detail::log::entity_record_size(r));
     }
     void account_event(std::uint64_t seq, std::uint32_t bytes) {
-      auto [it, fresh] = event_bytes.try_emplace(seq, bytes);
-      if (!fresh) live_bytes -= it->second;
-      it->second = bytes;
+      live_bytes -= event_bytes.set(seq, bytes);
       live_bytes += bytes;
     }
-    void forget_event(std::uint64_t seq) {
-      auto it = event_bytes.find(seq);
-      if (it == event_bytes.end()) return;
-      live_bytes -= it->second;
-      event_bytes.erase(it);
-    }
+    void forget_event(std::uint64_t seq) { live_bytes -= event_bytes.erase(seq); }
     void account_entity(const std::pair<std::string, std::string>& key, std::uint32_t bytes) {
       auto [it, fresh] = entity_bytes.try_emplace(key, bytes);
       if (!fresh) live_bytes -= it->second;
