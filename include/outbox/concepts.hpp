@@ -60,7 +60,10 @@ concept transport = requires(T& t, std::span<const event> batch, std::span<deliv
 
 // ---- storage, narrow to broad --------------------------------------------------------------
 
-/// Appends new events atomically: all of them or none. Assigns `seq` in place.
+/// Appends new events atomically: all of them or none. Assigns `seq` in place. The events are
+/// the storage's to consume: an append refused for its input (`errc::invalid_argument`) leaves
+/// them as they were; after any other outcome their string members may have been moved from,
+/// while ids, seqs and the scalar members keep their values.
 template <class S>
 concept event_appender = requires(S& s, std::span<event> events) {
   { s.append(events) } -> std::same_as<result<void>>;

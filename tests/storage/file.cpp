@@ -78,7 +78,7 @@ TEST_CASE("the whole state survives closing and reopening the directory", "[stor
   std::vector<outbox::event> claimed;
   {
     outbox::file_storage s(dir);
-    REQUIRE(s.append(std::span<outbox::event>(batch)).has_value());
+    REQUIRE(outbox::testing::append_keeping(s, batch).has_value());
     REQUIRE(s.claim(f.claim_at("alice", f.t0, 10, 60s), claimed).value() == 2);
     std::vector<outbox::outcome> outcomes = {outbox::testing::storage_fixture::complete(claimed[0], f.t0, "srv-1"),
                                              outbox::testing::storage_fixture::fail(claimed[1], f.t0, f.t0 + 30s)};
@@ -107,7 +107,7 @@ TEST_CASE("the whole state survives closing and reopening the directory", "[stor
   std::vector<outbox::event> again;
   CHECK(s.claim(f.claim_at("alice", f.t0 + 30s), again).value() == 1);
   std::vector<outbox::event> more = {f.make("alice", "d")};
-  REQUIRE(s.append(std::span<outbox::event>(more)).has_value());
+  REQUIRE(outbox::testing::append_keeping(s, more).has_value());
   CHECK(more[0].seq > batch[2].seq);
 }
 
@@ -123,7 +123,7 @@ TEST_CASE("files are readable and writable by the owner only", "[storage][file]"
   temp_file_storage s;
   outbox::testing::storage_fixture f;
   std::vector<outbox::event> batch = {f.make("alice", "a")};
-  REQUIRE(s.append(std::span<outbox::event>(batch)).has_value());
+  REQUIRE(outbox::testing::append_keeping(s, batch).has_value());
   struct stat st {};
   REQUIRE(::stat(s.directory().c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0700);
@@ -149,7 +149,7 @@ TEST_CASE("disk use stays bounded under steady churn", "[storage][file][compacti
     for (int round = 0; round < 200; ++round) {
       std::vector<outbox::event> batch;
       for (int i = 0; i < 20; ++i) batch.push_back(f.make("alice", "k" + std::to_string(i)));
-      REQUIRE(s.append(std::span<outbox::event>(batch)).has_value());
+      REQUIRE(outbox::testing::append_keeping(s, batch).has_value());
       std::vector<outbox::event> claimed;
       REQUIRE(s.claim(f.claim_at("alice", now, 100), claimed).value() == 20);
       std::vector<outbox::outcome> done;
@@ -176,7 +176,7 @@ TEST_CASE("compaction keeps the state across a reopen; leftovers of a crashed co
   std::vector<outbox::event> batch = {f.make("alice", "a"), f.make("alice", "b")};
   {
     outbox::file_storage s(dir);
-    REQUIRE(s.append(std::span<outbox::event>(batch)).has_value());
+    REQUIRE(outbox::testing::append_keeping(s, batch).has_value());
     std::vector<outbox::event> claimed;
     REQUIRE(s.claim(f.claim_at("alice", f.t0, 1), claimed).value() == 1);
     std::vector<outbox::outcome> done = {outbox::testing::storage_fixture::complete(claimed[0], f.t0, "r1")};
@@ -263,8 +263,8 @@ TEST_CASE("a large append is durable, indexed and replayed exactly as a small on
   {
     outbox::file_options durable;
     outbox::file_storage s(dir, durable);
-    REQUIRE(s.append(std::span<outbox::event>(small)).has_value());
-    REQUIRE(s.append(std::span<outbox::event>(big)).has_value());
+    REQUIRE(outbox::testing::append_keeping(s, small).has_value());
+    REQUIRE(outbox::testing::append_keeping(s, big).has_value());
     // The caller's events got their seqs, in order after the small append's.
     for (std::size_t i = 0; i < big.size(); ++i) CHECK(big[i].seq == small.back().seq + 1 + i);
     // Readable at once, and claimable in append order.
@@ -284,7 +284,7 @@ TEST_CASE("a large append is durable, indexed and replayed exactly as a small on
   CHECK(claimed_back.status == status::processing);
   // Sequence numbers continue after the replayed ones.
   auto more = many(f, "alice", outbox::file_storage::overlap_min_events, "m");
-  REQUIRE(s.append(std::span<outbox::event>(more)).has_value());
+  REQUIRE(outbox::testing::append_keeping(s, more).has_value());
   CHECK(more.front().seq == big.back().seq + 1);
 }
 
@@ -297,13 +297,13 @@ TEST_CASE("a large append that is refused logs nothing and changes nothing", "[s
   {
     outbox::file_storage s(dir);
     const auto usage = s.disk_usage();
-    const auto refused = s.append(std::span<outbox::event>(big));
+    const auto refused = outbox::testing::append_keeping(s, big);
     REQUIRE_FALSE(refused.has_value());
     CHECK(refused.error().code == errc::invalid_argument);
     CHECK(s.disk_usage().writes == usage.writes);
     CHECK_FALSE(s.find(big[1].id).value().has_value());
     big.back() = f.make("alice", "other");
-    REQUIRE(s.append(std::span<outbox::event>(big)).has_value());
+    REQUIRE(outbox::testing::append_keeping(s, big).has_value());
     CHECK(big.front().seq == 1);
   }
   outbox::file_storage s(dir);
@@ -357,7 +357,7 @@ TEST_CASE("the active segment runs ahead in zeros; a kill leaves them, a reopen 
   std::optional<outbox::file_storage> s(std::in_place, dir, options);
   for (int round = 0; round < 20; ++round) {
     auto batch = many(f, "alice", 3, "r" + std::to_string(round));
-    REQUIRE(s->append(std::span<outbox::event>(batch)).has_value());
+    REQUIRE(outbox::testing::append_keeping(*s, batch).has_value());
     all.insert(all.end(), batch.begin(), batch.end());
   }
   const auto usage = s->disk_usage();
@@ -378,7 +378,7 @@ TEST_CASE("the active segment runs ahead in zeros; a kill leaves them, a reopen 
     CHECK(reopened->disk_usage().preallocated_bytes == usage.preallocated_bytes);  // kept, not cut
     // It appends where the log ended, into the zeros.
     auto more = many(f, "alice", 2, "after");
-    REQUIRE(reopened->append(std::span<outbox::event>(more)).has_value());
+    REQUIRE(outbox::testing::append_keeping(*reopened, more).has_value());
     CHECK(fs::file_size(segment_files(killed.path)[0]) == fs::file_size(files[0]));
     reopened.reset();
     outbox::file_storage again(killed.path, options);
@@ -402,7 +402,7 @@ TEST_CASE("a torn group in the zeros is cut with them, and only its own bytes ar
   outbox::testing::storage_fixture f;
   auto events = many(f, "alice", 5, "k");
   outbox::file_storage s(dir);
-  REQUIRE(s.append(std::span<outbox::event>(events)).has_value());
+  REQUIRE(outbox::testing::append_keeping(s, events).has_value());
   const auto log_end = s.disk_usage().total_bytes;
   REQUIRE(s.disk_usage().preallocated_bytes > 0);
   const auto killed = copy_as_killed(dir, "outbox-file-prealloc-torn-killed");
@@ -434,7 +434,7 @@ TEST_CASE("only the last segment ends in zeros: a full one is cut back before th
   outbox::file_storage s(dir, options);
   while (segment_files(dir).size() < 4) {
     auto batch = many(f, "alice", 4, "n" + std::to_string(all.size()));
-    REQUIRE(s.append(std::span<outbox::event>(batch)).has_value());
+    REQUIRE(outbox::testing::append_keeping(s, batch).has_value());
     all.insert(all.end(), batch.begin(), batch.end());
   }
   const auto files = segment_files(dir);
@@ -464,7 +464,7 @@ TEST_CASE("preallocate_bytes = 0, or no syncs at all: the files are exactly the 
     else options.preallocate_bytes = 0;
     outbox::file_storage s(dir, options);
     auto events = many(f, "alice", 40, "k");
-    REQUIRE(s.append(std::span<outbox::event>(events)).has_value());
+    REQUIRE(outbox::testing::append_keeping(s, events).has_value());
     CHECK(s.disk_usage().preallocated_bytes == 0);
     CHECK(bytes_in(segment_files(dir)) == s.disk_usage().total_bytes);
   }
@@ -486,7 +486,7 @@ TEST_CASE("a write the file system refuses is disk_full; nothing acknowledged is
     outbox::file_storage s(dir, o);
     for (int i = 0; i < 20; ++i) {
       std::vector<outbox::event> one = {f.make("alice", "key-" + std::to_string(i % 3))};
-      REQUIRE(s.append(std::span<outbox::event>(one)).has_value());
+      REQUIRE(outbox::testing::append_keeping(s, one).has_value());
       acknowledged.push_back(one[0].id);
       last_seq = one[0].seq;
     }
@@ -496,7 +496,7 @@ TEST_CASE("a write the file system refuses is disk_full; nothing acknowledged is
       const file_size_limit limit(logged + 100);  // room for 100 bytes of the next group only
       std::vector<outbox::event> one = {f.make("alice", "key-refused")};
       refused_id = one[0].id;
-      auto refused = s.append(std::span<outbox::event>(one));
+      auto refused = outbox::testing::append_keeping(s, one);
       REQUIRE_FALSE(refused.has_value());
       CHECK(refused.error() == errc::disk_full);
       CHECK_THAT(refused.error().what(), Catch::Contains(segment.filename().string()));
@@ -505,7 +505,7 @@ TEST_CASE("a write the file system refuses is disk_full; nothing acknowledged is
     // Memory already holds the refused group, the log does not: the storage refuses everything,
     // reads included, until it is reopened from the log.
     std::vector<outbox::event> later = {f.make("alice", "key-later")};
-    auto after = s.append(std::span<outbox::event>(later));
+    auto after = outbox::testing::append_keeping(s, later);
     REQUIRE_FALSE(after.has_value());
     CHECK(after.error() == errc::disk_full);
     CHECK_THAT(after.error().what(), Catch::Contains("reopen"));
@@ -521,6 +521,6 @@ TEST_CASE("a write the file system refuses is disk_full; nothing acknowledged is
   for (const auto& id : acknowledged) CHECK(s.find(id).value().has_value());
   CHECK_FALSE(s.find(refused_id).value().has_value());
   std::vector<outbox::event> more = {f.make("alice", "key-after")};
-  REQUIRE(s.append(std::span<outbox::event>(more)).has_value());
+  REQUIRE(outbox::testing::append_keeping(s, more).has_value());
   CHECK(more[0].seq == last_seq + 1);  // the refused event's seq is free again: it never reached the log
 }

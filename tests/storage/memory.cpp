@@ -16,7 +16,7 @@ TEST_CASE("a moved memory storage keeps its events", "[storage][memory]") {
   outbox::testing::storage_fixture f;
   outbox::memory_storage first;
   std::vector<outbox::event> batch = {f.make("alice", "k")};
-  REQUIRE(first.append(std::span<outbox::event>(batch)).has_value());
+  REQUIRE(outbox::testing::append_keeping(first, batch).has_value());
   outbox::memory_storage second = std::move(first);
   auto found = second.find(batch[0].id);
   REQUIRE(found.has_value());

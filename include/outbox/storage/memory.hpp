@@ -145,19 +145,20 @@ class memory_state {
     return {};
   }
   /// ...and the append itself, after a successful check with no change in between. The events
-  /// get seqs next_seq(), next_seq() + 1, ... in order, and lease 0, as with `append`.
+  /// get seqs next_seq(), next_seq() + 1, ... in order, and lease 0, as with `append`, and are
+  /// moved into the index: the caller keeps their ids, seqs and scalar members, not their strings.
   void append_checked(std::span<event> events) {
     // A batch mostly has one user, and often runs of one ordering key: look each up once per run.
     user_state* user = nullptr;
     line* l = nullptr;
-    for (std::size_t i = 0; i < events.size(); ++i) {
-      const event& e = events[i];
-      if (i == 0 || e.user_id != events[i - 1].user_id) {
+    const event* last = nullptr;  // the previous event, as stored (its original is moved from)
+    for (event& e : events) {
+      if (last == nullptr || e.user_id != last->user_id) {
         user = &user_of(e);
         l = nullptr;
       }
-      if (l == nullptr || e.ordering_key != events[i - 1].ordering_key) l = &user->lines[e.ordering_key];
-      insert_event(events[i], *user, *l);  // never erases a line: `l` stays valid
+      if (l == nullptr || e.ordering_key != last->ordering_key) l = &user->lines[e.ordering_key];
+      last = &insert_event(e, *user, *l);  // never erases a line: `l` stays valid
     }
   }
 
@@ -489,19 +490,20 @@ class memory_state {
 
   /// Sequence numbers only grow, so every index takes the new event at its end: the hints
   /// make those inserts O(1) instead of a walk down trees that no longer fit in cache.
-  /// `user` and `l` are the event's user and line.
-  void insert_event(event& e, user_state& user, line& l) {
+  /// `user` and `l` are the event's user and line. Moves `e` in; returns it as stored.
+  const event& insert_event(event& e, user_state& user, line& l) {
     e.seq = next_seq_++;
     e.lease = 0;
-    auto it = events_.emplace_hint(events_.end(), e.seq, e);
-    by_id_.insert_or_assign(e.id, e.seq);
+    const event& stored = events_.emplace_hint(events_.end(), e.seq, std::move(e))->second;
+    by_id_.insert_or_assign(stored.id, stored.seq);
     auto& pending = user.by_status[index(status::pending)];
-    pending.insert(pending.end(), e.seq);
+    pending.insert(pending.end(), stored.seq);
     const bool new_head = l.members.empty();
-    l.members.insert(e.seq);
+    l.members.insert(stored.seq);
     // Behind an existing head the new event changes nothing about where the line is queued.
-    if (new_head) refresh(user, it->second.ordering_key, l);
-    note(e.seq);
+    if (new_head) refresh(user, stored.ordering_key, l);
+    note(stored.seq);
+    return stored;
   }
 
   /// Deletes a pending event that no transport has seen.

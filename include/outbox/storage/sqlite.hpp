@@ -51,6 +51,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -412,12 +413,18 @@ class sqlite_storage {
   // ---- outbox::storage -----------------------------------------------------------------------
 
   result<void> append(std::span<event> events) {
-    return s_->write([&]() -> result<void> {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> before;  // seq and lease, restored if refused
+    before.reserve(events.size());
+    for (const event& e : events) before.emplace_back(e.seq, e.lease);
+    auto done = s_->write([&]() -> result<void> {
       for (event& e : events) {
-        if (auto done = s_->insert_event(e); !done) return done;
+        if (auto inserted = s_->insert_event(e); !inserted) return inserted;
       }
       return {};
     });
+    if (!done)
+      for (std::size_t i = 0; i < events.size(); ++i) std::tie(events[i].seq, events[i].lease) = before[i];
+    return done;
   }
 
   result<std::size_t> claim(const claim_request& request, std::vector<event>& out) {

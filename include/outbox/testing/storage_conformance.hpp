@@ -165,11 +165,26 @@ class storage_fixture {
   int made_ = 0;
 };
 
+/// Appends copies of `events` and, if that succeeds, copies the seqs (and leases) the storage
+/// gave them back: a storage may move from what it appends, and a test compares the stored
+/// events with the ones it made.
+template <class Storage>
+result<void> append_keeping(Storage& s, std::vector<event>& events) {
+  std::vector<event> copies = events;
+  auto appended = s.append(std::span<event>(copies));
+  if (appended)
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      events[i].seq = copies[i].seq;
+      events[i].lease = copies[i].lease;
+    }
+  return appended;
+}
+
 namespace detail {
 
 template <class Storage>
 void append_all(Storage& s, std::vector<event>& events) {
-  auto appended = s.append(std::span<event>(events));
+  auto appended = append_keeping(s, events);
   REQUIRE(appended.has_value());
 }
 
@@ -265,6 +280,33 @@ void run_storage_conformance() {
     auto stats = s.stats(std::nullopt, t0);
     REQUIRE(stats.has_value());
     CHECK(stats->total() == 1);
+  }
+
+  SECTION("append leaves the caller its events' ids, seqs and scalars; a refused one leaves them whole") {
+    std::vector<event> refused = {f.make("alice", "k1", 2), f.make("alice", "k2")};
+    refused[1].id = refused[0].id;
+    const std::vector<event> before = refused;
+    REQUIRE_FALSE(s.append(std::span<event>(refused)).has_value());
+    for (std::size_t i = 0; i < refused.size(); ++i) {
+      CHECK(refused[i].payload == before[i].payload);
+      CHECK(refused[i].ordering_key == before[i].ordering_key);
+      CHECK(refused[i].user_id == before[i].user_id);
+      CHECK(refused[i].seq == 0);
+    }
+    // Accepted: the strings are the storage's now (it may have moved them), the rest is not.
+    std::vector<event> batch = {f.make("alice", "k1", 2), f.make("bob", "k2")};
+    const std::vector<event> made = batch;
+    REQUIRE(s.append(std::span<event>(batch)).has_value());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      CHECK(batch[i].id == made[i].id);
+      CHECK(batch[i].seq > 0);
+      CHECK(batch[i].priority == made[i].priority);
+      CHECK(batch[i].created_at == made[i].created_at);
+      const event stored = fetch(s, made[i].id);
+      CHECK(stored.seq == batch[i].seq);
+      CHECK(stored.payload == made[i].payload);
+      CHECK(stored.ordering_key == made[i].ordering_key);
+    }
   }
 
   SECTION("claim takes higher priority first, then append order, up to the limit") {
