@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -141,7 +142,7 @@ TEMPLATE_TEST_CASE("an outbox delivers everything with the runner and many produ
   CHECK(f.backend.duplicates() == 0);
 }
 
-// ---- the file storage's overlapped append: a flusher thread writes while the appender indexes --
+// ---- the file storage's overlapped append: an indexer thread indexes while the appender syncs ---
 
 TEST_CASE("large appends from several threads, claims and compactions between them, replay whole",
           "[concurrency][file][overlap]") {
@@ -208,4 +209,43 @@ TEST_CASE("large appends from several threads, claims and compactions between th
   for (const auto& per_thread : made)
     for (const auto& batch : per_thread)
       for (const auto& e : batch) REQUIRE(s.find(e.id).value().has_value());
+}
+
+TEST_CASE("a large append's ids are taken from its first moment: a racing duplicate loses, the log stays whole",
+          "[concurrency][file][overlap]") {
+  const auto dir = temp_path("outbox-file-overlap-race");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  constexpr int rounds = 40;
+  int single_won = 0;
+  {
+    outbox::file_storage s(dir);
+    for (int round = 0; round < rounds; ++round) {
+      auto batch = many(f, "alice", outbox::file_storage::overlap_min_events, "r" + std::to_string(round) + "-");
+      outbox::event rival = batch.back();  // the same id, on a key of its own
+      rival.entity_id = rival.ordering_key = "rival-" + std::to_string(round);
+      std::atomic<bool> big_done{false};
+      bool single_ok = false;
+      // Tries until one try wins or the batch is in: some tries land while the indexer still
+      // holds the batch, and must find its ids taken all the same.
+      std::thread racer([&] {
+        while (!big_done.load()) {
+          if (s.append(std::span<outbox::event>(&rival, 1))) {
+            single_ok = true;
+            return;
+          }
+        }
+      });
+      const bool big_ok = s.append(std::span<outbox::event>(batch)).has_value();
+      big_done = true;
+      racer.join();
+      REQUIRE(big_ok != single_ok);
+      single_won += single_ok ? 1 : 0;
+    }
+    CHECK(s.query({.limit = 10000}).value().size() ==
+          static_cast<std::size_t>(single_won) + static_cast<std::size_t>(rounds - single_won) * outbox::file_storage::overlap_min_events);
+  }
+  auto reopened = outbox::file_storage::open(dir);  // a log holding one id twice is refused
+  REQUIRE(reopened.has_value());
+  CHECK(reopened->recovery().notes.empty());
 }

@@ -88,7 +88,7 @@ TEST_CASE("file_storage: SIGKILL at random moments, during compaction too, loses
   }
 }
 
-// Large appends take another path (logged first, handed to the flusher thread, indexed while it
+// Large appends take another path (logged first, indexed by a helper thread while the appender
 // syncs), which the harness's small batches never reach. Here a child appends batches of 16-48
 // events from two threads while a third claims and completes them, and reports each batch on a
 // pipe once append returned; it is killed at a random moment, and the parent checks that every

@@ -251,7 +251,7 @@ TEST_CASE("records are written little-endian, sized as measured, and read back",
   CHECK(rows.size() == wire::entity_record_size(row));
 }
 
-// ---- large appends: logged first, indexed while the flusher syncs --------------------------------
+// ---- large appends: logged first, indexed by a helper thread while the appender syncs -----------
 
 TEST_CASE("a large append is durable, indexed and replayed exactly as a small one", "[storage][file][overlap]") {
   const auto dir = temp_path("outbox-file-overlap");
