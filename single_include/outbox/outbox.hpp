@@ -3818,7 +3818,7 @@ struct segment_scan {
   std::size_t group_start = header_size;
   std::size_t pos = header_size;
   bool first = true;
-  bool dropping = false;  // FIX: after a skip, up to the next commit: the rest of a damaged group
+  bool dropping = false;  // after a skip, up to the next commit: the rest of a damaged group
   while (pos < bytes.size()) {
     std::string_view body;
     auto end = frame_end(bytes, pos, &body);
@@ -4334,7 +4334,7 @@ class file_storage {
     std::uint64_t compactions = 0;
     std::uint64_t syncs = 0;
     std::uint64_t writes = 0;
-    bool unreadable_last = false;  // FIX
+    bool unreadable_last = false;  // the last segment's header was unreadable (salvage kept going)
 
     state(std::filesystem::path directory, file_options o) : dir(std::move(directory)), options(o) {}
     state(const state&) = delete;
@@ -4415,7 +4415,7 @@ class file_storage {
       std::random_device rd;
       memory.set_next_lease((static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL);
       if (segments.empty()) return start_segment(1, {});
-      if (unreadable_last) return start_segment(segments.back() + 1, {});  // FIX: never append after garbage
+      if (unreadable_last) return start_segment(segments.back() + 1, {});  // never append after garbage
       return open_active(log_end);
     }
 
@@ -4466,12 +4466,12 @@ class file_storage {
       } else if (!last && bytes.size() > scan.valid_end && !options.salvage) {
         return outbox::error(errc::corrupt_data, path.string() + ": incomplete group at offset " +
                                                      std::to_string(scan.valid_end) + " in a sealed segment");
-      } else if (!last && bytes.size() > scan.valid_end && !scan.bad_offset) {  // FIX: say what salvage dropped
+      } else if (!last && bytes.size() > scan.valid_end && !scan.bad_offset) {  // say what salvage dropped
         ++recovery.salvaged_skips;
         recovery.notes.push_back("salvaged " + path.string() + ": dropped an incomplete group at offset " +
                                  std::to_string(scan.valid_end) + " of a sealed segment");
       }
-      if (last && scan.bad_header && bytes.size() >= detail::log::header_size) unreadable_last = true;  // FIX
+      if (last && scan.bad_header && bytes.size() >= detail::log::header_size) unreadable_last = true;
       if (scan.bad_header && last && bytes.size() < detail::log::header_size) {
         // A segment whose creation was cut short: start it again.
         std::error_code ec;

@@ -430,7 +430,7 @@ struct segment_scan {
   std::size_t group_start = header_size;
   std::size_t pos = header_size;
   bool first = true;
-  bool dropping = false;  // FIX: after a skip, up to the next commit: the rest of a damaged group
+  bool dropping = false;  // after a skip, up to the next commit: the rest of a damaged group
   while (pos < bytes.size()) {
     std::string_view body;
     auto end = frame_end(bytes, pos, &body);
