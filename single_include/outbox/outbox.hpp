@@ -1229,7 +1229,10 @@ class Outbox {
 
  private:
   /// Fills a stored event from a producer's description; the storage assigns `seq`.
-  result<void> make_event(new_event e, timestamp now, event& out) {
+  /// Fills `out` from `e`: its strings are moved from an rvalue, copied once from an lvalue (a
+  /// batch the caller keeps), never copied and then moved.
+  template <class NewEvent>
+  result<void> make_event(NewEvent&& e, timestamp now, event& out) {
     if (e.type.empty()) return error(errc::invalid_argument, "event type must not be empty");
     if (e.payload.size() > options_.max_payload_bytes)
       return error(errc::payload_too_large, "payload of " + std::to_string(e.payload.size()) +
@@ -1239,17 +1242,18 @@ class Outbox {
     if (e.user_id.empty()) {
       std::lock_guard lock(session_mutex_);
       if (!user_) return error(errc::no_active_user, "event names no user and no session is active");
-      e.user_id = *user_;
+      out.user_id = *user_;
+    } else {
+      out.user_id = std::forward<NewEvent>(e).user_id;
     }
     out.id = ids_.next(now);
-    out.type = std::move(e.type);
-    out.entity_id = std::move(e.entity_id);
+    out.type = std::forward<NewEvent>(e).type;
+    out.entity_id = std::forward<NewEvent>(e).entity_id;
     // No key and no entity: the event is ordered against nothing, so it gets a line of its own.
-    out.ordering_key = !e.ordering_key.empty() ? std::move(e.ordering_key)
+    out.ordering_key = !e.ordering_key.empty() ? std::forward<NewEvent>(e).ordering_key
                        : !out.entity_id.empty() ? out.entity_id
                                                 : out.id.to_string();
-    out.user_id = std::move(e.user_id);
-    out.payload = std::move(e.payload);
+    out.payload = std::forward<NewEvent>(e).payload;
     out.priority = e.priority;
     out.status = status::pending;
     out.max_attempts = e.max_attempts > 0 ? e.max_attempts : options_.max_attempts;
@@ -1257,6 +1261,7 @@ class Outbox {
     out.updated_at = now;
     return {};
   }
+
 
   static options validate(const options& o) {
     if (o.batch_size == 0) detail::throw_invalid_argument("outbox::Outbox: options.batch_size must be at least 1");
