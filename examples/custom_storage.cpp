@@ -14,7 +14,7 @@ class counting_storage {
  public:
   explicit counting_storage(Inner inner = Inner()) : inner_(std::move(inner)) {}
 
-  // outbox::event_appender: store all of them or none; assign seq.
+  // outbox::event_appender: store all of them or none; assign seq. You may move from the events.
   outbox::result<void> append(std::span<outbox::event> events) {
     ++writes_;
     return inner_.append(events);
