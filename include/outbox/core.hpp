@@ -322,9 +322,8 @@ class Outbox {
   [[nodiscard]] const options& settings() const noexcept { return options_; }
 
  private:
-  /// Fills a stored event from a producer's description; the storage assigns `seq`.
-  /// Fills `out` from `e`: its strings are moved from an rvalue, copied once from an lvalue (a
-  /// batch the caller keeps), never copied and then moved.
+  /// Fills a stored event from a producer's description; the storage assigns `seq`. The strings
+  /// of `e` are moved from an rvalue and copied once from an lvalue (a batch the caller keeps).
   template <class NewEvent>
   result<void> make_event(NewEvent&& e, timestamp now, event& out) {
     if (e.type.empty()) return error(errc::invalid_argument, "event type must not be empty");
@@ -355,7 +354,6 @@ class Outbox {
     out.updated_at = now;
     return {};
   }
-
 
   static options validate(const options& o) {
     if (o.batch_size == 0) detail::throw_invalid_argument("outbox::Outbox: options.batch_size must be at least 1");
