@@ -133,21 +133,28 @@ class statement {
   statement& bind(int i, int v) { return bind(i, static_cast<std::int64_t>(v)); }
   statement& bind(int i, std::uint64_t v) { return bind(i, static_cast<std::int64_t>(v)); }
   statement& bind(int i, timestamp t) { return bind(i, to_micros(t)); }
+  /// Text and blobs are bound by reference (SQLITE_STATIC), not copied: the bytes must stay
+  /// alive and unchanged until the statement is reset, which also clears the bindings. Every
+  /// use binds, steps and resets within one scope, over strings that outlive it. (Copying cost
+  /// an allocation and a copy per bound string: about 6 % of an enqueue's instructions.)
   statement& bind(int i, std::string_view text) {
-    sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt_, i, text.data(), static_cast<int>(text.size()), SQLITE_STATIC);
     return *this;
   }
   statement& bind_blob(int i, std::string_view bytes) {
-    sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_STATIC);
     return *this;
   }
+  // A temporary string would be gone before the step: refused at compile time.
+  statement& bind(int, std::string&&) = delete;
+  statement& bind_blob(int, std::string&&) = delete;
   statement& bind(int i, const event_id& id) {
     unsigned char bytes[16];
     for (int b = 0; b < 8; ++b) {
       bytes[b] = static_cast<unsigned char>(id.high >> (56 - 8 * b));
       bytes[8 + b] = static_cast<unsigned char>(id.low >> (56 - 8 * b));
     }
-    sqlite3_bind_blob(stmt_, i, bytes, 16, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(stmt_, i, bytes, 16, SQLITE_TRANSIENT);  // a local: copied
     return *this;
   }
   statement& bind_null(int i) {
