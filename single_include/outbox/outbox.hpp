@@ -4008,8 +4008,15 @@ class seq_sizes {
 /// segments are deleted. A crash at any step leaves either the old or the new state.
 ///
 /// One process owns a directory at a time (`flock` on `LOCK`); files are created 0600.
-/// After a failed write or sync the storage refuses further work (`errc::io_error`): the state
-/// of the file is unknown, so reopen it, which recovers from what is on disk.
+/// After a failed write or sync the storage refuses further work (`errc::disk_full` when the
+/// disk, a quota or the file size limit had no room, else `errc::io_error`): the state of the
+/// file is unknown, so reopen it, which recovers from what is on disk.
+///
+/// A full disk: preallocation is best effort (the zeros that fit, so records fill the disk to
+/// its end), and a compaction or a new segment that does not fit is given up before it changes
+/// anything, its temporary file removed; the storage goes on and counts it in
+/// `usage::failed_maintenance`. A compaction first cuts the active segment's zeros, whose room
+/// the snapshot may need.
 
 
 
@@ -4076,29 +4083,44 @@ class fd {
   int value_ = -1;
 };
 
-/// Writes `bytes` at `offset`, then `zeros` zero bytes after them.
-inline result<void> write_at(int file, std::string_view bytes, std::uint64_t offset, std::uint64_t zeros,
-                             const std::filesystem::path& path) {
-  auto put = [&](std::string_view data) {
-    while (!data.empty()) {
-      const ssize_t n = ::pwrite(file, data.data(), data.size(), static_cast<off_t>(offset));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return false;
-      }
-      data.remove_prefix(static_cast<std::size_t>(n));
-      offset += static_cast<std::uint64_t>(n);
+/// Writes all of `data` at `offset`: false if it stopped short (errno says why). `*written`
+/// is how far it got.
+inline bool put_at(int file, std::string_view data, std::uint64_t offset, std::uint64_t* written = nullptr) {
+  std::uint64_t done = 0;
+  bool whole = true;
+  while (done < data.size()) {
+    const ssize_t n = ::pwrite(file, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      whole = false;
+      break;
     }
-    return true;
-  };
-  if (!put(bytes)) return os_error("writing", path);
-  static constexpr char zero_block[1 << 16] = {};
-  while (zeros > 0) {
-    const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(zeros, sizeof zero_block));
-    if (!put(std::string_view(zero_block, chunk))) return os_error("preallocating", path);
-    zeros -= chunk;
+    done += static_cast<std::uint64_t>(n);
   }
+  if (written) *written = done;
+  return whole;
+}
+
+/// Writes `bytes` at `offset`.
+inline result<void> write_at(int file, std::string_view bytes, std::uint64_t offset, const std::filesystem::path& path) {
+  if (!put_at(file, bytes, offset)) return os_error("writing", path);
   return {};
+}
+
+/// Writes up to `zeros` zero bytes at `offset` and returns how many it wrote. Preallocation is
+/// an optimisation, so it never fails: on a full disk it stops where the room ends, and a real
+/// I/O error shows in the sync that follows.
+inline std::uint64_t preallocate(int file, std::uint64_t offset, std::uint64_t zeros) {
+  static constexpr char zero_block[1 << 16] = {};
+  std::uint64_t done = 0;
+  while (done < zeros) {
+    const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(zeros - done, sizeof zero_block));
+    std::uint64_t written = 0;
+    const bool whole = put_at(file, std::string_view(zero_block, chunk), offset + done, &written);
+    done += written;
+    if (!whole) break;
+  }
+  return done;
 }
 
 inline result<void> sync_file(int file, const std::filesystem::path& path) {
@@ -4185,16 +4207,20 @@ class file_storage {
     std::uint64_t preallocated_bytes = 0;
     std::uint64_t segments = 0;
     std::uint64_t compactions = 0;
+    /// Segment starts and compactions that failed without changing anything (a full disk):
+    /// the storage went on without them, and tries again later.
+    std::uint64_t failed_maintenance = 0;
     std::uint64_t syncs = 0;
     std::uint64_t writes = 0;
   };
   [[nodiscard]] usage disk_usage() {
     std::lock_guard lock(s_->mutex);
-    return {s_->total_bytes,  s_->live_bytes,  s_->allocated_bytes - s_->active_bytes, s_->segments.size(),
-            s_->compactions, s_->syncs,       s_->writes};
+    return {s_->total_bytes, s_->live_bytes,         s_->allocated_bytes - s_->active_bytes, s_->segments.size(),
+            s_->compactions, s_->failed_maintenance, s_->syncs,                              s_->writes};
   }
 
-  /// Rewrites the live state into a fresh segment now, whatever the garbage.
+  /// Rewrites the live state into a fresh segment now, whatever the garbage. If the snapshot
+  /// does not fit (`errc::disk_full`), nothing changes and the storage goes on as it was.
   result<void> compact() {
     std::unique_lock lock(s_->mutex);
     s_->wait_idle(lock);
@@ -4314,7 +4340,7 @@ class file_storage {
       int file = -1;
       std::filesystem::path path;
       std::uint64_t offset = 0;  // where the bytes go: the log's end
-      std::uint64_t zeros = 0;   // preallocation written after them
+      std::uint64_t zeros = 0;   // preallocation to write after them; once written, what fitted
     };
 
     // The indexer thread, started by the first large append: it puts into memory the events
@@ -4335,6 +4361,8 @@ class file_storage {
     std::uint64_t total_bytes = 0;
     std::uint64_t live_bytes = 0;
     std::uint64_t compactions = 0;
+    std::uint64_t failed_maintenance = 0;  // rolls and compactions given up without a change
+    std::uint64_t compact_again_at = 0;    // dead bytes to wait for after a failed compaction
     std::uint64_t syncs = 0;
     std::uint64_t writes = 0;
     bool unreadable_last = false;  // the last segment's header was unreadable (salvage kept going)
@@ -4558,7 +4586,7 @@ class file_storage {
         // Empty (its creation was cut short): write the header again.
         if (::ftruncate(active.get(), 0) != 0) return detail::file::os_error("resetting", path);
         const std::string header = detail::log::segment_header();
-        if (auto w = detail::file::write_at(active.get(), header, 0, 0, path); !w) return w;
+        if (auto w = detail::file::write_at(active.get(), header, 0, path); !w) return w;
         if (auto s = detail::file::sync_file(active.get(), path); !s) return s;
         active_bytes = allocated_bytes = header.size();
       }
@@ -4567,17 +4595,27 @@ class file_storage {
 
     /// Creates segment `number` holding the header and `initial` records, synced, and makes it
     /// active. Written under a temporary name and renamed, so it appears whole or not at all.
-    result<void> start_segment(std::uint64_t number, std::string_view initial) {
+    /// A failure up to the rename (a full disk, say) changes nothing and removes the temporary
+    /// file: `*clean` is then true. After the rename the new segment is on disk but may not be
+    /// in memory: `*clean` is false, and the storage must be reopened.
+    result<void> start_segment(std::uint64_t number, std::string_view initial, bool* clean = nullptr) {
       const auto path = path_of(number);
       const auto tmp = std::filesystem::path(path.string() + ".tmp");
-      {
+      if (clean) *clean = true;
+      auto written = [&]() -> result<void> {
         detail::file::fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
         if (!f) return detail::file::os_error("creating", tmp);
-        if (auto w = detail::file::write_at(f.get(), detail::log::segment_header(), 0, 0, tmp); !w) return w;
-        if (auto w = detail::file::write_at(f.get(), initial, detail::log::header_size, 0, tmp); !w) return w;
-        if (auto s = detail::file::sync_file(f.get(), tmp); !s) return s;
+        if (auto w = detail::file::write_at(f.get(), detail::log::segment_header(), 0, tmp); !w) return w;
+        if (auto w = detail::file::write_at(f.get(), initial, detail::log::header_size, tmp); !w) return w;
+        return detail::file::sync_file(f.get(), tmp);
+      }();
+      if (written && ::rename(tmp.c_str(), path.c_str()) != 0) written = detail::file::os_error("renaming", tmp);
+      if (!written) {
+        std::error_code ignored;
+        std::filesystem::remove(tmp, ignored);  // its room back, on a full disk
+        return written;
       }
-      if (::rename(tmp.c_str(), path.c_str()) != 0) return detail::file::os_error("renaming", tmp);
+      if (clean) *clean = false;
       if (auto d = detail::file::sync_directory(dir); !d) return d;
       segments.push_back(number);
       total_bytes += detail::log::header_size + initial.size();
@@ -4762,10 +4800,13 @@ class file_storage {
       return job;
     }
 
-    /// Writes and syncs a flush; the mutex is not held.
-    result<void> write_batch(const flush_job& job) const {
-      auto written = detail::file::write_at(job.file, job.bytes, job.offset, job.zeros, job.path);
-      if (written && options.sync != file_options::sync_policy::none) written = detail::file::sync_file(job.file, job.path);
+    /// Writes and syncs a flush; the mutex is not held. The zeros after the bytes are best
+    /// effort: `job.zeros` becomes what fitted.
+    result<void> write_batch(flush_job& job) const {
+      auto written = detail::file::write_at(job.file, job.bytes, job.offset, job.path);
+      if (!written) return written;
+      if (job.zeros > 0) job.zeros = detail::file::preallocate(job.file, job.offset + job.bytes.size(), job.zeros);
+      if (options.sync != file_options::sync_policy::none) written = detail::file::sync_file(job.file, job.path);
       return written;
     }
 
@@ -4780,7 +4821,7 @@ class file_storage {
         allocated_bytes = std::max(allocated_bytes, active_bytes + job.zeros);
         last_flush_groups = job.groups;
         last_flush_time = took;
-        if (auto more = maintain_locked(); !more) broken = more.error();
+        maintain_locked();
       }
       job.bytes.clear();
       if (job.bytes.capacity() > spare.capacity()) spare.swap(job.bytes);
@@ -4824,18 +4865,35 @@ class file_storage {
     }
 
     /// After a flush: roll to a new segment or compact, when due. Only with nothing pending, so
-    /// that no group can straddle segments.
-    result<void> maintain_locked() {
-      if (groups_durable != groups_applied) return {};
+    /// that no group can straddle segments. Neither is needed for correctness, so one that fails
+    /// without changing anything (a full disk) is counted and the storage goes on without it:
+    /// the active segment grows past `segment_bytes` (a new one is tried after each flush), and
+    /// compaction is tried again once `compact_min_dead_bytes` more garbage has built up. A failure that leaves the files in an
+    /// unknown state breaks the storage until it is reopened.
+    void maintain_locked() {
+      if (groups_durable != groups_applied) return;
       const std::uint64_t dead = total_bytes > live_bytes ? total_bytes - live_bytes : 0;
-      if (dead >= options.compact_min_dead_bytes &&
-          static_cast<double>(dead) > static_cast<double>(live_bytes) * options.compact_dead_ratio)
-        return compact_locked();
-      if (active_bytes >= options.segment_bytes) {
-        if (auto sealed = seal_active(); !sealed) return sealed;
-        return start_segment(segments.back() + 1, {});
+      if (dead >= std::max(options.compact_min_dead_bytes, compact_again_at) &&
+          static_cast<double>(dead) > static_cast<double>(live_bytes) * options.compact_dead_ratio) {
+        if (!compact_locked()) compact_again_at = dead + options.compact_min_dead_bytes;
+        return;
       }
-      return {};
+      if (active_bytes >= options.segment_bytes) {
+        if (auto sealed = seal_active(); !sealed) {
+          maintenance_failed(sealed.error(), false);
+          return;
+        }
+        bool clean = true;
+        if (auto started = start_segment(segments.back() + 1, {}, &clean); !started)
+          maintenance_failed(started.error(), clean);
+      }
+    }
+
+    /// Counts a failed roll or compaction; one that left the files unknown breaks the storage.
+    outbox::error maintenance_failed(const outbox::error& e, bool clean) {
+      ++failed_maintenance;
+      if (!clean && !broken) broken = outbox::error(e.code, e.message + " (reopen the storage to recover)");
+      return e;
     }
 
     /// Cuts the active segment's preallocated zeros off, durably, before a later segment
@@ -4854,6 +4912,9 @@ class file_storage {
     /// size `event_bytes` / `entity_bytes` already say, and `live_bytes` stays what it is: the
     /// accounting needs no rebuilding, and the snapshot's buffer is sized once from it.
     result<void> compact_locked() {
+      // The active segment's zeros go first: they are room the snapshot may need on a full disk,
+      // and the segment is deleted after a compaction anyway.
+      if (auto sealed = seal_active(); !sealed) return maintenance_failed(sealed.error(), false);
       std::string snapshot;
       snapshot.reserve(live_bytes + 2 * (detail::log::frame_overhead + 9));
       detail::log::put_marker(snapshot, detail::log::record_type::snapshot, memory.next_seq());
@@ -4861,13 +4922,17 @@ class file_storage {
       for (const auto& entry : memory.entities()) detail::log::put_entity(snapshot, entry.second);
       detail::log::put_marker(snapshot, detail::log::record_type::commit, memory.next_seq());
       const std::vector<std::uint64_t> old = segments;
-      if (auto started = start_segment(segments.back() + 1, snapshot); !started) return started;
+      bool clean = true;
+      if (auto started = start_segment(segments.back() + 1, snapshot, &clean); !started)
+        return maintenance_failed(started.error(), clean);
       total_bytes = detail::log::header_size + snapshot.size();
       std::error_code ec;
       for (auto n : old) std::filesystem::remove(path_of(n), ec);
       segments.erase(segments.begin(), segments.end() - 1);
       ++compactions;
-      return detail::file::sync_directory(dir);
+      compact_again_at = 0;
+      if (auto synced = detail::file::sync_directory(dir); !synced) return maintenance_failed(synced.error(), false);
+      return {};
     }
   };
 

@@ -15,6 +15,7 @@
 
 #include "support/fixture.hpp"
 #include "support/many_events.hpp"
+#include "support/small_filesystem.hpp"
 #include "support/temp_file_storage.hpp"
 
 using namespace outbox_test;
@@ -523,4 +524,132 @@ TEST_CASE("a write the file system refuses is disk_full; nothing acknowledged is
   std::vector<outbox::event> more = {f.make("alice", "key-after")};
   REQUIRE(outbox::testing::append_keeping(s, more).has_value());
   CHECK(more[0].seq == last_seq + 1);  // the refused event's seq is free again: it never reached the log
+}
+
+// ---- a full file system (a small tmpfs: needs root) --------------------------------------------
+
+namespace {
+/// True when the test can go on; as non-root, warns that it checks nothing.
+bool have_small_filesystem(const small_filesystem& fs) {
+  if (fs.mounted()) return true;
+  REQUIRE_FALSE(small_filesystem::must_mount());  // root must get its tmpfs
+  WARN("not root, so no tmpfs to fill (" << fs.why_not() << "): this test checks nothing");
+  return false;
+}
+
+bool has_leftover_tmp(const std::filesystem::path& dir) {
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.path().extension() == ".tmp") return true;
+  return false;
+}
+}  // namespace
+
+TEST_CASE("on a full file system the log fills up to its last record: preallocation gives way, the refusal is disk_full",
+          "[storage][file][fault][enospc]") {
+  small_filesystem fs(1 << 20);
+  if (!have_small_filesystem(fs)) return;
+  fs.fill_leaving("filler", 512 << 10);  // half a MiB left: less than the MiB of zeros the log asks for
+  const auto dir = fs.path() / "outbox";
+  const outbox::file_options o;  // durable, 1 MiB preallocated: as shipped
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event_id> acknowledged;
+  std::optional<outbox::error> refusal;
+  {
+    outbox::file_storage s(dir, o);
+    for (int i = 0; i < 1000 && !refusal; ++i) {
+      std::vector<outbox::event> one = {f.make("alice", "key-" + std::to_string(i % 5))};
+      one[0].payload = std::string(2000, 'p');
+      if (auto appended = s.append(one)) acknowledged.push_back(one[0].id);
+      else refusal = appended.error();
+    }
+  }
+  REQUIRE(refusal.has_value());
+  CHECK(*refusal == errc::disk_full);
+  // The zeros did not fit; the records did, until the file system was full. (Before, the first
+  // append already failed: its MiB of zeros did not fit.)
+  CHECK(acknowledged.size() * 2000 > (400u << 10));
+  {
+    outbox::file_storage s(dir, o);  // still full: opening needs no room
+    for (const auto& id : acknowledged) CHECK(s.find(id).value().has_value());
+    std::filesystem::remove(fs.path() / "filler");
+    std::vector<outbox::event> more = {f.make("alice", "after")};
+    CHECK(s.append(more).has_value());  // room again
+  }
+}
+
+TEST_CASE("a compaction that does not fit is given up cleanly: the storage goes on, and compacts once there is room",
+          "[storage][file][fault][enospc][compaction]") {
+  small_filesystem fs(1 << 20);
+  if (!have_small_filesystem(fs)) return;
+  const auto dir = fs.path() / "outbox";
+  outbox::file_options o;
+  o.preallocate_bytes = 0;  // the files are exactly the log: the arithmetic below holds
+  o.compact_min_dead_bytes = 64 << 10;
+  o.compact_dead_ratio = 1.5;  // not after the claims (dead = live), only after the outcomes
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> events;
+  for (int i = 0; i < 100; ++i) {
+    events.push_back(f.make("alice", "key-" + std::to_string(i)));
+    events.back().payload = std::string(2000, 'p');
+  }
+  {
+    outbox::file_storage s(dir, o);
+    // Every record holds an event's whole state, about 2.1 KB here: 210 KB per hundred.
+    REQUIRE(outbox::testing::append_keeping(s, events).has_value());
+    fs.fill_leaving("filler", 460 << 10);  // room for the claims and outcomes, not for a snapshot after them
+    std::vector<outbox::event> claimed;
+    REQUIRE(s.claim(f.claim_at("alice", f.t0, 100), claimed).value() == 100);
+    std::vector<outbox::outcome> done;
+    for (const auto& e : claimed) done.push_back(outbox::testing::storage_fixture::complete(e, f.t0));
+    // 420 KB dead against 210 KB live: this flush compacts, and the snapshot does not fit. The
+    // outcomes themselves are durable all the same.
+    REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == 100);
+    CHECK(s.disk_usage().compactions == 0);
+    CHECK(s.disk_usage().failed_maintenance == 1);
+    CHECK_FALSE(has_leftover_tmp(dir));  // the half-written snapshot is gone, its room given back
+    // The storage goes on: reads, and writes that fit.
+    CHECK(s.find(events[0].id).value()->status == status::completed);
+    std::vector<outbox::event> small = {f.make("alice", "small")};
+    REQUIRE(outbox::testing::append_keeping(s, small).has_value());
+    events.push_back(small[0]);
+    CHECK(s.disk_usage().failed_maintenance == 1);  // not tried again on every flush
+    // Asked for, a compaction that does not fit says so, and changes nothing.
+    auto refused = s.compact();
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error() == errc::disk_full);
+    CHECK_FALSE(has_leftover_tmp(dir));
+    CHECK(s.find(small[0].id).value().has_value());
+    // Room again: it compacts.
+    const std::uint64_t before = s.disk_usage().total_bytes;
+    std::filesystem::remove(fs.path() / "filler");
+    REQUIRE(s.compact().has_value());
+    CHECK(s.disk_usage().compactions == 1);
+    CHECK(s.disk_usage().total_bytes < before / 2);
+  }
+  outbox::file_storage s(dir, o);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const auto found = s.find(events[i].id).value();
+    REQUIRE(found.has_value());
+    CHECK(found->status == (i < 100 ? status::completed : status::pending));
+  }
+}
+
+TEST_CASE("a compaction may use the room its own preallocation took", "[storage][file][fault][enospc][compaction]") {
+  small_filesystem fs(1 << 20);
+  if (!have_small_filesystem(fs)) return;
+  const auto dir = fs.path() / "outbox";
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> events;
+  for (int i = 0; i < 50; ++i) {
+    events.push_back(f.make("alice", "key-" + std::to_string(i)));
+    events.back().payload = std::string(2000, 'p');
+  }
+  outbox::file_storage s(dir);  // 1 MiB preallocated, as shipped: on this file system, all of the rest
+  REQUIRE(outbox::testing::append_keeping(s, events).has_value());
+  CHECK(fs.free_bytes() < (16u << 10));
+  CHECK(s.disk_usage().preallocated_bytes > (800u << 10));
+  // The snapshot (about 105 KB) fits only in room the zeros held: they are cut first.
+  REQUIRE(s.compact().has_value());
+  CHECK(s.disk_usage().compactions == 1);
+  for (const auto& e : events) CHECK(s.find(e.id).value().has_value());
 }
