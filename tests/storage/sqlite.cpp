@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "support/fixture.hpp"
+#include "support/small_filesystem.hpp"
 #include "support/temp_sqlite.hpp"
 
 using namespace outbox_test;
@@ -326,6 +327,55 @@ TEST_CASE("a full database is a disk_full error that loses nothing, and the stor
     acknowledged.push_back(after[0].id);
   }
   REQUIRE(sqlite3_close(app) == SQLITE_OK);
+  auto reopened = outbox::sqlite_storage::open(file.string()).value();
+  for (const auto& id : acknowledged) CHECK(reopened.find(id).value().has_value());
+  CHECK_FALSE(reopened.find(refused_id).value().has_value());
+}
+
+TEST_CASE("on a full file system an append is disk_full, loses nothing, and writes go on once there is room",
+          "[storage][sqlite][fault][enospc]") {
+  small_filesystem fs(4 << 20);
+  if (!fs.mounted()) {
+    REQUIRE_FALSE(small_filesystem::must_mount());  // root must get its tmpfs
+    WARN("not root, so no tmpfs to fill (" << fs.why_not() << "): this test checks nothing");
+    return;
+  }
+  const auto file = fs.path() / "outbox.db";
+  outbox::testing::storage_fixture f;
+  auto one_event = [&](int i) {
+    std::vector<outbox::event> one = {f.make("alice", "key-" + std::to_string(i % 7))};
+    one[0].payload = std::string(3000, static_cast<char>('a' + i % 26));
+    return one;
+  };
+  std::vector<outbox::event_id> acknowledged;
+  outbox::event_id refused_id;
+  {
+    auto s = outbox::sqlite_storage::open(file.string()).value();
+    // The database and its WAL get one MiB more. Each commit of one event adds some 8 pages to
+    // the WAL (the row, the index entries, the line), which is not reset before a checkpoint.
+    fs.fill_leaving("filler", 1 << 20);
+    for (int i = 0; i < 1000; ++i) {
+      auto one = one_event(i);
+      auto appended = s.append(std::span<outbox::event>(one));
+      if (appended) {
+        acknowledged.push_back(one[0].id);
+        continue;
+      }
+      refused_id = one[0].id;
+      CHECK(appended.error() == errc::disk_full);
+      break;
+    }
+    REQUIRE_FALSE(refused_id.is_nil());
+    CHECK(acknowledged.size() > 20);  // it used the room there was
+    for (const auto& id : acknowledged) CHECK(s.find(id).value().has_value());
+    CHECK_FALSE(s.find(refused_id).value().has_value());
+
+    // Room again: writes go on, no reopening needed.
+    std::filesystem::remove(fs.path() / "filler");
+    auto after = one_event(1000);
+    REQUIRE(s.append(std::span<outbox::event>(after)).has_value());
+    acknowledged.push_back(after[0].id);
+  }
   auto reopened = outbox::sqlite_storage::open(file.string()).value();
   for (const auto& id : acknowledged) CHECK(reopened.find(id).value().has_value());
   CHECK_FALSE(reopened.find(refused_id).value().has_value());
