@@ -557,6 +557,7 @@ class sqlite_storage {
     std::condition_variable queue_cv;
     std::vector<write_item*> queue;
     bool leading = false;
+    std::atomic<bool> group_open{false};      // a leader's transaction is open on the connection
     std::condition_variable arrivals_cv;      // a gathering leader waits here for writers
     bool gathering = false;
     std::size_t expected_group = 0;           // writers the next leader waits for
@@ -795,7 +796,11 @@ class sqlite_storage {
     template <class F>
     result<void> write(F&& work) {
       writes.fetch_add(1, std::memory_order_relaxed);
-      {
+      // While a group's transaction is open the connection can hold no other, so there is none
+      // to join: go straight to the queue. (Checking would wait out that whole commit, sync
+      // included, on the connection's lock; writers released by the last commit then queued
+      // only after the next leader had taken the queue, and groups split in two.)
+      if (!group_open.load(std::memory_order_acquire)) {
         auto lock = lock_connection();
         if (sqlite3_get_autocommit(db) == 0) {
           // Inside this thread's transaction_guard, or the application's own transaction on an
@@ -806,7 +811,9 @@ class sqlite_storage {
       write_item item{std::function<result<void>()>(std::ref(work)), {}, false};
       if (!options.group_commit) {
         auto lock = lock_connection();
+        group_open.store(true, std::memory_order_release);
         run_group_locked({&item});
+        group_open.store(false, std::memory_order_release);
         return item.outcome;
       }
       std::unique_lock lock(queue_mutex);
@@ -822,7 +829,9 @@ class sqlite_storage {
           const auto started = std::chrono::steady_clock::now();
           {
             auto db_lock = lock_connection();
+            group_open.store(true, std::memory_order_release);
             run_group_locked(group);
+            group_open.store(false, std::memory_order_release);
           }
           const auto took = std::chrono::steady_clock::now() - started;
           lock.lock();
