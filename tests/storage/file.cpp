@@ -529,14 +529,6 @@ TEST_CASE("a write the file system refuses is disk_full; nothing acknowledged is
 // ---- a full file system (a small tmpfs: needs root) --------------------------------------------
 
 namespace {
-/// True when the test can go on; as non-root, warns that it checks nothing.
-bool have_small_filesystem(const small_filesystem& fs) {
-  if (fs.mounted()) return true;
-  REQUIRE_FALSE(small_filesystem::must_mount());  // root must get its tmpfs
-  WARN("not root, so no tmpfs to fill (" << fs.why_not() << "): this test checks nothing");
-  return false;
-}
-
 bool has_leftover_tmp(const std::filesystem::path& dir) {
   for (const auto& entry : std::filesystem::directory_iterator(dir))
     if (entry.path().extension() == ".tmp") return true;

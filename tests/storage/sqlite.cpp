@@ -266,6 +266,15 @@ TEST_CASE("a locked database is a busy error that loses nothing", "[storage][sql
   REQUIRE(s.append(std::span<outbox::event>(second)).has_value());
 }
 
+namespace {
+/// One event of 3 KB, one of seven keys: a few fill a page.
+std::vector<outbox::event> one_large_event(outbox::testing::storage_fixture& f, int i) {
+  std::vector<outbox::event> one = {f.make("alice", "key-" + std::to_string(i % 7))};
+  one[0].payload = std::string(3000, static_cast<char>('a' + i % 26));
+  return one;
+}
+}  // namespace
+
 TEST_CASE("a full database is a disk_full error that loses nothing, and the storage goes on once there is room",
           "[storage][sqlite][fault]") {
   const auto file = temp_path("outbox-full.db");
@@ -281,11 +290,7 @@ TEST_CASE("a full database is a disk_full error that loses nothing, and the stor
     return value;
   };
   outbox::testing::storage_fixture f;
-  auto one_event = [&](int i) {
-    std::vector<outbox::event> one = {f.make("alice", "key-" + std::to_string(i % 7))};
-    one[0].payload = std::string(3000, static_cast<char>('a' + i % 26));
-    return one;
-  };
+  auto one_event = [&](int i) { return one_large_event(f, i); };
   std::vector<outbox::event_id> acknowledged;
   outbox::event_id refused_id;
   {
@@ -335,18 +340,10 @@ TEST_CASE("a full database is a disk_full error that loses nothing, and the stor
 TEST_CASE("on a full file system an append is disk_full, loses nothing, and writes go on once there is room",
           "[storage][sqlite][fault][enospc]") {
   small_filesystem fs(4 << 20);
-  if (!fs.mounted()) {
-    REQUIRE_FALSE(small_filesystem::must_mount());  // root must get its tmpfs
-    WARN("not root, so no tmpfs to fill (" << fs.why_not() << "): this test checks nothing");
-    return;
-  }
+  if (!have_small_filesystem(fs)) return;
   const auto file = fs.path() / "outbox.db";
   outbox::testing::storage_fixture f;
-  auto one_event = [&](int i) {
-    std::vector<outbox::event> one = {f.make("alice", "key-" + std::to_string(i % 7))};
-    one[0].payload = std::string(3000, static_cast<char>('a' + i % 26));
-    return one;
-  };
+  auto one_event = [&](int i) { return one_large_event(f, i); };
   std::vector<outbox::event_id> acknowledged;
   outbox::event_id refused_id;
   {

@@ -5,9 +5,10 @@
 // not measure).
 //
 // Mounting needs root (CAP_SYS_ADMIN), which the test command and CI have. Run as another user,
-// `mounted()` is false and the tests that need it say so in a warning and check nothing else;
-// run as root, a mount that fails is a test failure, not a skip.
+// `mounted()` is false and `have_small_filesystem` warns that the test checks nothing; run as
+// root, a mount that fails is a test failure, not a skip.
 
+#include <catch2/catch.hpp>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -65,5 +66,13 @@ class small_filesystem {
   bool mounted_ = false;
   std::string why_;
 };
+
+/// True when the test can go on; run as another user than root, warns that it checks nothing.
+inline bool have_small_filesystem(const small_filesystem& fs) {
+  if (fs.mounted()) return true;
+  REQUIRE_FALSE(small_filesystem::must_mount());  // root must get its tmpfs
+  WARN("not root, so no tmpfs to fill (" << fs.why_not() << "): this test checks nothing");
+  return false;
+}
 
 }  // namespace outbox_test
