@@ -931,8 +931,8 @@ class file_storage {
     /// that no group can straddle segments. Neither is needed for correctness, so one that fails
     /// without changing anything (a full disk) is counted and the storage goes on without it:
     /// the active segment grows past `segment_bytes` (a new one is tried after each flush), and
-    /// compaction is tried again once `compact_min_dead_bytes` more garbage has built up. A failure that leaves the files in an
-    /// unknown state breaks the storage until it is reopened.
+    /// compaction is tried again once `compact_min_dead_bytes` more garbage has built up. A
+    /// failure that leaves the files in an unknown state breaks the storage until reopened.
     void maintain_locked() {
       if (groups_durable != groups_applied) return;
       const std::uint64_t dead = total_bytes > live_bytes ? total_bytes - live_bytes : 0;
