@@ -558,6 +558,14 @@ class sqlite_storage {
     std::vector<write_item*> queue;
     bool leading = false;
     std::atomic<bool> group_open{false};      // a leader's transaction is open on the connection
+    /// Sets `group_open` for its lifetime, whatever way the group's run ends.
+    struct group_marker {
+      std::atomic<bool>& flag;
+      explicit group_marker(std::atomic<bool>& f) : flag(f) { flag.store(true, std::memory_order_release); }
+      ~group_marker() { flag.store(false, std::memory_order_release); }
+      group_marker(const group_marker&) = delete;
+      group_marker& operator=(const group_marker&) = delete;
+    };
     std::condition_variable arrivals_cv;      // a gathering leader waits here for writers
     bool gathering = false;
     std::size_t expected_group = 0;           // writers the next leader waits for
@@ -811,9 +819,8 @@ class sqlite_storage {
       write_item item{std::function<result<void>()>(std::ref(work)), {}, false};
       if (!options.group_commit) {
         auto lock = lock_connection();
-        group_open.store(true, std::memory_order_release);
+        const group_marker open{group_open};
         run_group_locked({&item});
-        group_open.store(false, std::memory_order_release);
         return item.outcome;
       }
       std::unique_lock lock(queue_mutex);
@@ -829,9 +836,8 @@ class sqlite_storage {
           const auto started = std::chrono::steady_clock::now();
           {
             auto db_lock = lock_connection();
-            group_open.store(true, std::memory_order_release);
+            const group_marker open{group_open};
             run_group_locked(group);
-            group_open.store(false, std::memory_order_release);
           }
           const auto took = std::chrono::steady_clock::now() - started;
           lock.lock();
