@@ -526,7 +526,7 @@ TEST_CASE("a write the file system refuses is disk_full; nothing acknowledged is
   CHECK(more[0].seq == last_seq + 1);  // the refused event's seq is free again: it never reached the log
 }
 
-// ---- a full file system (a small tmpfs: needs root) --------------------------------------------
+// ---- a full file system (a small tmpfs: needs the right to mount) -------------------------------
 
 namespace {
 bool has_leftover_tmp(const std::filesystem::path& dir) {
