@@ -149,10 +149,99 @@ TEST_CASE("a schema-1 database is migrated in place and keeps its events", "[sto
     sqlite3_finalize(stmt);
     return value;
   };
-  CHECK(text("SELECT value FROM outbox_meta WHERE key = 'schema_version'") == "2");
-  CHECK(text("PRAGMA user_version") == "2");
+  const std::string current = std::to_string(outbox::detail::sqlite::schema_version);
+  CHECK(text("SELECT value FROM outbox_meta WHERE key = 'schema_version'") == current);
+  CHECK(text("PRAGMA user_version") == current);
   CHECK_THAT(text("SELECT sql FROM sqlite_master WHERE name = 'outbox_events_line'"), !Catch::Contains("WHERE"));
   sqlite3_close(db);
+}
+
+TEST_CASE("a schema-2 database is migrated in place: its completed events counted once", "[storage][sqlite][schema]") {
+  // Schema 2 counted every status by reading the events; schema 3 keeps the completed counts in
+  // outbox_completed and leads the status index with status.
+  const auto file = temp_path("outbox-schema2.db");
+  temp_file_owner cleanup(file);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> events = {f.make("alice", "a"), f.make("alice", "b"), f.make("bob", "c"),
+                                       f.make("alice", "d")};
+  {
+    outbox::sqlite_storage s(file.string());
+    REQUIRE(s.append(std::span<outbox::event>(events)));
+    std::vector<outbox::event> claimed;
+    REQUIRE(s.claim(f.claim_at("alice", f.t0, 2), claimed).value() == 2);
+    REQUIRE(s.claim(f.claim_at("bob", f.t0), claimed).value() == 1);
+    std::vector<outbox::outcome> done = {outbox::testing::storage_fixture::complete(claimed[0], f.t0),
+                                         outbox::testing::storage_fixture::kill(claimed[1], f.t0),
+                                         outbox::testing::storage_fixture::complete(claimed[2], f.t0)};
+    REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == 3);
+  }
+  raw_exec(file,
+           "DROP TABLE outbox_completed; DROP INDEX outbox_events_status;"
+           "CREATE INDEX outbox_events_by_status ON outbox_events(user_id, status, seq);"
+           "UPDATE outbox_meta SET value = '2' WHERE key = 'schema_version'; PRAGMA user_version = 2;");
+  {
+    outbox::sqlite_storage s(file.string());
+    auto alice = s.stats(std::string_view("alice"), f.t0).value();
+    CHECK(alice.count(status::completed) == 1);
+    CHECK(alice.count(status::dead) == 1);
+    CHECK(alice.count(status::pending) == 1);
+    CHECK(s.stats(std::string_view("bob"), f.t0).value().count(status::completed) == 1);
+    CHECK(s.stats(std::nullopt, f.t0).value().count(status::completed) == 2);
+    // And counted onwards from there.
+    std::vector<outbox::event> claimed;
+    REQUIRE(s.claim(f.claim_at("alice", f.t0), claimed).value() == 1);
+    std::vector<outbox::outcome> done = {outbox::testing::storage_fixture::complete(claimed[0], f.t0)};
+    REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == 1);
+    CHECK(s.stats(std::string_view("alice"), f.t0).value().count(status::completed) == 2);
+  }
+  CHECK(raw_int(file, "SELECT value FROM outbox_meta WHERE key = 'schema_version'") ==
+        outbox::detail::sqlite::schema_version);
+  CHECK(raw_int(file, "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_events_by_status'") == 0);
+  CHECK(raw_int(file, "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_events_status'") == 1);
+}
+
+TEST_CASE("completed counts commit and roll back with the outcome, and survive reopening", "[storage][sqlite]") {
+  const auto file = temp_path("outbox-counts.db");
+  temp_file_owner cleanup(file);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> events = {f.make("alice", "a"), f.make("alice", "b")};
+  {
+    outbox::sqlite_storage s(file.string());
+    REQUIRE(s.append(std::span<outbox::event>(events)));
+    std::vector<outbox::event> claimed;
+    REQUIRE(s.claim(f.claim_at("alice", f.t0), claimed).value() == 2);
+    {
+      auto tx = s.transaction();
+      std::vector<outbox::outcome> done = {outbox::testing::storage_fixture::complete(claimed[0], f.t0)};
+      REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == 1);
+      CHECK(s.stats(std::string_view("alice"), f.t0).value().count(status::completed) == 1);
+    }  // not committed: the outcome and its count roll back together
+    CHECK(s.stats(std::string_view("alice"), f.t0).value().count(status::completed) == 0);
+    CHECK(s.stats(std::string_view("alice"), f.t0).value().count(status::processing) == 2);
+    std::vector<outbox::outcome> done = {outbox::testing::storage_fixture::complete(claimed[0], f.t0),
+                                         outbox::testing::storage_fixture::complete(claimed[1], f.t0)};
+    REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == 2);
+  }
+  outbox::sqlite_storage s(file.string());
+  CHECK(s.stats(std::nullopt, f.t0).value().count(status::completed) == 2);
+  CHECK(raw_int(file, "SELECT n FROM outbox_completed WHERE user_id = 'alice'") ==
+        raw_int(file, "SELECT count(*) FROM outbox_events WHERE user_id = 'alice' AND status = 2"));
+  // stats() reads the kept count; it does not count the completed events again.
+  raw_exec(file, "UPDATE outbox_completed SET n = 41 WHERE user_id = 'alice'");
+  CHECK(s.stats(std::nullopt, f.t0).value().count(status::completed) == 41);
+}
+
+TEST_CASE("stats read no history: their plans search indexes and never scan the events", "[storage][sqlite]") {
+  temp_sqlite_storage s;
+  const auto plan = s.explain_stats();
+  REQUIRE(plan.size() >= 6);
+  for (const auto& step : plan) {
+    INFO(step);
+    // outbox_events is "e" in the join of the oldest due event; "SCAN k" reads the line rows,
+    // one per ordering key with undelivered events.
+    CHECK(step.find("SCAN outbox_events") == std::string::npos);
+    CHECK(step.find("SCAN e") == std::string::npos);
+  }
 }
 
 TEST_CASE("a file that is not a database is a typed error", "[storage][sqlite][schema]") {

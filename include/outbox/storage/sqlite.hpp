@@ -33,6 +33,10 @@
 /// ordering key with undelivered events has one row in `outbox_keys` describing its head; ready
 /// heads are read in (user, priority desc, seq) order, due retries found in (user, retry time)
 /// order, expired leases in lease order.
+///
+/// Inspection reads no history: `stats()` reads the completed count each user's outcomes and
+/// purges keep (schema 3), and counts the other statuses through the (status, user, seq) index,
+/// so it costs what is still waiting, however many completed events are kept.
 
 #include <sqlite3.h>
 
@@ -76,7 +80,7 @@ struct sqlite_options {
 
 namespace detail::sqlite {
 
-inline constexpr int schema_version = 2;
+inline constexpr int schema_version = 3;
 
 inline errc code_of(int rc) noexcept {
   switch (rc & 0xFF) {
@@ -238,8 +242,18 @@ CREATE UNIQUE INDEX IF NOT EXISTS outbox_events_by_id ON outbox_events(id);
 CREATE INDEX IF NOT EXISTS outbox_events_line ON outbox_events(user_id, ordering_key, seq);
 -- Claims in flight by lease end: expired leases without a scan.
 CREATE INDEX IF NOT EXISTS outbox_events_leases ON outbox_events(lease_until) WHERE status = 1;
--- Per-user queries and counts by status.
-CREATE INDEX IF NOT EXISTS outbox_events_by_status ON outbox_events(user_id, status, seq);
+-- Events by status, then user, in append order: counts of the statuses an event leaves (pending,
+-- processing, failed, dead) cost what is waiting, not the whole history; dead and late events are
+-- found without a scan; a user's page of one status is one range. Status leads, so the queries
+-- that name no user use it too. (Schema 2 led with user_id; initialise() migrates it.)
+CREATE INDEX IF NOT EXISTS outbox_events_status ON outbox_events(status, user_id, seq);
+-- How many completed events each user has. Completed events are the audit trail and grow until
+-- purged, so they are counted where they change (an outcome recorded, a purge), in the same
+-- transaction, rather than counted again by every stats() call.
+CREATE TABLE IF NOT EXISTS outbox_completed (
+  user_id TEXT    PRIMARY KEY,
+  n       INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- One row per ordering key that has undelivered events: where its head stands.
 -- state 0: head ready; 1: head failed, claimable from ready_at; 2: an event of the key in flight.
@@ -275,6 +289,41 @@ CREATE UNIQUE INDEX IF NOT EXISTS outbox_entities_natural ON outbox_entities(col
   WHERE natural_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_entities_time ON outbox_entities(collection, user_id, occurred_at, id);
 )sql";
+
+/// The reads of a claim, in the order it runs them; explain_claim() shows their plans.
+inline constexpr std::string_view ready_heads_sql =
+    "SELECT head_seq FROM outbox_keys WHERE user_id = ?1 AND state = 0 ORDER BY priority DESC, head_seq LIMIT ?2";
+inline constexpr std::string_view promote_due_sql =
+    "UPDATE outbox_keys SET state = 0 WHERE user_id = ?1 AND state = 1 AND ready_at <= ?2";
+// Named index: the status index would serve `status = 1` too, but not in lease order.
+inline constexpr std::string_view expired_leases_sql =
+    "SELECT seq, attempts, max_attempts, user_id, ordering_key, entity_type, entity_id FROM outbox_events "
+    "INDEXED BY outbox_events_leases WHERE status = 1 AND lease_until <= ?1 ORDER BY lease_until";
+inline constexpr std::string_view line_head_sql =
+    "SELECT seq, status, priority, retry_after FROM outbox_events INDEXED BY outbox_events_line "
+    "WHERE user_id = ?1 AND ordering_key = ?2 AND seq >= ?3 AND status IN (0, 1, 3) ORDER BY seq LIMIT 1";
+
+/// The queries of stats(), each for one user (?1) and for all users; explain_stats() shows their
+/// plans. None reads the completed history: the events still waiting (pending, processing,
+/// failed, dead) are counted through the status index, which also gives the lowest pending seq
+/// (the oldest pending event, as the other storages define it); completed ones are read from
+/// their per-user count.
+struct user_or_all {
+  std::string_view user, all;
+};
+inline constexpr user_or_all count_waiting{
+    "SELECT status, count(*), min(seq) FROM outbox_events WHERE status IN (0, 1, 3, 4) AND user_id = ?1 "
+    "GROUP BY status",
+    "SELECT status, count(*), min(seq) FROM outbox_events WHERE status IN (0, 1, 3, 4) GROUP BY status"};
+inline constexpr user_or_all count_completed{"SELECT n FROM outbox_completed WHERE user_id = ?1",
+                                             "SELECT sum(n) FROM outbox_completed"};
+// The oldest claimable event: the earliest-appended head that is ready or due (?2 is now), and
+// claimable (no expired lease counts: they become pending at the next claim).
+inline constexpr user_or_all oldest_due{
+    "SELECT e.created_at FROM outbox_keys k JOIN outbox_events e ON e.seq = k.head_seq WHERE k.user_id = ?1 AND "
+    "(k.state = 0 OR (k.state = 1 AND k.ready_at <= ?2)) ORDER BY k.head_seq LIMIT 1",
+    "SELECT e.created_at FROM outbox_keys k JOIN outbox_events e ON e.seq = k.head_seq WHERE "
+    "(k.state = 0 OR (k.state = 1 AND k.ready_at <= ?2)) ORDER BY k.head_seq LIMIT 1"};
 
 inline constexpr std::string_view event_columns =
     "seq, id, type, entity_id, entity_type, ordering_key, user_id, payload, priority, status, attempts, "
@@ -510,6 +559,9 @@ class sqlite_storage {
   /// The query plan SQLite chooses for the claim, one line per step: the test that proves no
   /// sort ("USE TEMP B-TREE") and no scan serves the claim reads it.
   [[nodiscard]] std::vector<std::string> explain_claim() { return s_->explain_claim(); }
+  /// The query plans of stats(), for one user and for all, one line per step: the test that proves
+  /// none of them reads the completed history reads it.
+  [[nodiscard]] std::vector<std::string> explain_stats() { return s_->explain_stats(); }
 
  private:
   struct state;
@@ -581,7 +633,8 @@ class sqlite_storage {
         delete_key, expired_leases, expire_one, promote_due, ready_heads, claim_one, block_key, record_one,
         find_event, find_seq, write_back_completed, write_back_dead, next_retry, next_lease_end, reset_one,
         dead_of_user, dead_all, purge, late_retries, clamp_retry, clamp_leases, find_entity_stmt, find_by_key_stmt,
-        entity_version, natural_key_owner, upsert_entity, delete_entity, replace_event, drop_event;
+        entity_version, natural_key_owner, upsert_entity, delete_entity, replace_event, drop_event, add_completed,
+        purge_counts;
 
     state(sqlite3* connection, bool owns, std::string file, sqlite_options o)
         : db(connection), owned(owns), path(std::move(file)), options(o) {
@@ -603,7 +656,8 @@ class sqlite_storage {
               &expire_one, &promote_due, &ready_heads, &claim_one, &block_key, &record_one, &find_event, &find_seq,
               &write_back_completed, &write_back_dead, &next_retry, &next_lease_end, &reset_one, &dead_of_user,
               &dead_all, &purge, &late_retries, &clamp_retry, &clamp_leases, &find_entity_stmt, &find_by_key_stmt,
-              &entity_version, &natural_key_owner, &upsert_entity, &delete_entity, &replace_event, &drop_event};
+              &entity_version, &natural_key_owner, &upsert_entity, &delete_entity, &replace_event, &drop_event,
+              &add_completed, &purge_counts};
     }
 
     result<void> exec(std::string_view sql, std::string_view what) {
@@ -668,7 +722,18 @@ class sqlite_storage {
         // Schema 1's line index was partial on status; schema_sql creates the full one.
         migrated = exec("DROP INDEX IF EXISTS outbox_events_line", "migrating the line index to schema 2");
       }
+      const bool before_3 = stored_version && *stored_version < 3;
+      if (migrated && before_3) {
+        // Schema 2's status index led with user_id; schema_sql creates the one led by status.
+        migrated = exec("DROP INDEX IF EXISTS outbox_events_by_status", "migrating the status index to schema 3");
+      }
       if (migrated) migrated = exec(detail::sqlite::schema_sql, "creating the outbox schema");
+      if (migrated && before_3) {
+        // Schema 3 counts completed events as they complete; the ones before it, once here.
+        migrated = exec("DELETE FROM outbox_completed; INSERT INTO outbox_completed(user_id, n) "
+                        "SELECT user_id, count(*) FROM outbox_events WHERE status = 2 GROUP BY user_id",
+                        "counting completed events for schema 3");
+      }
       if (migrated) {
         migrated = exec("INSERT INTO outbox_meta(key, value) VALUES('schema_version', '" +
                             std::to_string(detail::sqlite::schema_version) +
@@ -709,10 +774,7 @@ class sqlite_storage {
       insert_key_if_absent = statement(db,
                                        "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, "
                                        "ready_at) VALUES(?1, ?2, 0, ?3, ?4, 0) ON CONFLICT DO NOTHING");
-      line_head = statement(db,
-                            "SELECT seq, status, priority, retry_after FROM outbox_events INDEXED BY outbox_events_line "
-                            "WHERE user_id = ?1 AND ordering_key = ?2 AND seq >= ?3 AND status IN (0, 1, 3) "
-                            "ORDER BY seq LIMIT 1");
+      line_head = statement(db, detail::sqlite::line_head_sql);
       key_state = statement(db, "SELECT state, head_seq FROM outbox_keys WHERE user_id = ?1 AND ordering_key = ?2");
       upsert_key = statement(db,
                              "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, ready_at) "
@@ -720,17 +782,12 @@ class sqlite_storage {
                              "state = excluded.state, priority = excluded.priority, head_seq = excluded.head_seq, "
                              "ready_at = excluded.ready_at");
       delete_key = statement(db, "DELETE FROM outbox_keys WHERE user_id = ?1 AND ordering_key = ?2");
-      expired_leases = statement(db,
-                                 "SELECT seq, attempts, max_attempts, user_id, ordering_key, entity_type, entity_id "
-                                 "FROM outbox_events WHERE status = 1 AND lease_until <= ?1 ORDER BY lease_until");
+      expired_leases = statement(db, detail::sqlite::expired_leases_sql);
       expire_one = statement(db,
                              "UPDATE outbox_events SET status = ?2, lease = 0, lease_until = 0, updated_at = ?3, "
                              "last_error = ?4 WHERE seq = ?1");
-      promote_due = statement(db,
-                              "UPDATE outbox_keys SET state = 0 WHERE user_id = ?1 AND state = 1 AND ready_at <= ?2");
-      ready_heads = statement(db,
-                              "SELECT head_seq FROM outbox_keys WHERE user_id = ?1 AND state = 0 "
-                              "ORDER BY priority DESC, head_seq LIMIT ?2");
+      promote_due = statement(db, detail::sqlite::promote_due_sql);
+      ready_heads = statement(db, detail::sqlite::ready_heads_sql);
       claim_one = statement(db,
                             "UPDATE outbox_events SET status = 1, attempts = attempts + 1, lease = ?2, "
                             "lease_until = ?3, updated_at = ?4 WHERE seq = ?1 RETURNING " + cols);
@@ -755,18 +812,24 @@ class sqlite_storage {
                                   "WHERE collection = ?1 AND id = ?2");
       next_retry = statement(db,
                              "SELECT min(ready_at) FROM outbox_keys WHERE user_id = ?1 AND state = 1");
-      next_lease_end = statement(db, "SELECT min(lease_until) FROM outbox_events WHERE status = 1");
+      next_lease_end = statement(db,
+                                 "SELECT min(lease_until) FROM outbox_events INDEXED BY outbox_events_leases "
+                                 "WHERE status = 1");
       reset_one = statement(db,
                             "UPDATE outbox_events SET status = 0, attempts = 0, retry_after = 0, updated_at = ?2 "
                             "WHERE id = ?1 AND status IN (3, 4) RETURNING user_id, ordering_key, seq");
       dead_of_user = statement(db, "SELECT id FROM outbox_events WHERE user_id = ?1 AND status = 4");
       dead_all = statement(db, "SELECT id FROM outbox_events WHERE status = 4");
       purge = statement(db, "DELETE FROM outbox_events WHERE status = 2 AND completed_at < ?1");
+      purge_counts = statement(db,
+                               "SELECT user_id, count(*) FROM outbox_events WHERE status = 2 AND completed_at < ?1 "
+                               "GROUP BY user_id");
       late_retries = statement(db,
                                "SELECT seq, user_id, ordering_key FROM outbox_events WHERE status = 3 AND retry_after > ?1");
       clamp_retry = statement(db, "UPDATE outbox_events SET retry_after = ?2 WHERE seq = ?1");
       clamp_leases = statement(db,
-                               "UPDATE outbox_events SET lease_until = ?1 WHERE status = 1 AND lease_until > ?1");
+                               "UPDATE outbox_events INDEXED BY outbox_events_leases SET lease_until = ?1 "
+                               "WHERE status = 1 AND lease_until > ?1");
       find_entity_stmt = statement(db, "SELECT " + ecols + " FROM outbox_entities WHERE collection = ?1 AND id = ?2");
       find_by_key_stmt = statement(db,
                                    "SELECT " + ecols + " FROM outbox_entities WHERE collection = ?1 AND user_id = ?2 "
@@ -785,6 +848,9 @@ class sqlite_storage {
       delete_entity = statement(db, "DELETE FROM outbox_entities WHERE collection = ?1 AND id = ?2");
       replace_event = statement(db, "UPDATE outbox_events SET type = ?2, payload = ?3, updated_at = ?4 WHERE seq = ?1");
       drop_event = statement(db, "DELETE FROM outbox_events WHERE seq = ?1");
+      add_completed = statement(db,
+                                "INSERT INTO outbox_completed(user_id, n) VALUES(?1, ?2) "
+                                "ON CONFLICT(user_id) DO UPDATE SET n = n + excluded.n");
       for (auto* s : all_statements()) {
         if (s->prepare_error()) return *s->prepare_error();
       }
@@ -1106,12 +1172,36 @@ class sqlite_storage {
       return heads.size();
     }
 
+    /// Changes to the completed counts of a write, per user, applied to outbox_completed at its
+    /// end, in its transaction. Usually one user, so a short list beats a map.
+    struct completed_by_user {
+      std::vector<std::pair<std::string, std::int64_t>> deltas;
+      void add(std::string_view user, std::int64_t n) {
+        for (auto& [name, delta] : deltas) {
+          if (name == user) {
+            delta += n;
+            return;
+          }
+        }
+        deltas.emplace_back(std::string(user), n);
+      }
+    };
+    result<void> count_completed(const completed_by_user& tally) {
+      for (const auto& [user, delta] : tally.deltas) {
+        if (delta == 0) continue;
+        add_completed.bind(1, std::string_view(user)).bind(2, delta);
+        if (auto d = step_done(add_completed, db, "counting completed events"); !d) return d;
+      }
+      return {};
+    }
+
     result<std::size_t> record(std::span<outcome> outcomes) {
       for (const outcome& o : outcomes) {
         if (o.to == status::processing)
           return error(errc::invalid_argument, "an outcome cannot move an event to processing");
       }
       std::size_t applied = 0;
+      completed_by_user tally;
       for (outcome& o : outcomes) {
         o.applied = false;
         std::string user, key, entity_type, entity_id, last_error;
@@ -1133,9 +1223,11 @@ class sqlite_storage {
         }
         if (auto r = refresh(user, key, seq, line_event::flight_ended); !r) return r.error();
         if (auto w = write_back(entity_type, entity_id, o.to, o.remote_id, o.id, last_error); !w) return w.error();
+        if (o.to == status::completed) tally.add(user, 1);
         o.applied = true;
         ++applied;
       }
+      if (auto c = count_completed(tally); !c) return c.error();
       return applied;
     }
 
@@ -1175,9 +1267,21 @@ class sqlite_storage {
     }
 
     result<std::size_t> purge_completed(timestamp before) {
+      // Counted per user first (the deletion's own range, through the status index), so the
+      // completed counts drop by what the deletion removes; RETURNING would buffer every row.
+      completed_by_user tally;
+      {
+        detail::sqlite::reset_on_exit reset{purge_counts};
+        purge_counts.bind(1, before);
+        int rc;
+        while ((rc = purge_counts.step()) == SQLITE_ROW) tally.add(purge_counts.text(0), -purge_counts.int64(1));
+        if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting completed events to purge");
+      }
       purge.bind(1, before);
       if (auto d = step_done(purge, db, "purging completed events"); !d) return d.error();
-      return static_cast<std::size_t>(sqlite3_changes(db));
+      const auto purged = static_cast<std::size_t>(sqlite3_changes(db));
+      if (auto c = count_completed(tally); !c) return c.error();
+      return purged;
     }
 
     result<std::size_t> clamp_schedule(timestamp retry_limit, timestamp lease_limit) {
@@ -1291,7 +1395,15 @@ class sqlite_storage {
 
     result<std::vector<event>> query(const event_query& q) {
       auto lock = lock_connection();
-      std::string sql = "SELECT " + std::string(detail::sqlite::event_columns) + " FROM outbox_events WHERE seq > ?1";
+      // A status and a user: the status index holds the page in seq order. A status that is not
+      // completed, for all users: the status index holds a range no longer than the events waiting
+      // in that status, which SQLite sorts. Otherwise the events are read in seq order from the
+      // cursor until the page is full, which is short for completed events (most of the history)
+      // and for the user a device mostly holds; left to itself, SQLite would read every such event
+      // through an index and sort them all.
+      const bool by_index = q.status_is && (q.user_id || *q.status_is != status::completed);
+      std::string sql = "SELECT " + std::string(detail::sqlite::event_columns) + " FROM outbox_events" +
+                        (by_index ? " INDEXED BY outbox_events_status" : " NOT INDEXED") + " WHERE seq > ?1";
       if (q.status_is) sql += " AND status = ?2";
       if (q.user_id) sql += " AND user_id = ?3";
       sql += " ORDER BY seq LIMIT ?4";
@@ -1309,41 +1421,49 @@ class sqlite_storage {
     }
 
     result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
+      using detail::sqlite::statement;
       auto lock = lock_connection();
+      auto prepared = [&](const detail::sqlite::user_or_all& sql) {
+        statement s(db, user ? sql.user : sql.all);
+        if (user && !s.prepare_error()) s.bind(1, *user);
+        return s;
+      };
       event_stats stats;
+      std::optional<std::int64_t> oldest_pending;
       {
-        detail::sqlite::statement s(db, user ? "SELECT status, count(*) FROM outbox_events WHERE user_id = ?1 GROUP BY status"
-                                             : "SELECT status, count(*) FROM outbox_events GROUP BY status");
+        statement s = prepared(detail::sqlite::count_waiting);
         if (s.prepare_error()) return *s.prepare_error();
-        if (user) s.bind(1, *user);
         int rc;
         while ((rc = s.step()) == SQLITE_ROW) {
           const int st = s.integer(0);
           if (st >= 0 && st < static_cast<int>(status_count))
             stats.counts[static_cast<std::size_t>(st)] = static_cast<std::size_t>(s.int64(1));
+          if (st == static_cast<int>(status::pending)) oldest_pending = s.int64(2);
         }
         if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting events");
       }
       {
-        // The oldest pending event, as the other storages define it: the lowest seq's creation.
-        detail::sqlite::statement s(db, user ? "SELECT created_at FROM outbox_events WHERE user_id = ?1 AND status = 0 "
-                                               "ORDER BY seq LIMIT 1"
-                                             : "SELECT created_at FROM outbox_events WHERE status = 0 ORDER BY seq LIMIT 1");
+        statement s = prepared(detail::sqlite::count_completed);
         if (s.prepare_error()) return *s.prepare_error();
-        if (user) s.bind(1, *user);
-        if (s.step() == SQLITE_ROW) stats.oldest_pending_age = now - s.time(0);
+        const int rc = s.step();
+        if (rc == SQLITE_ROW) stats.counts[static_cast<std::size_t>(status::completed)] = static_cast<std::size_t>(s.int64(0));
+        else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting completed events");
+      }
+      if (oldest_pending) {
+        statement s(db, "SELECT created_at FROM outbox_events WHERE seq = ?1");
+        if (s.prepare_error()) return *s.prepare_error();
+        s.bind(1, *oldest_pending);
+        const int rc = s.step();
+        if (rc == SQLITE_ROW) stats.oldest_pending_age = now - s.time(0);
+        else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "finding the oldest pending event");
       }
       {
-        // The oldest claimable event: the earliest-appended head that is ready or due, and claimable
-        // (no expired lease counts: they become pending at the next claim).
-        detail::sqlite::statement s(
-            db, std::string("SELECT e.created_at FROM outbox_keys k JOIN outbox_events e ON e.seq = k.head_seq WHERE ") +
-                    (user ? "k.user_id = ?1 AND " : "") +
-                    "(k.state = 0 OR (k.state = 1 AND k.ready_at <= ?2)) ORDER BY k.head_seq LIMIT 1");
+        statement s = prepared(detail::sqlite::oldest_due);
         if (s.prepare_error()) return *s.prepare_error();
-        if (user) s.bind(1, *user);
         s.bind(2, now);
-        if (s.step() == SQLITE_ROW) stats.oldest_due_age = now - s.time(0);
+        const int rc = s.step();
+        if (rc == SQLITE_ROW) stats.oldest_due_age = now - s.time(0);
+        else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "finding the oldest due event");
       }
       return stats;
     }
@@ -1411,16 +1531,24 @@ class sqlite_storage {
       return rows;
     }
 
+    std::vector<std::string> explain_stats() {
+      auto lock = lock_connection();
+      std::vector<std::string> plan;
+      for (const auto* q : {&detail::sqlite::count_waiting, &detail::sqlite::count_completed,
+                            &detail::sqlite::oldest_due}) {
+        for (std::string_view sql : {q->user, q->all}) {
+          detail::sqlite::statement s(db, "EXPLAIN QUERY PLAN " + std::string(sql));
+          while (s.step() == SQLITE_ROW) plan.push_back(std::string(sql.substr(0, 40)) + "...: " + s.text(3));
+        }
+      }
+      return plan;
+    }
+
     std::vector<std::string> explain_claim() {
       auto lock = lock_connection();
       std::vector<std::string> plan;
-      for (std::string_view sql :
-           {std::string_view("SELECT head_seq FROM outbox_keys WHERE user_id = ?1 AND state = 0 "
-                             "ORDER BY priority DESC, head_seq LIMIT ?2"),
-            std::string_view("UPDATE outbox_keys SET state = 0 WHERE user_id = ?1 AND state = 1 AND ready_at <= ?2"),
-            std::string_view("SELECT seq FROM outbox_events WHERE status = 1 AND lease_until <= ?1 ORDER BY lease_until"),
-            std::string_view("SELECT seq, status, priority, retry_after FROM outbox_events WHERE user_id = ?1 AND "
-                             "ordering_key = ?2 AND status IN (0, 1, 3) ORDER BY seq LIMIT 1")}) {
+      for (std::string_view sql : {detail::sqlite::ready_heads_sql, detail::sqlite::promote_due_sql,
+                                   detail::sqlite::expired_leases_sql, detail::sqlite::line_head_sql}) {
         detail::sqlite::statement s(db, "EXPLAIN QUERY PLAN " + std::string(sql));
         while (s.step() == SQLITE_ROW) plan.push_back(s.text(3));
       }

@@ -580,6 +580,34 @@ void run_storage_conformance() {
     CHECK(*later->oldest_due_age == 60s);  // now "a" is due too, and older
   }
 
+  SECTION("stats count completed events as outcomes complete them and purges remove them") {
+    std::vector<event> batch = {f.make("alice", "a"), f.make("alice", "b"), f.make("alice", "c"),
+                                f.make("bob", "d"), f.make("bob", "e")};
+    append_all(s, batch);
+    auto alices = claim(s, f.claim_at("alice", t0));
+    auto bobs = claim(s, f.claim_at("bob", t0));
+    REQUIRE(alices.size() == 3);
+    REQUIRE(bobs.size() == 2);
+    CHECK(record(s, {f.complete(alices[0], t0), f.complete(alices[1], t0 + 1h), f.kill(alices[2], t0),
+                     f.complete(bobs[0], t0), f.fail(bobs[1], t0, t0 + 1min)}) == 5);
+    auto count = [&](std::optional<std::string_view> user, status st) { return s.stats(user, t0)->count(st); };
+    CHECK(count("alice", status::completed) == 2);
+    CHECK(count("bob", status::completed) == 1);
+    CHECK(count(std::nullopt, status::completed) == 3);
+    CHECK(count("alice", status::dead) == 1);
+    CHECK(count("bob", status::failed) == 1);
+    CHECK(count("carol", status::completed) == 0);
+
+    CHECK(s.purge_completed(t0 + 30min).value() == 2);  // alice's first and bob's
+    CHECK(count("alice", status::completed) == 1);
+    CHECK(count("bob", status::completed) == 0);
+    CHECK(count(std::nullopt, status::completed) == 1);
+    CHECK(s.stats(std::nullopt, t0)->total() == 3);
+    // A stale outcome (its lease gone) completes nothing.
+    CHECK(record(s, {f.complete(alices[0], t0)}) == 0);
+    CHECK(count(std::nullopt, status::completed) == 1);
+  }
+
   SECTION("next_wake tells the earliest retry of the user or lease expiry") {
     std::vector<event> batch = {f.make("alice", "a"), f.make("alice", "b")};
     append_all(s, batch);
