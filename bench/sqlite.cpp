@@ -26,12 +26,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <span>
@@ -526,7 +529,8 @@ struct claimed_row {
 };
 
 /// Raw SQL over the same database: per cycle, one transaction claims the 100 oldest pending rows
-/// in seq order through the (user_id, status, seq) index and marks each processing with a lease,
+/// in seq order through the status index (status = 0 and the user: one range in seq order) and
+/// marks each processing with a lease,
 /// reading the row back; a second transaction marks each completed. Two commits per 100 events,
 /// like the outbox; no per-key lines, no lease expiry, no retry scheduling.
 void BM_baseline_raw_sqlite_drain(benchmark::State& state) {
@@ -630,6 +634,94 @@ void BM_baseline_raw_sqlite_drain(benchmark::State& state) {
     state.SetIterationTime(std::chrono::duration<double>(stop - start).count());
   }
   set_drain_counters(state);
+}
+
+// ---- stats over a long history -----------------------------------------------------------------
+
+/// A database of `total` events, every one delivered (completed), built once per size through the
+/// outbox with synchronous = NORMAL and shared by the outbox's row and its baseline.
+const std::string* completed_history(std::size_t total, std::string& error) {
+  static std::map<std::size_t, std::unique_ptr<temp_database>> built;
+  if (auto found = built.find(total); found != built.end()) return &found->second->path();
+  auto file = std::make_unique<temp_database>();
+  if (auto failed = fill(file->path(), make_pool(), total)) {
+    error = *failed;
+    return nullptr;
+  }
+  outbox::sqlite_options fast;
+  fast.synchronous = outbox::sqlite_options::sync_mode::normal;
+  auto storage = outbox::sqlite_storage::open(file->path(), fast);
+  if (!storage) {
+    error = storage.error().what();
+    return nullptr;
+  }
+  outbox::options opts;
+  opts.batch_size = 1000;
+  sqlite_outbox box(std::move(*storage), opts);
+  box.set_user(user);
+  while (box.process_once().claimed > 0) {
+  }
+  const auto counted = box.stats();
+  if (!counted || counted->count(outbox::status::completed) != total) {
+    error = "the history was not delivered in full";
+    return nullptr;
+  }
+  return &built.emplace(total, std::move(file)).first->second->path();
+}
+
+/// stats() for all users over a history of N completed events: what a status screen polls.
+void BM_sqlite_storage_stats(benchmark::State& state) {
+  std::string error;
+  const std::string* path = completed_history(static_cast<std::size_t>(state.range(0)), error);
+  if (!path) {
+    state.SkipWithError(("setup: " + error).c_str());
+    return;
+  }
+  auto storage = outbox::sqlite_storage::open(*path);
+  if (!storage) {
+    state.SkipWithError(storage.error().what().c_str());
+    return;
+  }
+  const auto now = outbox::system_clock{}.now();
+  for (auto _ : state) {
+    auto counted = storage->stats(std::nullopt, now);
+    if (!counted) {
+      state.SkipWithError(counted.error().what().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(counted->counts);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+/// The same counts as raw SQL would take them: every event's status, grouped. (What the storage
+/// did before schema 3.)
+void BM_baseline_raw_sqlite_count_by_status(benchmark::State& state) {
+  std::string error;
+  const std::string* path = completed_history(static_cast<std::size_t>(state.range(0)), error);
+  if (!path) {
+    state.SkipWithError(("setup: " + error).c_str());
+    return;
+  }
+  raw_connection db(*path);
+  sqlite3_stmt* count = db.prepare("SELECT status, count(*) FROM outbox_events GROUP BY status");
+  if (!db.ok()) {
+    state.SkipWithError(db.error().c_str());
+    return;
+  }
+  std::array<std::int64_t, outbox::status_count> counts{};
+  for (auto _ : state) {
+    int rc;
+    while ((rc = sqlite3_step(count)) == SQLITE_ROW)
+      counts[static_cast<std::size_t>(sqlite3_column_int(count, 0)) % counts.size()] = sqlite3_column_int64(count, 1);
+    sqlite3_reset(count);
+    if (rc != SQLITE_DONE) {
+      state.SkipWithError("counting");
+      break;
+    }
+    benchmark::DoNotOptimize(counts);
+  }
+  state.SetItemsProcessed(state.iterations());
 }
 
 // ---- concurrent savers -----------------------------------------------------------------------
@@ -736,6 +828,10 @@ BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(10'000)->Iterations(3
 BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+// Calls per second over a history of N completed events; the databases are built once.
+BENCHMARK(BM_sqlite_storage_stats)->ArgName("completed")->Arg(10'000)->Arg(100'000);
+BENCHMARK(BM_baseline_raw_sqlite_count_by_status)->ArgName("completed")->Arg(10'000)->Arg(100'000);
 
 // device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync, what a
 // phone's flash or a server's SSD without a write cache costs (see `device` above).

@@ -634,7 +634,13 @@ class sqlite_storage {
         find_event, find_seq, write_back_completed, write_back_dead, next_retry, next_lease_end, reset_one,
         dead_of_user, dead_all, purge, late_retries, clamp_retry, clamp_leases, find_entity_stmt, find_by_key_stmt,
         entity_version, natural_key_owner, upsert_entity, delete_entity, replace_event, drop_event, add_completed,
-        purge_counts;
+        purge_counts, created_at_of;
+    /// A stats() query prepared twice: for one user and for all.
+    struct per_user_statement {
+      detail::sqlite::statement user, all;
+      detail::sqlite::statement& operator()(bool for_user) { return for_user ? user : all; }
+    };
+    per_user_statement stats_waiting, stats_completed, stats_oldest_due;
 
     state(sqlite3* connection, bool owns, std::string file, sqlite_options o)
         : db(connection), owned(owns), path(std::move(file)), options(o) {
@@ -657,7 +663,8 @@ class sqlite_storage {
               &write_back_completed, &write_back_dead, &next_retry, &next_lease_end, &reset_one, &dead_of_user,
               &dead_all, &purge, &late_retries, &clamp_retry, &clamp_leases, &find_entity_stmt, &find_by_key_stmt,
               &entity_version, &natural_key_owner, &upsert_entity, &delete_entity, &replace_event, &drop_event,
-              &add_completed, &purge_counts};
+              &add_completed, &purge_counts, &created_at_of, &stats_waiting.user, &stats_waiting.all,
+              &stats_completed.user, &stats_completed.all, &stats_oldest_due.user, &stats_oldest_due.all};
     }
 
     result<void> exec(std::string_view sql, std::string_view what) {
@@ -848,6 +855,13 @@ class sqlite_storage {
       delete_entity = statement(db, "DELETE FROM outbox_entities WHERE collection = ?1 AND id = ?2");
       replace_event = statement(db, "UPDATE outbox_events SET type = ?2, payload = ?3, updated_at = ?4 WHERE seq = ?1");
       drop_event = statement(db, "DELETE FROM outbox_events WHERE seq = ?1");
+      created_at_of = statement(db, "SELECT created_at FROM outbox_events WHERE seq = ?1");
+      for (auto [target, sql] : {std::pair{&stats_waiting, &detail::sqlite::count_waiting},
+                                 std::pair{&stats_completed, &detail::sqlite::count_completed},
+                                 std::pair{&stats_oldest_due, &detail::sqlite::oldest_due}}) {
+        target->user = statement(db, sql->user);
+        target->all = statement(db, sql->all);
+      }
       add_completed = statement(db,
                                 "INSERT INTO outbox_completed(user_id, n) VALUES(?1, ?2) "
                                 "ON CONFLICT(user_id) DO UPDATE SET n = n + excluded.n");
@@ -1421,18 +1435,13 @@ class sqlite_storage {
     }
 
     result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
-      using detail::sqlite::statement;
       auto lock = lock_connection();
-      auto prepared = [&](const detail::sqlite::user_or_all& sql) {
-        statement s(db, user ? sql.user : sql.all);
-        if (user && !s.prepare_error()) s.bind(1, *user);
-        return s;
-      };
       event_stats stats;
       std::optional<std::int64_t> oldest_pending;
       {
-        statement s = prepared(detail::sqlite::count_waiting);
-        if (s.prepare_error()) return *s.prepare_error();
+        auto& s = stats_waiting(user.has_value());
+        detail::sqlite::reset_on_exit reset{s};
+        if (user) s.bind(1, *user);
         int rc;
         while ((rc = s.step()) == SQLITE_ROW) {
           const int st = s.integer(0);
@@ -1443,23 +1452,25 @@ class sqlite_storage {
         if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting events");
       }
       {
-        statement s = prepared(detail::sqlite::count_completed);
-        if (s.prepare_error()) return *s.prepare_error();
+        auto& s = stats_completed(user.has_value());
+        detail::sqlite::reset_on_exit reset{s};
+        if (user) s.bind(1, *user);
         const int rc = s.step();
         if (rc == SQLITE_ROW) stats.counts[static_cast<std::size_t>(status::completed)] = static_cast<std::size_t>(s.int64(0));
         else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting completed events");
       }
       if (oldest_pending) {
-        statement s(db, "SELECT created_at FROM outbox_events WHERE seq = ?1");
-        if (s.prepare_error()) return *s.prepare_error();
+        auto& s = created_at_of;
+        detail::sqlite::reset_on_exit reset{s};
         s.bind(1, *oldest_pending);
         const int rc = s.step();
         if (rc == SQLITE_ROW) stats.oldest_pending_age = now - s.time(0);
         else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "finding the oldest pending event");
       }
       {
-        statement s = prepared(detail::sqlite::oldest_due);
-        if (s.prepare_error()) return *s.prepare_error();
+        auto& s = stats_oldest_due(user.has_value());
+        detail::sqlite::reset_on_exit reset{s};
+        if (user) s.bind(1, *user);
         s.bind(2, now);
         const int rc = s.step();
         if (rc == SQLITE_ROW) stats.oldest_due_age = now - s.time(0);
