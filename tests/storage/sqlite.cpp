@@ -158,7 +158,8 @@ TEST_CASE("a schema-1 database is migrated in place and keeps its events", "[sto
 
 TEST_CASE("a schema-2 database is migrated in place: its completed events counted once", "[storage][sqlite][schema]") {
   // Schema 2 counted every status by reading the events; schema 3 keeps the completed counts in
-  // outbox_completed and leads the status index with status.
+  // outbox_completed and leads the status index with status; schema 4 makes the line indexes
+  // partial on their state.
   const auto file = temp_path("outbox-schema2.db");
   temp_file_owner cleanup(file);
   outbox::testing::storage_fixture f;
@@ -178,6 +179,9 @@ TEST_CASE("a schema-2 database is migrated in place: its completed events counte
   raw_exec(file,
            "DROP TABLE outbox_completed; DROP INDEX outbox_events_status;"
            "CREATE INDEX outbox_events_by_status ON outbox_events(user_id, status, seq);"
+           "DROP INDEX outbox_keys_claim; DROP INDEX outbox_keys_due;"
+           "CREATE INDEX outbox_keys_claim ON outbox_keys(user_id, state, priority DESC, head_seq);"
+           "CREATE INDEX outbox_keys_due ON outbox_keys(user_id, state, ready_at);"
            "UPDATE outbox_meta SET value = '2' WHERE key = 'schema_version'; PRAGMA user_version = 2;");
   {
     outbox::sqlite_storage s(file.string());
@@ -198,6 +202,10 @@ TEST_CASE("a schema-2 database is migrated in place: its completed events counte
         outbox::detail::sqlite::schema_version);
   CHECK(raw_int(file, "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_events_by_status'") == 0);
   CHECK(raw_int(file, "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_events_status'") == 1);
+  CHECK(raw_int(file, "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_keys_claim' AND sql LIKE "
+                      "'%WHERE state = 0'") == 1);
+  CHECK(raw_int(file, "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_keys_due' AND sql LIKE "
+                      "'%WHERE state = 1'") == 1);
 }
 
 TEST_CASE("completed counts commit and roll back with the outcome, and survive reopening", "[storage][sqlite]") {

@@ -80,7 +80,7 @@ struct sqlite_options {
 
 namespace detail::sqlite {
 
-inline constexpr int schema_version = 3;
+inline constexpr int schema_version = 4;
 
 inline errc code_of(int rc) noexcept {
   switch (rc & 0xFF) {
@@ -266,8 +266,13 @@ CREATE TABLE IF NOT EXISTS outbox_keys (
   ready_at     INTEGER NOT NULL,
   PRIMARY KEY (user_id, ordering_key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_keys_claim ON outbox_keys(user_id, state, priority DESC, head_seq);
-CREATE INDEX IF NOT EXISTS outbox_keys_due ON outbox_keys(user_id, state, ready_at);
+-- Ready heads in claim order, and failed heads by retry time. Each holds only the lines in its
+-- state, so a line's trip through a delivery (0 -> 2 when claimed, 2 -> 0 for its next head)
+-- touches the first index once each way and the second not at all, where full indexes took a
+-- delete and an insert in both every time (about 13 % of a drained event's instructions).
+-- `state` stays a column so the reads are covered. (Schema 3 and before had them full.)
+CREATE INDEX IF NOT EXISTS outbox_keys_claim ON outbox_keys(user_id, state, priority DESC, head_seq) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS outbox_keys_due ON outbox_keys(user_id, state, ready_at) WHERE state = 1;
 
 CREATE TABLE IF NOT EXISTS outbox_entities (
   collection  TEXT    NOT NULL,
@@ -733,6 +738,11 @@ class sqlite_storage {
       if (migrated && before_3) {
         // Schema 2's status index led with user_id; schema_sql creates the one led by status.
         migrated = exec("DROP INDEX IF EXISTS outbox_events_by_status", "migrating the status index to schema 3");
+      }
+      if (migrated && stored_version && *stored_version < 4) {
+        // Schema 3's line indexes were full; schema_sql creates the partial ones.
+        migrated = exec("DROP INDEX IF EXISTS outbox_keys_claim; DROP INDEX IF EXISTS outbox_keys_due",
+                        "migrating the line indexes to schema 4");
       }
       if (migrated) migrated = exec(detail::sqlite::schema_sql, "creating the outbox schema");
       if (migrated && before_3) {
