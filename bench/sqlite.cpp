@@ -669,14 +669,18 @@ const std::string* completed_history(std::size_t total, std::string& error) {
   return &built.emplace(total, std::move(file)).first->second->path();
 }
 
-/// stats() for all users over a history of N completed events: what a status screen polls.
-void BM_sqlite_storage_stats(benchmark::State& state) {
+/// The history of state.range(0) events, or nullptr with the row skipped.
+const std::string* completed_history(benchmark::State& state) {
   std::string error;
   const std::string* path = completed_history(static_cast<std::size_t>(state.range(0)), error);
-  if (!path) {
-    state.SkipWithError(("setup: " + error).c_str());
-    return;
-  }
+  if (!path) state.SkipWithError(("setup: " + error).c_str());
+  return path;
+}
+
+/// stats() for all users over a history of N completed events: what a status screen polls.
+void BM_sqlite_storage_stats(benchmark::State& state) {
+  const std::string* path = completed_history(state);
+  if (!path) return;
   auto storage = outbox::sqlite_storage::open(*path);
   if (!storage) {
     state.SkipWithError(storage.error().what().c_str());
@@ -697,12 +701,8 @@ void BM_sqlite_storage_stats(benchmark::State& state) {
 /// The same counts as raw SQL would take them: every event's status, grouped. (What the storage
 /// did before schema 3.)
 void BM_baseline_raw_sqlite_count_by_status(benchmark::State& state) {
-  std::string error;
-  const std::string* path = completed_history(static_cast<std::size_t>(state.range(0)), error);
-  if (!path) {
-    state.SkipWithError(("setup: " + error).c_str());
-    return;
-  }
+  const std::string* path = completed_history(state);
+  if (!path) return;
   raw_connection db(*path);
   sqlite3_stmt* count = db.prepare("SELECT status, count(*) FROM outbox_events GROUP BY status");
   if (!db.ok()) {
