@@ -15,10 +15,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <initializer_list>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -210,6 +213,47 @@ event fetch(Storage& s, event_id id) {
   REQUIRE(found.has_value());
   REQUIRE(found->has_value());
   return **found;
+}
+
+/// Checks `stats` against the events themselves, read one by one from `query`: for each of
+/// `users`, and for all of them. A storage that keeps counts rather than counting must keep them
+/// through every kind of write.
+template <class Storage>
+void check_stats(Storage& s, std::initializer_list<std::string_view> users, timestamp now) {
+  event_query q;
+  q.limit = 1'000'000;
+  auto events = s.query(q);  // in append order
+  REQUIRE(events.has_value());
+  auto expect = [&](std::optional<std::string_view> user) {
+    using line = std::pair<std::string_view, std::string_view>;  // (user, ordering key)
+    std::vector<line> done;  // lines in flight, or whose head is known
+    for (const auto& e : *events)
+      if (e.status == status::processing) done.emplace_back(e.user_id, e.ordering_key);
+    event_stats x;
+    for (const auto& e : *events) {
+      if (user && e.user_id != *user) continue;
+      ++x.counts[static_cast<std::size_t>(e.status)];
+      if (e.status == status::pending && !x.oldest_pending_age) x.oldest_pending_age = now - e.created_at;
+      const bool undelivered = e.status == status::pending || e.status == status::failed;
+      const line l{e.user_id, e.ordering_key};
+      if (!undelivered || std::find(done.begin(), done.end(), l) != done.end()) continue;
+      done.push_back(l);  // `e` heads its line, none of which is in flight: claimable if ready or due
+      const bool claimable = e.status == status::pending || e.retry_after <= now;
+      if (claimable && !x.oldest_due_age) x.oldest_due_age = now - e.created_at;
+    }
+    return x;
+  };
+  auto check = [&](std::optional<std::string_view> user) {
+    INFO("user " << (user ? std::string(*user) : std::string("(all)")));
+    auto stats = s.stats(user, now);
+    REQUIRE(stats.has_value());
+    const event_stats expected = expect(user);
+    CHECK(stats->counts == expected.counts);
+    CHECK(stats->oldest_pending_age == expected.oldest_pending_age);
+    CHECK(stats->oldest_due_age == expected.oldest_due_age);
+  };
+  for (auto user : users) check(user);
+  check(std::nullopt);
 }
 
 inline std::vector<std::string> keys_of(const std::vector<event>& events) {
@@ -578,6 +622,16 @@ void run_storage_conformance() {
 
     auto later = s.stats(std::string_view("alice"), t0 + 60s);
     CHECK(*later->oldest_due_age == 60s);  // now "a" is due too, and older
+
+    // A user with nothing pending still has a claimable event once a retry comes due.
+    auto bobs = claim(s, f.claim_at("bob", t0 + 20s, 1));
+    CHECK(record(s, {f.fail(bobs[0], t0 + 20s, t0 + 40s)}) == 1);
+    auto bob = s.stats(std::string_view("bob"), t0 + 30s);
+    CHECK(bob->count(status::pending) == 0);
+    CHECK_FALSE(bob->oldest_due_age.has_value());  // "c" waits for its retry
+    bob = s.stats(std::string_view("bob"), t0 + 60s);
+    REQUIRE(bob->oldest_due_age.has_value());
+    CHECK(*bob->oldest_due_age == 60s);  // "c", due again since t0 + 40s
   }
 
   SECTION("stats count completed events as outcomes complete them and purges remove them") {
@@ -606,6 +660,79 @@ void run_storage_conformance() {
     // A stale outcome (its lease gone) completes nothing.
     CHECK(record(s, {f.complete(alices[0], t0)}) == 0);
     CHECK(count(std::nullopt, status::completed) == 1);
+  }
+
+  SECTION("stats agree with the events through every kind of write, in a random walk of them") {
+    // Counts, the oldest pending event and the oldest claimable one, as computed from the events.
+    std::mt19937 random(20261122);
+    auto pick = [&](int n) { return static_cast<int>(random() % static_cast<unsigned>(n)); };
+    const std::array<std::string, 2> users = {"alice", "bob"};
+    timestamp now = t0;
+    std::vector<event> in_flight;  // as claimed: some of their leases run out, some are stale
+    for (int step = 0; step < 300; ++step) {
+      const std::string& user = users[static_cast<std::size_t>(pick(2))];
+      switch (pick(8)) {
+        case 0:
+        case 1: {
+          std::vector<event> batch;
+          for (int i = pick(4); i >= 0; --i) {
+            batch.push_back(f.make(user, "k" + std::to_string(pick(5)), pick(3) - 1));  // priorities -1 to 1
+            batch.back().max_attempts = 1 + pick(3);  // so some leases run out on the last attempt
+            batch.back().created_at = now - std::chrono::seconds(pick(100));  // ages that tell events apart
+          }
+          append_all(s, batch);
+          break;
+        }
+        case 2:
+        case 3: {
+          auto claimed = claim(s, f.claim_at(user, now, static_cast<std::size_t>(1 + pick(3)), 30s));
+          in_flight.insert(in_flight.end(), claimed.begin(), claimed.end());
+          break;
+        }
+        case 4: {  // outcomes for some claims, of every kind; the stale ones are not applied
+          std::vector<outcome> outcomes;
+          for (std::size_t i = 0; i < in_flight.size();) {
+            if (pick(2) == 0) {
+              ++i;
+              continue;
+            }
+            const event& e = in_flight[i];
+            switch (pick(4)) {
+              case 0: outcomes.push_back(storage_fixture::complete(e, now)); break;
+              case 1: outcomes.push_back(storage_fixture::fail(e, now, now + std::chrono::seconds(pick(60)))); break;
+              case 2: outcomes.push_back(storage_fixture::kill(e, now)); break;
+              default: outcomes.push_back(storage_fixture::release(e, now)); break;
+            }
+            in_flight.erase(in_flight.begin() + static_cast<std::ptrdiff_t>(i));
+          }
+          REQUIRE(s.record(std::span<outcome>(outcomes)).has_value());
+          break;
+        }
+        case 5: now += std::chrono::seconds(1 + pick(25)); break;  // leases expire, retries come due
+        case 6: {
+          event_query q;
+          q.status_is = pick(2) == 0 ? status::failed : status::dead;
+          q.limit = 3;
+          auto found = s.query(q);
+          REQUIRE(found.has_value());
+          std::vector<event_id> ids;
+          for (const auto& e : *found) ids.push_back(e.id);
+          if (pick(2) == 0) ids.push_back(f.make(user, "gone").id);  // unknown: nothing to reset
+          REQUIRE(s.reset(std::span<const event_id>(ids), now).has_value());
+          break;
+        }
+        default:
+          if (pick(2) == 0) {
+            const auto whose = pick(2) == 0 ? std::optional<std::string_view>(user) : std::nullopt;
+            REQUIRE(s.reset_dead(whose, now).has_value());
+          } else {
+            REQUIRE(s.purge_completed(now - std::chrono::seconds(pick(40))).has_value());
+          }
+          break;
+      }
+      INFO("step " << step);
+      detail::check_stats(s, {"alice", "bob", "carol"}, now);
+    }
   }
 
   SECTION("next_wake tells the earliest retry of the user or lease expiry") {
@@ -1165,6 +1292,7 @@ void run_entity_storage_conformance() {
     b.event.ordering_key = "profile-of-alice";
     commit_ok(s, a);
     commit_ok(s, b);
+    CHECK(s.stats(std::nullopt, t0).value().count(status::pending) == 2);  // (a storage may keep counts from here)
 
     commit_ok(s, f.make_drop(row_of(s, "profile", "a"), a.event.id));
     CHECK_FALSE(has_row(s, "profile", "a"));
