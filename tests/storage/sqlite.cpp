@@ -241,6 +241,44 @@ TEST_CASE("completed counts commit and roll back with the outcome, and survive r
   CHECK(s.stats(std::nullopt, f.t0).value().count(status::completed) == 41);
 }
 
+TEST_CASE("kept counts follow this connection's transactions and another connection's commits", "[storage][sqlite]") {
+  const auto file = temp_path("outbox-kept-counts.db");
+  temp_file_owner cleanup(file);
+  outbox::testing::storage_fixture f;
+  outbox::sqlite_storage s(file.string());
+  auto pending = [&] { return s.stats(std::string_view("alice"), f.t0).value().count(status::pending); };
+  std::vector<outbox::event> first = {f.make("alice", "a"), f.make("alice", "b"), f.make("alice", "c")};
+  REQUIRE(s.append(std::span<outbox::event>(first)));
+  CHECK(pending() == 3);  // counted, and kept from here on
+
+  SECTION("a transaction_guard's writes count inside it, and after it only if it commits") {
+    {
+      auto tx = s.transaction();
+      std::vector<outbox::event> more = {f.make("alice", "d")};
+      REQUIRE(s.append(std::span<outbox::event>(more)));
+      CHECK(pending() == 4);  // its own uncommitted event
+    }  // rolled back
+    CHECK(pending() == 3);
+    {
+      auto tx = s.transaction();
+      std::vector<outbox::event> more = {f.make("alice", "e")};
+      REQUIRE(s.append(std::span<outbox::event>(more)));
+      REQUIRE(tx.commit());
+    }
+    CHECK(pending() == 4);
+  }
+
+  SECTION("another connection's commit is counted") {
+    raw_exec(file, "UPDATE outbox_events SET status = 4 WHERE seq = 1");
+    auto alice = s.stats(std::string_view("alice"), f.t0).value();
+    CHECK(alice.count(status::pending) == 2);
+    CHECK(alice.count(status::dead) == 1);
+    raw_exec(file, "DELETE FROM outbox_events WHERE seq = 2");
+    CHECK(pending() == 1);
+    CHECK(s.stats(std::nullopt, f.t0).value().total() == 2);
+  }
+}
+
 TEST_CASE("stats read no history: their plans search indexes and never scan the events", "[storage][sqlite]") {
   temp_sqlite_storage s;
   const auto plan = s.explain_stats();

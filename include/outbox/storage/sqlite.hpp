@@ -35,18 +35,22 @@
 /// order, expired leases in lease order.
 ///
 /// Inspection reads no history: `stats()` reads the completed count each user's outcomes and
-/// purges keep (schema 3), and counts the other statuses through the (status, user, seq) index,
-/// so it costs what is still waiting, however many completed events are kept.
+/// purges keep (schema 3). The other statuses it counts through the (status, user, seq) index
+/// once, and then keeps those counts in memory, moved by this connection's commits; another
+/// connection's commit makes it count again. So a call costs the same however many events wait
+/// and however many completed ones are kept.
 
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -296,8 +300,10 @@ CREATE INDEX IF NOT EXISTS outbox_entities_time ON outbox_entities(collection, u
 )sql";
 
 /// The reads of a claim, in the order it runs them; explain_claim() shows their plans.
+// The head's status (pending, or failed and due) comes along for the counts a claim moves.
 inline constexpr std::string_view ready_heads_sql =
-    "SELECT head_seq FROM outbox_keys WHERE user_id = ?1 AND state = 0 ORDER BY priority DESC, head_seq LIMIT ?2";
+    "SELECT k.head_seq, e.status FROM outbox_keys k JOIN outbox_events e ON e.seq = k.head_seq "
+    "WHERE k.user_id = ?1 AND k.state = 0 ORDER BY k.priority DESC, k.head_seq LIMIT ?2";
 inline constexpr std::string_view promote_due_sql =
     "UPDATE outbox_keys SET state = 0 WHERE user_id = ?1 AND state = 1 AND ready_at <= ?2";
 // Named index: the status index would serve `status = 1` too, but not in lease order.
@@ -316,19 +322,33 @@ inline constexpr std::string_view line_head_sql =
 struct user_or_all {
   std::string_view user, all;
 };
-inline constexpr user_or_all count_waiting{
-    "SELECT status, count(*), min(seq) FROM outbox_events WHERE status IN (0, 1, 3, 4) AND user_id = ?1 "
-    "GROUP BY status",
-    "SELECT status, count(*), min(seq) FROM outbox_events WHERE status IN (0, 1, 3, 4) GROUP BY status"};
+// The statuses an event leaves (pending, processing, failed, dead), counted per user: when
+// stats() finds no counts it can trust, then kept up to date by this connection's commits.
+inline constexpr std::string_view count_waiting_sql =
+    "SELECT status, user_id, count(*) FROM outbox_events WHERE status IN (0, 1, 3, 4) GROUP BY status, user_id";
+// A user's first pending event in append order: the first entry of its range of the status index.
+inline constexpr std::string_view oldest_pending_sql =
+    "SELECT min(seq) FROM outbox_events WHERE status = 0 AND user_id = ?1";
 inline constexpr user_or_all count_completed{"SELECT n FROM outbox_completed WHERE user_id = ?1",
                                              "SELECT sum(n) FROM outbox_completed"};
-// The oldest claimable event: the earliest-appended head that is ready or due (?2 is now), and
-// claimable (no expired lease counts: they become pending at the next claim).
-inline constexpr user_or_all oldest_due{
-    "SELECT e.created_at FROM outbox_keys k JOIN outbox_events e ON e.seq = k.head_seq WHERE k.user_id = ?1 AND "
-    "(k.state = 0 OR (k.state = 1 AND k.ready_at <= ?2)) ORDER BY k.head_seq LIMIT 1",
-    "SELECT e.created_at FROM outbox_keys k JOIN outbox_events e ON e.seq = k.head_seq WHERE "
-    "(k.state = 0 OR (k.state = 1 AND k.ready_at <= ?2)) ORDER BY k.head_seq LIMIT 1"};
+// A user's oldest claimable event: the earliest-appended head that is ready or due (?2 is now)
+// and claimable (no expired lease counts: they become pending at the next claim). Sorting the
+// user's lines by head read every one of them, and a line is an entity by default: 26 ms with
+// 100k entities waiting. Instead, ready heads are read through their index, which orders them by
+// priority and then head: the first head of each priority, found by seeking from one priority
+// to the next (a few seeks, as a device uses a few priorities). Heads whose retry has come but
+// that no claim has promoted yet are read from their range of the due index.
+inline constexpr std::string_view oldest_due_sql =
+    "WITH RECURSIVE p(v) AS ("
+    " SELECT max(priority) FROM outbox_keys WHERE user_id = ?1 AND state = 0"
+    " UNION ALL"
+    " SELECT (SELECT max(priority) FROM outbox_keys WHERE user_id = ?1 AND state = 0 AND priority < p.v)"
+    " FROM p WHERE p.v IS NOT NULL) "
+    "SELECT min(head) FROM ("
+    " SELECT (SELECT min(head_seq) FROM outbox_keys WHERE user_id = ?1 AND state = 0 AND priority = p.v) AS head"
+    " FROM p WHERE p.v IS NOT NULL"
+    " UNION ALL"
+    " SELECT min(head_seq) FROM outbox_keys WHERE user_id = ?1 AND state = 1 AND ready_at <= ?2)";
 
 inline constexpr std::string_view event_columns =
     "seq, id, type, entity_id, entity_type, ordering_key, user_id, payload, priority, status, attempts, "
@@ -478,10 +498,11 @@ class sqlite_storage {
     before.reserve(events.size());
     for (const event& e : events) before.emplace_back(e.seq, e.lease);
     auto done = s_->write([&]() -> result<void> {
+      state::status_tally tally;
       for (event& e : events) {
-        if (auto inserted = s_->insert_event(e); !inserted) return inserted;
+        if (auto inserted = s_->insert_event(e, tally); !inserted) return inserted;
       }
-      return {};
+      return s_->apply_counts(tally);
     });
     if (!done)
       for (std::size_t i = 0; i < events.size(); ++i) std::tie(events[i].seq, events[i].lease) = before[i];
@@ -604,11 +625,60 @@ class sqlite_storage {
       return lock;
     }
 
+    /// The status changes of one write, per (user, status). A write usually touches one user and
+    /// two or three statuses, so a short list beats a map.
+    struct status_tally {
+      struct entry {
+        std::string user;
+        int status;
+        std::int64_t delta;
+      };
+      std::vector<entry> deltas;
+      void add(std::string_view user, status st, std::int64_t n) {
+        const int code = static_cast<int>(st);
+        for (auto& d : deltas) {
+          if (d.status == code && d.user == user) {
+            d.delta += n;
+            return;
+          }
+        }
+        deltas.push_back({std::string(user), code, n});
+      }
+      void move(std::string_view user, status from, status to) {
+        add(user, from, -1);
+        add(user, to, 1);
+      }
+    };
+
+    /// How many events each user has in the statuses an event leaves (pending, processing,
+    /// failed, dead), as committed. Counting them costs what is waiting (19 ms for 100k events),
+    /// so stats() counts them once and this connection's commits keep the counts: each write
+    /// tallies its status changes, and the group that commits it adds them here (a memory write;
+    /// a table of counts would add a page to every commit's WAL, 10 % of a lone save). The
+    /// counts go stale, and stats() counts again, when another connection commits (PRAGMA
+    /// data_version) or a write joins an application's transaction, whose end is the
+    /// application's. Completed events are counted in outbox_completed instead: they are the
+    /// history, too many to count again.
+    struct waiting_counts {
+      bool valid = false;
+      std::int64_t data_version = 0;
+      std::map<std::string, std::array<std::int64_t, status_count>, std::less<>> by_user;
+      void apply(const status_tally& tally) {
+        for (const auto& d : tally.deltas) {
+          if (d.status == static_cast<int>(status::completed)) continue;
+          by_user[d.user][static_cast<std::size_t>(d.status)] += d.delta;
+        }
+      }
+    };
+    waiting_counts waiting;
+    status_tally* tally_target = nullptr;  // the running group member's tally; null outside a group
+
     // Group commit: callers queue their work; one of them leads a transaction for all queued.
     struct write_item {
       std::function<result<void>()> work;  // may run twice (see run_group_locked): must overwrite its outputs
       result<void> outcome;
       bool done = false;
+      status_tally changes;  // what `work` changed, applied to `waiting` once committed
     };
     std::mutex queue_mutex;
     std::condition_variable queue_cv;
@@ -639,13 +709,13 @@ class sqlite_storage {
         find_event, find_seq, write_back_completed, write_back_dead, next_retry, next_lease_end, reset_one,
         dead_of_user, dead_all, purge, late_retries, clamp_retry, clamp_leases, find_entity_stmt, find_by_key_stmt,
         entity_version, natural_key_owner, upsert_entity, delete_entity, replace_event, drop_event, add_completed,
-        purge_counts, created_at_of;
+        purge_counts, created_at_of, count_waiting, oldest_pending_of, oldest_due_of, data_version;
     /// A stats() query prepared twice: for one user and for all.
     struct per_user_statement {
       detail::sqlite::statement user, all;
       detail::sqlite::statement& operator()(bool for_user) { return for_user ? user : all; }
     };
-    per_user_statement stats_waiting, stats_completed, stats_oldest_due;
+    per_user_statement stats_completed;
 
     state(sqlite3* connection, bool owns, std::string file, sqlite_options o)
         : db(connection), owned(owns), path(std::move(file)), options(o) {
@@ -668,8 +738,8 @@ class sqlite_storage {
               &write_back_completed, &write_back_dead, &next_retry, &next_lease_end, &reset_one, &dead_of_user,
               &dead_all, &purge, &late_retries, &clamp_retry, &clamp_leases, &find_entity_stmt, &find_by_key_stmt,
               &entity_version, &natural_key_owner, &upsert_entity, &delete_entity, &replace_event, &drop_event,
-              &add_completed, &purge_counts, &created_at_of, &stats_waiting.user, &stats_waiting.all,
-              &stats_completed.user, &stats_completed.all, &stats_oldest_due.user, &stats_oldest_due.all};
+              &add_completed, &purge_counts, &created_at_of, &count_waiting, &oldest_pending_of, &data_version,
+              &stats_completed.user, &stats_completed.all, &oldest_due_of};
     }
 
     result<void> exec(std::string_view sql, std::string_view what) {
@@ -866,12 +936,12 @@ class sqlite_storage {
       replace_event = statement(db, "UPDATE outbox_events SET type = ?2, payload = ?3, updated_at = ?4 WHERE seq = ?1");
       drop_event = statement(db, "DELETE FROM outbox_events WHERE seq = ?1");
       created_at_of = statement(db, "SELECT created_at FROM outbox_events WHERE seq = ?1");
-      for (auto [target, sql] : {std::pair{&stats_waiting, &detail::sqlite::count_waiting},
-                                 std::pair{&stats_completed, &detail::sqlite::count_completed},
-                                 std::pair{&stats_oldest_due, &detail::sqlite::oldest_due}}) {
-        target->user = statement(db, sql->user);
-        target->all = statement(db, sql->all);
-      }
+      count_waiting = statement(db, detail::sqlite::count_waiting_sql);
+      oldest_pending_of = statement(db, detail::sqlite::oldest_pending_sql);
+      data_version = statement(db, "PRAGMA data_version");
+      oldest_due_of = statement(db, detail::sqlite::oldest_due_sql);
+      stats_completed.user = statement(db, detail::sqlite::count_completed.user);
+      stats_completed.all = statement(db, detail::sqlite::count_completed.all);
       add_completed = statement(db,
                                 "INSERT INTO outbox_completed(user_id, n) VALUES(?1, ?2) "
                                 "ON CONFLICT(user_id) DO UPDATE SET n = n + excluded.n");
@@ -902,11 +972,13 @@ class sqlite_storage {
         auto lock = lock_connection();
         if (sqlite3_get_autocommit(db) == 0) {
           // Inside this thread's transaction_guard, or the application's own transaction on an
-          // adopted connection: join it; it commits or rolls back with the application's rows.
+          // adopted connection: join it; it commits or rolls back with the application's rows,
+          // and the kept counts cannot follow it.
+          waiting.valid = false;
           return in_savepoint(work);
         }
       }
-      write_item item{std::function<result<void>()>(std::ref(work)), {}, false};
+      write_item item{std::function<result<void>()>(std::ref(work)), {}, false, {}};
       if (!options.group_commit) {
         auto lock = lock_connection();
         const group_marker open{group_open};
@@ -997,12 +1069,15 @@ class sqlite_storage {
       // with a savepoint per member, so the failure undoes only its own work. (Alone in its
       // group, a member needs no second pass: the rollback undoes exactly its work.) Every
       // write's work may therefore run twice; each one overwrites its outputs, never appends.
-      auto run_bare = [](write_item* item) {
+      auto run_bare = [this](write_item* item) {
+        item->changes.deltas.clear();
+        tally_target = &item->changes;
         try {
           item->outcome = item->work();
         } catch (...) {
           item->outcome = error(errc::storage_failure, "exception inside a storage write");
         }
+        tally_target = nullptr;
         return item->outcome.has_value();
       };
       bool all = true;
@@ -1021,15 +1096,28 @@ class sqlite_storage {
           return;
         }
         for (auto* item : group) {
+          item->changes.deltas.clear();
+          tally_target = &item->changes;
           item->outcome = in_savepoint(item->work);
+          tally_target = nullptr;
           any = any || item->outcome.has_value();
         }
       }
       result<void> committed;
       if (any) {
         committed = step_done(commit_tx, db, "COMMIT");
-        if (!committed) (void)step_done(rollback_tx, db, "ROLLBACK");
-        else commits.fetch_add(1, std::memory_order_relaxed);
+        if (!committed) {
+          (void)step_done(rollback_tx, db, "ROLLBACK");
+        } else {
+          commits.fetch_add(1, std::memory_order_relaxed);
+          try {
+            if (waiting.valid)
+              for (auto* item : group)
+                if (item->outcome) waiting.apply(item->changes);
+          } catch (...) {  // out of memory: the next stats() counts again
+            waiting.valid = false;
+          }
+        }
       } else {
         (void)step_done(rollback_tx, db, "ROLLBACK");
       }
@@ -1038,7 +1126,7 @@ class sqlite_storage {
 
     // ---- events ----------------------------------------------------------------------------
 
-    result<void> insert_event(event& e) {
+    result<void> insert_event(event& e, status_tally& tally) {
       if (e.id.is_nil()) return error(errc::invalid_argument, "event id must not be nil");
       if (e.status != status::pending)
         return error(errc::invalid_argument, "a new event must be pending, got " + std::string(to_string(e.status)));
@@ -1058,7 +1146,9 @@ class sqlite_storage {
       // A key with no line yet gets one headed by this event; behind an existing head nothing moves.
       auto& k = insert_key_if_absent;
       k.bind(1, e.user_id).bind(2, e.ordering_key).bind(3, e.priority).bind(4, e.seq);
-      return step_done(k, db, "queueing an ordering key");
+      if (auto queued = step_done(k, db, "queueing an ordering key"); !queued) return queued;
+      tally.add(e.user_id, status::pending, 1);
+      return {};
     }
 
     /// Why a line is re-derived: its in-flight event left processing, or anything else.
@@ -1138,7 +1228,7 @@ class sqlite_storage {
       return {};
     }
 
-    result<void> expire(timestamp now) {
+    result<void> expire(timestamp now, status_tally& tally) {
       struct expired {
         std::int64_t seq;
         int attempts, max_attempts;
@@ -1160,6 +1250,7 @@ class sqlite_storage {
         expire_one.bind(1, x.seq).bind(2, static_cast<int>(last ? status::dead : status::pending)).bind(3, now).bind(4, why);
         if (auto d = step_done(expire_one, db, "expiring a lease"); !d) return d;
         if (auto r = refresh(x.user, x.key, x.seq, line_event::flight_ended); !r) return r;
+        tally.move(x.user, status::processing, last ? status::dead : status::pending);
         if (last) {
           if (auto w = write_back(x.entity_type, x.entity_id, status::dead, {}, {}, why); !w) return w;
         }
@@ -1169,19 +1260,20 @@ class sqlite_storage {
 
     result<std::size_t> claim(const claim_request& request, std::vector<event>& out) {
       if (request.limit == 0) return std::size_t{0};
-      if (auto x = expire(request.now); !x) return x.error();
+      status_tally tally;
+      if (auto x = expire(request.now, tally); !x) return x.error();
       promote_due.bind(1, request.user_id).bind(2, request.now);
       if (auto p = step_done(promote_due, db, "promoting due retries"); !p) return p.error();
-      std::vector<std::int64_t> heads;
+      std::vector<std::pair<std::int64_t, status>> heads;  // seq, and pending or failed
       {
         auto& s = ready_heads;
         detail::sqlite::reset_on_exit reset{s};
         s.bind(1, request.user_id).bind(2, static_cast<std::int64_t>(request.limit));
         int rc;
-        while ((rc = s.step()) == SQLITE_ROW) heads.push_back(s.int64(0));
+        while ((rc = s.step()) == SQLITE_ROW) heads.emplace_back(s.int64(0), static_cast<status>(s.integer(1)));
         if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "reading ready heads");
       }
-      for (auto seq : heads) {
+      for (auto [seq, was] : heads) {
         {
           auto& s = claim_one;
           detail::sqlite::reset_on_exit reset{s};
@@ -1192,30 +1284,23 @@ class sqlite_storage {
         }
         block_key.bind(1, out.back().user_id).bind(2, out.back().ordering_key);
         if (auto b = step_done(block_key, db, "marking a line in flight"); !b) return b.error();
+        tally.move(request.user_id, was, status::processing);
       }
+      if (auto c = apply_counts(tally); !c) return c.error();
       return heads.size();
     }
 
-    /// Changes to the completed counts of a write, per user, applied to outbox_completed at its
-    /// end, in its transaction. Usually one user, so a short list beats a map.
-    struct completed_by_user {
-      std::vector<std::pair<std::string, std::int64_t>> deltas;
-      void add(std::string_view user, std::int64_t n) {
-        for (auto& [name, delta] : deltas) {
-          if (name == user) {
-            delta += n;
-            return;
-          }
-        }
-        deltas.emplace_back(std::string(user), n);
+    /// Ends a write's counting: its completed events counted in outbox_completed, in its
+    /// transaction; all of its status changes handed to the group member it runs for, whose
+    /// commit applies them to `waiting`.
+    result<void> apply_counts(const status_tally& tally) {
+      for (const auto& d : tally.deltas) {
+        if (d.status != static_cast<int>(status::completed) || d.delta == 0) continue;
+        add_completed.bind(1, std::string_view(d.user)).bind(2, d.delta);
+        if (auto done = step_done(add_completed, db, "counting completed events"); !done) return done;
       }
-    };
-    result<void> count_completed(const completed_by_user& tally) {
-      for (const auto& [user, delta] : tally.deltas) {
-        if (delta == 0) continue;
-        add_completed.bind(1, std::string_view(user)).bind(2, delta);
-        if (auto d = step_done(add_completed, db, "counting completed events"); !d) return d;
-      }
+      if (tally_target)
+        for (const auto& d : tally.deltas) tally_target->add(d.user, static_cast<status>(d.status), d.delta);
       return {};
     }
 
@@ -1225,7 +1310,7 @@ class sqlite_storage {
           return error(errc::invalid_argument, "an outcome cannot move an event to processing");
       }
       std::size_t applied = 0;
-      completed_by_user tally;
+      status_tally tally;
       for (outcome& o : outcomes) {
         o.applied = false;
         std::string user, key, entity_type, entity_id, last_error;
@@ -1247,19 +1332,30 @@ class sqlite_storage {
         }
         if (auto r = refresh(user, key, seq, line_event::flight_ended); !r) return r.error();
         if (auto w = write_back(entity_type, entity_id, o.to, o.remote_id, o.id, last_error); !w) return w.error();
-        if (o.to == status::completed) tally.add(user, 1);
+        tally.move(user, status::processing, o.to);
         o.applied = true;
         ++applied;
       }
-      if (auto c = count_completed(tally); !c) return c.error();
+      if (auto c = apply_counts(tally); !c) return c.error();
       return applied;
     }
 
     result<std::size_t> reset(std::span<const event_id> ids, timestamp now) {
       std::size_t count = 0;
+      status_tally tally;
       for (const auto& id : ids) {
         std::string user, key;
         std::int64_t seq = 0;
+        status was = status::failed;  // what the event leaves: failed or dead
+        {
+          auto& s = find_seq;
+          detail::sqlite::reset_on_exit reset_guard{s};
+          s.bind(1, id);
+          const int rc = s.step();
+          if (rc == SQLITE_DONE) continue;
+          if (rc != SQLITE_ROW) return detail::sqlite::failure(db, rc, "reading an event to reset");
+          was = static_cast<status>(s.integer(1));
+        }
         {
           auto& s = reset_one;
           detail::sqlite::reset_on_exit reset_guard{s};
@@ -1272,8 +1368,10 @@ class sqlite_storage {
           seq = s.int64(2);
         }
         if (auto r = refresh(user, key, seq); !r) return r.error();
+        tally.move(user, was, status::pending);
         ++count;
       }
+      if (auto c = apply_counts(tally); !c) return c.error();
       return count;
     }
 
@@ -1293,18 +1391,19 @@ class sqlite_storage {
     result<std::size_t> purge_completed(timestamp before) {
       // Counted per user first (the deletion's own range, through the status index), so the
       // completed counts drop by what the deletion removes; RETURNING would buffer every row.
-      completed_by_user tally;
+      status_tally tally;
       {
         detail::sqlite::reset_on_exit reset{purge_counts};
         purge_counts.bind(1, before);
         int rc;
-        while ((rc = purge_counts.step()) == SQLITE_ROW) tally.add(purge_counts.text(0), -purge_counts.int64(1));
+        while ((rc = purge_counts.step()) == SQLITE_ROW)
+          tally.add(purge_counts.text(0), status::completed, -purge_counts.int64(1));
         if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting completed events to purge");
       }
       purge.bind(1, before);
       if (auto d = step_done(purge, db, "purging completed events"); !d) return d.error();
       const auto purged = static_cast<std::size_t>(sqlite3_changes(db));
-      if (auto c = count_completed(tally); !c) return c.error();
+      if (auto c = apply_counts(tally); !c) return c.error();
       return purged;
     }
 
@@ -1388,10 +1487,12 @@ class sqlite_storage {
         s.bind(11, current + 1).bind(12, r.created_at).bind(13, r.updated_at);
         if (auto d = step_done(s, db, "writing an entity"); !d) return d;
       }
+      status_tally tally;
       switch (c.op) {
         case entity_change::event_op::append: {
           event e = c.event;
-          return insert_event(e);
+          if (auto inserted = insert_event(e, tally); !inserted) return inserted;
+          break;
         }
         case entity_change::event_op::replace:
           replace_event.bind(1, target_seq).bind(2, c.event.type).bind_blob(3, c.event.payload).bind(4, c.event.updated_at);
@@ -1399,9 +1500,11 @@ class sqlite_storage {
         case entity_change::event_op::drop:
           drop_event.bind(1, target_seq);
           if (auto d = step_done(drop_event, db, "dropping an unsent event"); !d) return d;
-          return refresh(target_user, target_key, target_seq);
+          if (auto r = refresh(target_user, target_key, target_seq); !r) return r;
+          tally.add(target_user, status::pending, -1);  // only a pending event is dropped
+          break;
       }
-      return {};
+      return apply_counts(tally);
     }
 
     // ---- reads ---------------------------------------------------------------------------------
@@ -1444,22 +1547,97 @@ class sqlite_storage {
       return page;
     }
 
+    using counts_by_user = std::map<std::string, std::array<std::int64_t, status_count>, std::less<>>;
+
+    /// Counts the waiting statuses per user, from the events (through the status index).
+    result<void> count_waiting_into(counts_by_user& out) {
+      out.clear();
+      auto& s = count_waiting;
+      detail::sqlite::reset_on_exit reset{s};
+      int rc;
+      while ((rc = s.step()) == SQLITE_ROW) {
+        const int st = s.integer(0);
+        if (st >= 0 && st < static_cast<int>(status_count)) out[s.text(1)][static_cast<std::size_t>(st)] = s.int64(2);
+      }
+      if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting events");
+      return {};
+    }
+
+    /// The waiting counts stats() can use: the kept ones, counted again first if they are stale.
+    /// Inside a transaction of this connection (a transaction_guard) its uncommitted changes are
+    /// visible, and the kept counts do not hold them: counted into `scratch` instead.
+    result<const counts_by_user*> waiting_now(counts_by_user& scratch) {
+      if (sqlite3_get_autocommit(db) == 0) {
+        if (auto c = count_waiting_into(scratch); !c) return c.error();
+        return &scratch;
+      }
+      std::int64_t version = 0;
+      {
+        detail::sqlite::reset_on_exit reset{data_version};
+        const int rc = data_version.step();
+        if (rc != SQLITE_ROW) return detail::sqlite::failure(db, rc, "reading the data version");
+        version = data_version.int64(0);
+      }
+      if (!waiting.valid || waiting.data_version != version) {
+        waiting.valid = false;
+        if (auto c = count_waiting_into(waiting.by_user); !c) return c.error();
+        waiting.valid = true;
+        waiting.data_version = version;
+      }
+      return &waiting.by_user;
+    }
+
+    /// A user's oldest pending event, or oldest claimable one: its seq, if any.
+    result<std::optional<std::int64_t>> oldest_seq(detail::sqlite::statement& s, std::string_view user,
+                                                   std::optional<timestamp> now = {}) {
+      detail::sqlite::reset_on_exit reset{s};
+      s.bind(1, user);
+      if (now) s.bind(2, *now);
+      const int rc = s.step();
+      if (rc != SQLITE_ROW) return detail::sqlite::failure(db, rc, "finding the oldest event");
+      if (s.is_null(0)) return std::optional<std::int64_t>();
+      return std::optional<std::int64_t>(s.int64(0));
+    }
+
+    /// now - created_at of the event `seq`.
+    result<std::optional<duration>> age_of(std::optional<std::int64_t> seq, timestamp now) {
+      if (!seq) return std::optional<duration>();
+      auto& s = created_at_of;
+      detail::sqlite::reset_on_exit reset{s};
+      s.bind(1, *seq);
+      const int rc = s.step();
+      if (rc == SQLITE_ROW) return std::optional<duration>(now - s.time(0));
+      if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "reading an event's creation time");
+      return std::optional<duration>();
+    }
+
     result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
       auto lock = lock_connection();
       event_stats stats;
-      std::optional<std::int64_t> oldest_pending;
-      {
-        auto& s = stats_waiting(user.has_value());
-        detail::sqlite::reset_on_exit reset{s};
-        if (user) s.bind(1, *user);
-        int rc;
-        while ((rc = s.step()) == SQLITE_ROW) {
-          const int st = s.integer(0);
-          if (st >= 0 && st < static_cast<int>(status_count))
-            stats.counts[static_cast<std::size_t>(st)] = static_cast<std::size_t>(s.int64(1));
-          if (st == static_cast<int>(status::pending)) oldest_pending = s.int64(2);
+      counts_by_user scratch;
+      auto counts = waiting_now(scratch);
+      if (!counts) return counts.error();
+      const auto pending = static_cast<std::size_t>(status::pending);
+      const auto failed = static_cast<std::size_t>(status::failed);
+      // The oldest pending and oldest claimable events: the earliest of each user's.
+      std::optional<std::int64_t> oldest_pending, oldest_due;
+      auto earliest = [](std::optional<std::int64_t>& best, std::optional<std::int64_t> seq) {
+        if (seq && (!best || *seq < *best)) best = seq;
+      };
+      for (const auto& [name, row] : **counts) {
+        if (user && name != *user) continue;
+        for (std::size_t st = 0; st < status_count; ++st)
+          stats.counts[st] += static_cast<std::size_t>(std::max<std::int64_t>(row[st], 0));
+        if (row[pending] > 0) {
+          auto first = oldest_seq(oldest_pending_of, name);
+          if (!first) return first.error();
+          earliest(oldest_pending, *first);
         }
-        if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting events");
+        if (row[pending] > 0 || row[failed] > 0) {  // only their lines have a head to claim
+          auto first = oldest_seq(oldest_due_of, name, now);
+          if (!first) return first.error();
+          earliest(oldest_due, *first);
+        }
       }
       {
         auto& s = stats_completed(user.has_value());
@@ -1469,23 +1647,12 @@ class sqlite_storage {
         if (rc == SQLITE_ROW) stats.counts[static_cast<std::size_t>(status::completed)] = static_cast<std::size_t>(s.int64(0));
         else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "counting completed events");
       }
-      if (oldest_pending) {
-        auto& s = created_at_of;
-        detail::sqlite::reset_on_exit reset{s};
-        s.bind(1, *oldest_pending);
-        const int rc = s.step();
-        if (rc == SQLITE_ROW) stats.oldest_pending_age = now - s.time(0);
-        else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "finding the oldest pending event");
-      }
-      {
-        auto& s = stats_oldest_due(user.has_value());
-        detail::sqlite::reset_on_exit reset{s};
-        if (user) s.bind(1, *user);
-        s.bind(2, now);
-        const int rc = s.step();
-        if (rc == SQLITE_ROW) stats.oldest_due_age = now - s.time(0);
-        else if (rc != SQLITE_DONE) return detail::sqlite::failure(db, rc, "finding the oldest due event");
-      }
+      auto pending_age = age_of(oldest_pending, now);
+      if (!pending_age) return pending_age.error();
+      stats.oldest_pending_age = *pending_age;
+      auto due_age = age_of(oldest_due, now);
+      if (!due_age) return due_age.error();
+      stats.oldest_due_age = *due_age;
       return stats;
     }
 
@@ -1555,12 +1722,11 @@ class sqlite_storage {
     std::vector<std::string> explain_stats() {
       auto lock = lock_connection();
       std::vector<std::string> plan;
-      for (const auto* q : {&detail::sqlite::count_waiting, &detail::sqlite::count_completed,
-                            &detail::sqlite::oldest_due}) {
-        for (std::string_view sql : {q->user, q->all}) {
-          detail::sqlite::statement s(db, "EXPLAIN QUERY PLAN " + std::string(sql));
-          while (s.step() == SQLITE_ROW) plan.push_back(std::string(sql.substr(0, 40)) + "...: " + s.text(3));
-        }
+      using detail::sqlite::count_completed;
+      for (std::string_view sql : {detail::sqlite::count_waiting_sql, detail::sqlite::oldest_pending_sql,
+                                   count_completed.user, count_completed.all, detail::sqlite::oldest_due_sql}) {
+        detail::sqlite::statement s(db, "EXPLAIN QUERY PLAN " + std::string(sql));
+        while (s.step() == SQLITE_ROW) plan.push_back(std::string(sql.substr(0, 40)) + "...: " + s.text(3));
       }
       return plan;
     }
