@@ -669,17 +669,45 @@ const std::string* completed_history(std::size_t total, std::string& error) {
   return &built.emplace(total, std::move(file)).first->second->path();
 }
 
-/// The history of state.range(0) events, or nullptr with the row skipped.
-const std::string* completed_history(benchmark::State& state) {
+/// A database of `total` pending events, each of its own entity and so its own ordering key:
+/// what a device offline for days holds (a heart-rate sample saved every few seconds). Built
+/// once per size through the outbox with synchronous = NORMAL, shared by the outbox's row and
+/// its baseline.
+const std::string* waiting_backlog(std::size_t total, std::string& error) {
+  static std::map<std::size_t, std::unique_ptr<temp_database>> built;
+  if (auto found = built.find(total); found != built.end()) return &found->second->path();
+  auto file = std::make_unique<temp_database>();
+  outbox::sqlite_options fast;
+  fast.synchronous = outbox::sqlite_options::sync_mode::normal;
+  auto storage = outbox::sqlite_storage::open(file->path(), fast);
+  if (!storage) {
+    error = storage.error().what();
+    return nullptr;
+  }
+  sqlite_outbox box(std::move(*storage));
+  std::vector<outbox::new_event> chunk = make_pool();
+  for (std::size_t done = 0; done < total; done += chunk.size()) {
+    chunk.resize(std::min(chunk.size(), total - done));
+    for (std::size_t i = 0; i < chunk.size(); ++i) chunk[i].entity_id = "sample-" + std::to_string(done + i);
+    if (auto ids = box.enqueue(std::span<const outbox::new_event>(chunk)); !ids) {
+      error = ids.error().what();
+      return nullptr;
+    }
+  }
+  return &built.emplace(total, std::move(file)).first->second->path();
+}
+
+/// The database `build` makes for state.range(0) events, or nullptr with the row skipped.
+const std::string* stats_database(benchmark::State& state,
+                                  const std::string* (*build)(std::size_t, std::string&)) {
   std::string error;
-  const std::string* path = completed_history(static_cast<std::size_t>(state.range(0)), error);
+  const std::string* path = build(static_cast<std::size_t>(state.range(0)), error);
   if (!path) state.SkipWithError(("setup: " + error).c_str());
   return path;
 }
 
-/// stats() for all users over a history of N completed events: what a status screen polls.
-void BM_sqlite_storage_stats(benchmark::State& state) {
-  const std::string* path = completed_history(state);
+/// stats() for all users, called again and again on the database at `path`.
+void stats_calls(benchmark::State& state, const std::string* path) {
   if (!path) return;
   auto storage = outbox::sqlite_storage::open(*path);
   if (!storage) {
@@ -698,10 +726,8 @@ void BM_sqlite_storage_stats(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-/// The same counts as raw SQL would take them: every event's status, grouped. (What the storage
-/// did before schema 3.)
-void BM_baseline_raw_sqlite_count_by_status(benchmark::State& state) {
-  const std::string* path = completed_history(state);
+/// The same counts as raw SQL would take them: every event's status, grouped.
+void count_by_status_calls(benchmark::State& state, const std::string* path) {
   if (!path) return;
   raw_connection db(*path);
   sqlite3_stmt* count = db.prepare("SELECT status, count(*) FROM outbox_events GROUP BY status");
@@ -722,6 +748,22 @@ void BM_baseline_raw_sqlite_count_by_status(benchmark::State& state) {
     benchmark::DoNotOptimize(counts);
   }
   state.SetItemsProcessed(state.iterations());
+}
+
+/// stats() for all users over a history of N completed events: what a status screen polls.
+void BM_sqlite_storage_stats(benchmark::State& state) { stats_calls(state, stats_database(state, completed_history)); }
+/// Its baseline: `GROUP BY status` over the same file. (What the storage did before schema 3.)
+void BM_baseline_raw_sqlite_count_by_status(benchmark::State& state) {
+  count_by_status_calls(state, stats_database(state, completed_history));
+}
+/// stats() for all users over N events waiting, each its own line: a device's backlog.
+void BM_sqlite_storage_stats_waiting(benchmark::State& state) {
+  stats_calls(state, stats_database(state, waiting_backlog));
+}
+/// Its baseline: `GROUP BY status` over the same file, which reads every event waiting. (Until
+/// the eighth session stats() read them all too, and sorted their lines as well.)
+void BM_baseline_raw_sqlite_count_waiting(benchmark::State& state) {
+  count_by_status_calls(state, stats_database(state, waiting_backlog));
 }
 
 // ---- concurrent savers -----------------------------------------------------------------------
@@ -829,9 +871,12 @@ BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(
 BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 
-// Calls per second over a history of N completed events; the databases are built once.
+// Calls per second over a history of N completed events, or a backlog of N events waiting; the
+// databases are built once.
 BENCHMARK(BM_sqlite_storage_stats)->ArgName("completed")->Arg(10'000)->Arg(100'000);
 BENCHMARK(BM_baseline_raw_sqlite_count_by_status)->ArgName("completed")->Arg(10'000)->Arg(100'000);
+BENCHMARK(BM_sqlite_storage_stats_waiting)->ArgName("waiting")->Arg(10'000)->Arg(100'000);
+BENCHMARK(BM_baseline_raw_sqlite_count_waiting)->ArgName("waiting")->Arg(10'000)->Arg(100'000);
 
 // device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync, what a
 // phone's flash or a server's SSD without a write cache costs (see `device` above).

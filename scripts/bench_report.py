@@ -23,6 +23,7 @@ PAIRS = [
     ("BM_sqlite_storage_drain", "BM_baseline_raw_sqlite_drain"),
     ("BM_sqlite_storage_concurrent_enqueue", "BM_baseline_raw_sqlite_concurrent_insert"),
     ("BM_sqlite_storage_stats", "BM_baseline_raw_sqlite_count_by_status"),
+    ("BM_sqlite_storage_stats_waiting", "BM_baseline_raw_sqlite_count_waiting"),
     ("BM_file_storage_enqueue", "BM_baseline_write_fdatasync"),
     ("BM_file_storage_enqueue", "BM_baseline_prealloc_write_fdatasync"),
     ("BM_file_storage_drain", "BM_baseline_file_drain"),
