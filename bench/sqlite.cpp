@@ -430,11 +430,16 @@ void BM_baseline_raw_sqlite_insert_event_only(benchmark::State& state) { raw_ins
 /// Writes `total` events, entity_count distinct entities in rotation, through the outbox in
 /// transactions of 1000 with synchronous = NORMAL (fast; closing checkpoints and syncs the
 /// file). Outbox and baseline drain byte-for-byte the same database.
-std::optional<std::string> fill(const std::string& path, const std::vector<outbox::new_event>& pool,
-                                std::size_t total) {
+/// The storage on `path` with synchronous = NORMAL: for filling a database off the clock.
+outbox::result<outbox::sqlite_storage> open_for_filling(const std::string& path) {
   outbox::sqlite_options fast;
   fast.synchronous = outbox::sqlite_options::sync_mode::normal;
-  auto storage = outbox::sqlite_storage::open(path, fast);
+  return outbox::sqlite_storage::open(path, fast);
+}
+
+std::optional<std::string> fill(const std::string& path, const std::vector<outbox::new_event>& pool,
+                                std::size_t total) {
+  auto storage = open_for_filling(path);
   if (!storage) return storage.error().what();
   sqlite_outbox box(std::move(*storage));
   for (std::size_t done = 0; done < total; done += entity_count) {
@@ -648,9 +653,7 @@ const std::string* completed_history(std::size_t total, std::string& error) {
     error = *failed;
     return nullptr;
   }
-  outbox::sqlite_options fast;
-  fast.synchronous = outbox::sqlite_options::sync_mode::normal;
-  auto storage = outbox::sqlite_storage::open(file->path(), fast);
+  auto storage = open_for_filling(file->path());
   if (!storage) {
     error = storage.error().what();
     return nullptr;
@@ -677,9 +680,7 @@ const std::string* waiting_backlog(std::size_t total, std::string& error) {
   static std::map<std::size_t, std::unique_ptr<temp_database>> built;
   if (auto found = built.find(total); found != built.end()) return &found->second->path();
   auto file = std::make_unique<temp_database>();
-  outbox::sqlite_options fast;
-  fast.synchronous = outbox::sqlite_options::sync_mode::normal;
-  auto storage = outbox::sqlite_storage::open(file->path(), fast);
+  auto storage = open_for_filling(file->path());
   if (!storage) {
     error = storage.error().what();
     return nullptr;
