@@ -2587,8 +2587,11 @@ class memory_state {
     auto lowest = [](std::optional<std::uint64_t>& slot, std::uint64_t seq) {
       if (!slot || seq < *slot) slot = seq;
     };
-    for (auto& [name, user] : users_) {
-      if (user_filter && name != *user_filter) continue;
+    // One user's state is found; all users' are walked.
+    auto user_it = users_.begin(), users_end = users_.end();
+    if (user_filter) std::tie(user_it, users_end) = users_.equal_range(*user_filter);
+    for (; user_it != users_end; ++user_it) {
+      auto& user = user_it->second;
       for (std::size_t s = 0; s < status_count; ++s) stats.counts[s] += user.by_status[s].size();
       const auto& pending = user.by_status[index(status::pending)];
       if (!pending.empty()) lowest(oldest_pending, *pending.begin());

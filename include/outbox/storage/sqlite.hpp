@@ -1624,8 +1624,11 @@ class sqlite_storage {
       auto earliest = [](std::optional<std::int64_t>& best, std::optional<std::int64_t> seq) {
         if (seq && (!best || *seq < *best)) best = seq;
       };
-      for (const auto& [name, row] : **counts) {
-        if (user && name != *user) continue;
+      // One user's row is found; all users' are walked.
+      auto row_it = (*counts)->begin(), rows_end = (*counts)->end();
+      if (user) std::tie(row_it, rows_end) = (*counts)->equal_range(*user);
+      for (; row_it != rows_end; ++row_it) {
+        const auto& [name, row] = *row_it;
         for (std::size_t st = 0; st < status_count; ++st)
           stats.counts[st] += static_cast<std::size_t>(std::max<std::int64_t>(row[st], 0));
         if (row[pending] > 0) {
