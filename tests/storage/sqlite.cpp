@@ -5,6 +5,7 @@
 #include <outbox/testing/storage_conformance.hpp>
 
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "support/fixture.hpp"
@@ -513,6 +514,104 @@ TEST_CASE("on a full file system an append is disk_full, loses nothing, and writ
   auto reopened = outbox::sqlite_storage::open(file.string()).value();
   for (const auto& id : acknowledged) CHECK(reopened.find(id).value().has_value());
   CHECK_FALSE(reopened.find(refused_id).value().has_value());
+}
+
+namespace {
+/// Write calls (write, pwrite, writev...) this process has made so far; nullopt without
+/// /proc/self/io (a kernel without task I/O accounting).
+std::optional<std::uint64_t> write_calls() {
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  std::uint64_t value = 0;
+  while (io >> key >> value)
+    if (key == "syscw:") return value;
+  return std::nullopt;
+}
+
+const char* vfs_of(sqlite3* db) {
+  sqlite3_vfs* vfs = nullptr;
+  REQUIRE(sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) == SQLITE_OK);
+  REQUIRE(vfs != nullptr);
+  return vfs->zName;
+}
+}  // namespace
+
+TEST_CASE("with synchronous full, a commit writes its WAL frames in one call", "[storage][sqlite][wal]") {
+  const auto gathered_file = temp_path("outbox-wal-gathered.db");
+  const auto plain_file = temp_path("outbox-wal-plain.db");
+  temp_file_owner cleanup_gathered(gathered_file), cleanup_plain(plain_file);
+  outbox::sqlite_options plain_options;
+  plain_options.gather_wal_writes = false;
+  auto gathered = outbox::sqlite_storage::open(gathered_file.string()).value();  // synchronous full, as shipped
+  auto plain = outbox::sqlite_storage::open(plain_file.string(), plain_options).value();
+  CHECK(std::string(vfs_of(gathered.handle())) == "outbox-wal-gather");
+  CHECK(std::string(vfs_of(plain.handle())) != "outbox-wal-gather");
+  outbox::sqlite_options normal;
+  normal.synchronous = outbox::sqlite_options::sync_mode::normal;  // unsynced commits: never gathered
+  temp_sqlite_storage unsynced(temp_path("outbox-wal-normal.db"), normal);
+  CHECK(std::string(vfs_of(unsynced.handle())) != "outbox-wal-gather");
+
+  if (!write_calls()) return;  // nothing to count them with
+  outbox::testing::storage_fixture f;
+  auto calls_per_commit = [&](outbox::sqlite_storage& s) {
+    std::vector<std::vector<outbox::event>> ones;
+    for (int i = 0; i < 20; ++i) ones.push_back({f.make("alice", "key-" + std::to_string(i))});
+    bool all_appended = true;
+    const std::uint64_t before = *write_calls();  // nothing but the appends until the next read
+    for (auto& one : ones) all_appended = s.append(std::span<outbox::event>(one)).has_value() && all_appended;
+    const std::uint64_t after = *write_calls();
+    REQUIRE(all_appended);
+    return static_cast<double>(after - before) / 20;
+  };
+  const double gathered_calls = calls_per_commit(gathered);
+  const double plain_calls = calls_per_commit(plain);
+  INFO("write calls per one-event commit: gathered " << gathered_calls << ", plain " << plain_calls);
+  CHECK(gathered_calls <= 1.5);  // the frames in one pwrite; now and then a checkpoint's writes
+  CHECK(plain_calls >= 2 * gathered_calls);
+}
+
+TEST_CASE("gathered WAL writes: a transaction larger than the page cache, a rollback, another reader, a reopen",
+          "[storage][sqlite][wal]") {
+  const auto file = temp_path("outbox-wal-large.db");
+  temp_file_owner cleanup(file);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event_id> kept, rolled_back;
+  {
+    auto s = outbox::sqlite_storage::open(file.string()).value();
+    REQUIRE(std::string(vfs_of(s.handle())) == "outbox-wal-gather");
+    // About 8 MB in one transaction: SQLite's 2 MB page cache spills pages into the WAL before
+    // the commit and reads them back from it, and the commit passes the autocheckpoint, which
+    // copies the WAL's pages into the database.
+    std::vector<outbox::event> large;
+    for (int i = 0; i < 4000; ++i) {
+      large.push_back(f.make("alice", "key-" + std::to_string(i % 50)));
+      large.back().payload = std::string(2000, static_cast<char>('a' + i % 26));
+    }
+    REQUIRE(outbox::testing::append_keeping(s, large).has_value());
+    for (const auto& e : large) kept.push_back(e.id);
+    CHECK(raw_int(file, "SELECT count(*) FROM outbox_events") == 4000);  // another connection sees it all
+    {
+      auto tx = s.transaction();
+      std::vector<outbox::event> undone;
+      for (int i = 0; i < 2000; ++i) {
+        undone.push_back(f.make("alice", "undone-" + std::to_string(i)));
+        undone.back().payload = std::string(2000, 'u');
+      }
+      REQUIRE(outbox::testing::append_keeping(s, undone).has_value());
+      for (const auto& e : undone) rolled_back.push_back(e.id);
+    }  // rolled back: the frames it spilled are never committed
+    std::vector<outbox::event> after = {f.make("bob", "after")};
+    REQUIRE(s.append(std::span<outbox::event>(after)).has_value());
+    kept.push_back(after[0].id);
+    CHECK(raw_int(file, "SELECT count(*) FROM outbox_events") == 4001);
+  }
+  CHECK(raw_int(file, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check <> 'ok'") == 0);
+  auto reopened = outbox::sqlite_storage::open(file.string()).value();
+  for (const auto& id : kept) REQUIRE(reopened.find(id).value().has_value());
+  for (const auto& id : rolled_back) REQUIRE_FALSE(reopened.find(id).value().has_value());
+  const auto found = reopened.find(kept[1234]).value();
+  REQUIRE(found.has_value());
+  CHECK(found->payload == std::string(2000, static_cast<char>('a' + 1234 % 26)));
 }
 
 TEST_CASE("a database damaged inside a table is a corrupt_data error, not a crash", "[storage][sqlite][fault]") {
