@@ -587,7 +587,12 @@ TEST_CASE("gathered WAL writes: a transaction larger than the page cache, a roll
       large.push_back(f.make("alice", "key-" + std::to_string(i % 50)));
       large.back().payload = std::string(2000, static_cast<char>('a' + i % 26));
     }
+    int spilled = 0, unused = 0;
+    REQUIRE(sqlite3_db_status(s.handle(), SQLITE_DBSTATUS_CACHE_SPILL, &unused, &unused, 1) == SQLITE_OK);
     REQUIRE(outbox::testing::append_keeping(s, large).has_value());
+    REQUIRE(sqlite3_db_status(s.handle(), SQLITE_DBSTATUS_CACHE_SPILL, &spilled, &unused, 0) == SQLITE_OK);
+    CHECK(spilled > 0);
+    CHECK(std::filesystem::file_size(file) > (4u << 20));  // the database grows only by checkpoints
     for (const auto& e : large) kept.push_back(e.id);
     CHECK(raw_int(file, "SELECT count(*) FROM outbox_events") == 4000);  // another connection sees it all
     {
