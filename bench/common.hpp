@@ -8,10 +8,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <span>
@@ -66,6 +69,37 @@ inline outbox::options drain_options() {
 
 inline double seconds_between(std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point stop) {
   return std::chrono::duration<double>(stop - start).count();
+}
+
+/// The simulated device delays the savers rows run with (`device_sync_us:D`), in us added to
+/// every sync: `OUTBOX_BENCH_SYNC_US`, a comma-separated list (say `0,50,100,200,400` to find
+/// where 8 savers pass 5x one), or `0,1000` when unset or empty: this machine's disk and a 1 ms device.
+/// A list that does not parse stops the binary before any row runs, naming the variable.
+inline std::vector<int> device_sync_levels() {
+  const char* text = std::getenv("OUTBOX_BENCH_SYNC_US");
+  std::string_view list = text != nullptr && *text != '\0' ? text : "0,1000";
+  std::vector<int> levels;
+  while (true) {
+    const std::size_t comma = list.find(',');
+    const std::string_view item = list.substr(0, comma);
+    int us = -1;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), us);
+    if (ec != std::errc{} || end != item.data() + item.size() || us < 0 || us > 1'000'000) {
+      std::fprintf(stderr, "OUTBOX_BENCH_SYNC_US=\"%s\": want comma-separated delays in us (0-1000000), as 0,1000\n",
+                   text != nullptr ? text : "");
+      std::exit(2);
+    }
+    levels.push_back(us);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return levels;
+}
+
+/// `->Apply(device_sync_args)`: one `device_sync_us` argument per level of device_sync_levels().
+inline void device_sync_args(benchmark::internal::Benchmark* b) {
+  b->ArgName("device_sync_us");
+  for (const int us : device_sync_levels()) b->Arg(us);
 }
 
 /// The concurrent savers: each of the run's threads enqueues one event per call into the one

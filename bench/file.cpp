@@ -15,7 +15,8 @@
 ///
 /// The savers rows run on this machine's own disk (D = 0) and on a simulated device (D = 1000):
 /// every `fdatasync` of the binary, the storage's and the baseline's alike, sleeps D us after
-/// the real one returns (see `device` below).
+/// the real one returns (see `device` below). `OUTBOX_BENCH_SYNC_US=0,50,100` runs them at
+/// those delays instead.
 ///
 /// The baselines write exactly what the storage writes: records framed and checksummed by
 /// `outbox::detail::log` from events built as the outbox builds them, a commit record closing
@@ -552,15 +553,16 @@ BENCHMARK(BM_file_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(1)
 BENCHMARK(BM_baseline_file_drain)->ArgName("events")->Arg(10'000)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_baseline_file_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 
-// device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync.
+// device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync
+// (OUTBOX_BENCH_SYNC_US sets other delays: outbox_bench::device_sync_levels).
 BENCHMARK(BM_file_storage_savers)
-    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
     ->Setup(open_shared_outbox)->Teardown(close_shared);
 BENCHMARK(BM_baseline_write_fdatasync_savers)
-    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
     ->Setup(open_shared_file)->Teardown(close_shared);
 BENCHMARK(BM_baseline_group_commit_savers)
-    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
     ->Setup(open_shared_floor)->Teardown(close_shared);
 
 BENCHMARK_MAIN();

@@ -16,6 +16,7 @@
 ///
 /// The concurrent rows run twice: on this machine's disk (D = 0), and with every sync followed by
 /// a sleep of D = 1000 us, the latency of a real device's flush (see `device` below).
+/// `OUTBOX_BENCH_SYNC_US=0,50,100` runs them at those delays instead.
 ///
 /// Every database is a fresh file in the temporary directory (TMPDIR), in WAL mode with
 /// synchronous = FULL (the storage's default), removed with its -wal and -shm files afterwards.
@@ -881,14 +882,15 @@ BENCHMARK(BM_baseline_raw_sqlite_count_waiting)->ArgName("waiting")->Arg(10'000)
 
 // device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync, what a
 // phone's flash or a server's SSD without a write cache costs (see `device` above).
+// OUTBOX_BENCH_SYNC_US sets other delays (outbox_bench::device_sync_levels).
 BENCHMARK(BM_sqlite_storage_concurrent_enqueue)
-    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
     ->Setup(open_shared_outbox)->Teardown(close_shared);
 BENCHMARK(BM_baseline_raw_sqlite_concurrent_insert)
-    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
     ->Setup(create_shared_raw_database)->Teardown(close_shared);
 BENCHMARK(BM_baseline_group_commit_floor)
-    ->ArgName("device_sync_us")->Arg(0)->Arg(1000)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
+    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
     ->Setup(open_shared_floor)->Teardown(close_shared);
 
 BENCHMARK_MAIN();
