@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -73,8 +74,8 @@ inline double seconds_between(std::chrono::steady_clock::time_point start, std::
 
 /// The simulated device delays the savers rows run with (`device_sync_us:D`), in us added to
 /// every sync: `OUTBOX_BENCH_SYNC_US`, a comma-separated list (say `0,50,100,200,400` to find
-/// where 8 savers pass 5x one), or `0,1000` when unset or empty: this machine's disk and a 1 ms device.
-/// A list that does not parse stops the binary before any row runs, naming the variable.
+/// where 8 savers pass 5x one), or `0,1000` when unset or empty: this machine's disk and a 1 ms
+/// device. A list that does not parse stops the binary before any row runs, naming the variable.
 inline std::vector<int> device_sync_levels() {
   const char* text = std::getenv("OUTBOX_BENCH_SYNC_US");
   std::string_view list = text != nullptr && *text != '\0' ? text : "0,1000";
