@@ -207,6 +207,7 @@ enum class errc {
   already_open,          ///< another process or object owns the storage
   closed,                ///< the storage or outbox was closed
   conflict,              ///< the data changed since it was read; read again and retry
+  unauthorized,          ///< the backend refused the credentials, also fresh ones; log in again
 };
 
 namespace detail {
@@ -230,6 +231,7 @@ class error_category_impl final : public std::error_category {
       case errc::already_open: return "storage already open elsewhere";
       case errc::closed: return "closed";
       case errc::conflict: return "conflicting concurrent change";
+      case errc::unauthorized: return "unauthorized";
     }
     return "unknown outbox error";
   }
@@ -862,6 +864,14 @@ concept transport = requires(T& t, std::span<const event> batch, std::span<deliv
   t.send(batch, results);
 };
 
+/// Optional: a transport with failures to report beyond one event's result (a login that
+/// expired). The outbox hands it a reporter bound to its `on_error` callback at construction;
+/// the transport calls it on the processing thread, from within `send`.
+template <class T>
+concept error_reporting_transport = transport<T> && requires(T& t, std::function<void(const error&)> reporter) {
+  t.set_error_reporter(std::move(reporter));
+};
+
 // ---- storage, narrow to broad --------------------------------------------------------------
 
 /// Appends new events atomically: all of them or none. Assigns `seq` in place. The events are
@@ -1048,6 +1058,9 @@ class Outbox {
     if constexpr (observable_clock<Clock>) {
       clock_subscription_ = clock_.on_change([this] { wake_runner(false); });
     }
+    if constexpr (error_reporting_transport<Transport>) {
+      transport_.set_error_reporter([this](const outbox::error& e) { report_error(e); });
+    }
   }
 
   /// Same, with options second: `Outbox box(storage, opts)` reads naturally.
@@ -1216,7 +1229,8 @@ class Outbox {
   void on_delivered(delivered_fn fn) { set_callback(delivered_, std::move(fn)); }
   void on_failed(failed_fn fn) { set_callback(failed_, std::move(fn)); }
   void on_dead(dead_fn fn) { set_callback(dead_, std::move(fn)); }
-  /// Storage failures of the processor and exceptions thrown by the transport or a callback.
+  /// Storage failures of the processor, exceptions thrown by the transport or a callback, and
+  /// what an `error_reporting_transport` reports (the HTTP transport: credentials refused).
   void on_error(error_fn fn) { set_callback(error_, std::move(fn)); }
 
   // ---- the policies --------------------------------------------------------------------------
