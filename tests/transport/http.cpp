@@ -430,6 +430,43 @@ TEST_CASE("batch mode sends one request for the batch and maps its answer to eve
                               "{\"id\":\"" + batch[1].id.to_string() +
                               "\",\"type\":\"steps.hourly.saved\",\"entity_id\":\"entity-2\",\"attempt\":1,\"payload\":null}]");
   }
+  SECTION("the default answer format: one object per event, found by id") {
+    server.set_script([&](const httplib::Request&, httplib::Response& res, std::size_t) {
+      res.status = 207;
+      res.set_content("[{\"id\":\"" + batch[1].id.to_string() +
+                          "\",\"status\":503,\"retry_after\":30,\"error\":\"busy \\u00e9\",\"extra\":{\"a\":[1,2]}},\n"
+                          " {\"id\":\"" + batch[0].id.to_string() + "\",\"status\":201,\"remote_id\":\"srv-7\"}]",
+                      "application/json");
+    });
+    http_transport t(o);
+    const auto results = send(t, batch);
+    CHECK(results[0].outcome == kind::delivered);
+    CHECK(results[0].remote_id == "srv-7");
+    CHECK(results[1].outcome == kind::retryable);
+    CHECK(results[1].error == "HTTP 503: busy \xc3\xa9");
+    CHECK(results[1].retry_after == std::chrono::seconds(30));
+  }
+  SECTION("an event the answer does not name is retried; a 2xx that is no array delivers all") {
+    std::string body;
+    server.set_script([&](const httplib::Request&, httplib::Response& res, std::size_t) {
+      res.status = 200;
+      res.set_content(body, "application/json");
+    });
+    http_transport t(o);
+    body = "[{\"id\":\"" + batch[0].id.to_string() + "\",\"status\":422,\"error\":\"no\"}]";
+    auto results = send(t, batch);
+    CHECK(results[0].outcome == kind::permanent);
+    CHECK(results[0].error == "HTTP 422: no");
+    CHECK(results[1].outcome == kind::retryable);
+    CHECK_THAT(results[1].error, Catch::Contains("no status for this event"));
+    for (const char* not_an_array : {"", "{\"accepted\":2}", "[{\"id\":1,", "[1,2]"}) {
+      INFO(not_an_array);
+      body = not_an_array;
+      results = send(t, batch);
+      CHECK(results[0].outcome == kind::delivered);
+      CHECK(results[1].outcome == kind::delivered);
+    }
+  }
   SECTION("a failed batch fails every event") {
     server.set_script([](const httplib::Request&, httplib::Response& res, std::size_t) {
       res.status = 503;

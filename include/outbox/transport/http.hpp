@@ -31,6 +31,7 @@
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/transport/http/answer.hpp"
+#include "outbox/transport/http/batch.hpp"
 #include "outbox/transport/http/curl.hpp"
 #include "outbox/transport/http/options.hpp"
 #include "outbox/transport/http/request.hpp"

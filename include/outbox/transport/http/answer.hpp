@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <functional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -56,14 +55,6 @@ namespace outbox {
     return delivery_result::retryable(std::move(why),
                                       detail::http::parse_retry_after(r.header("Retry-After"), r.header("Date"), now));
   return delivery_result::permanent(std::move(why));
-}
-
-/// The default batch answer: the status of the one answer counts for each event of the batch,
-/// mapped as `default_http_answer` maps it; a 2xx gives no remote ids.
-inline void default_http_batch_answer(std::span<const event> batch, const http_response& r,
-                                      std::span<delivery_result> results, std::size_t error_body_bytes = 200) {
-  const delivery_result one = default_http_answer(r, {}, error_body_bytes);
-  for (std::size_t i = 0; i < batch.size() && i < results.size(); ++i) results[i] = one;
 }
 
 namespace detail::http {

@@ -109,13 +109,14 @@ struct http_options {
   bool batch = false;
   std::string batch_route = "/events";
   /// The batch's body. Empty: `outbox::default_http_batch_body`, a JSON array of
-  /// {"id","type","entity_id","attempt","payload"} objects, the payload inserted as it is (JSON).
+  /// {"id","type","entity_id","attempt","payload"} objects (see <outbox/transport/http/batch.hpp>).
   /// A batch request carries no Idempotency-Key header (its events may differ on a retry); each
   /// item carries its id.
   std::function<std::string(std::span<const event>)> batch_body{};
   /// Writes one result per event from the batch's answer. Empty: `outbox::default_http_batch_answer`:
-  /// the answer's status counts for every event (mapped as `default_http_answer` maps it), and a 2xx
-  /// carries no remote ids.
+  /// a 2xx whose body is an array of {"id","status","remote_id","error","retry_after"} objects
+  /// gives each event the result of its own status; another 2xx delivers every event; any other
+  /// status counts for every event.
   std::function<void(std::span<const event>, const http_response&, std::span<delivery_result>)> batch_answer{};
 
   // ---- auth --------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 #pragma once
 /// \file
-/// How `outbox::http_transport` builds its requests by default: the route from the event type,
-/// the per-event request, the batch body. Each is what an empty `http_options` member stands
-/// for, and callable from a user's own builder. No libcurl here.
+/// How `outbox::http_transport` builds its requests by default: the route from the event type
+/// and the per-event request. Each is what an empty `http_options` member stands for, and
+/// callable from a user's own builder. No libcurl here.
 
-#include <span>
 #include <string>
 #include <string_view>
 
@@ -91,31 +90,6 @@ inline void append_json_string(std::string& out, std::string_view text) {
   }
   r.headers.insert(r.headers.end(), options.headers.begin(), options.headers.end());
   return r;
-}
-
-/// The default batch body, a JSON array in batch order:
-///
-///     [{"id":"0190...","type":"steps.saved","entity_id":"steps-1","attempt":1,"payload":{...}}, ...]
-///
-/// The payload goes in as it is, so it must be JSON (an empty payload becomes null).
-[[nodiscard]] inline std::string default_http_batch_body(std::span<const event> batch) {
-  std::string body = "[";
-  for (const event& e : batch) {
-    if (body.size() > 1) body += ',';
-    body += "{\"id\":";
-    detail::http::append_json_string(body, e.id.to_string());
-    body += ",\"type\":";
-    detail::http::append_json_string(body, e.type);
-    body += ",\"entity_id\":";
-    detail::http::append_json_string(body, e.entity_id);
-    body += ",\"attempt\":";
-    body += std::to_string(e.attempts);
-    body += ",\"payload\":";
-    body += e.payload.empty() ? std::string_view("null") : std::string_view(e.payload);
-    body += '}';
-  }
-  body += ']';
-  return body;
 }
 
 }  // namespace outbox
