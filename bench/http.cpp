@@ -72,6 +72,21 @@ instant_server& server() {
 std::size_t batch_arg(const benchmark::State& state) { return static_cast<std::size_t>(state.range(0)); }
 std::size_t in_flight_arg(const benchmark::State& state) { return static_cast<std::size_t>(state.range(1)); }
 
+/// One untimed `round` that opens the connections, then the timed ones; `delivered` counts
+/// the events `round` delivers and becomes the row's items.
+template <class Round>
+void timed_rounds(benchmark::State& state, Round& round, std::size_t& delivered, const char* failure) {
+  if (!round()) return state.SkipWithError(failure);
+  delivered = 0;
+  for (auto _ : state) {
+    if (!round()) {
+      state.SkipWithError(failure);
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(delivered));
+}
+
 // ---- the outbox --------------------------------------------------------------------------------
 
 using http_outbox = outbox::Outbox<outbox::memory_storage, outbox::http_transport>;
@@ -98,15 +113,7 @@ void BM_http_transport_deliver(benchmark::State& state) {
     if (delivered % rebuild_every < batch) (void)box.purge_completed(-std::chrono::hours(1));  // keep memory flat
     return report.delivered == batch;
   };
-  if (!round()) return state.SkipWithError("not every event was delivered");  // opens the connections
-  delivered = 0;
-  for (auto _ : state) {
-    if (!round()) {
-      state.SkipWithError("not every event was delivered");
-      break;
-    }
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(delivered));
+  timed_rounds(state, round, delivered, "not every event was delivered");
 }
 
 // ---- the baseline: the same requests, plain libcurl ---------------------------------------------
@@ -213,15 +220,7 @@ void BM_baseline_raw_curl_multi(benchmark::State& state) {
     offset = next_offset(offset, batch);
     return created == batch;
   };
-  if (!round()) return state.SkipWithError("not every request was answered 201");  // opens the connections
-  delivered = 0;
-  for (auto _ : state) {
-    if (!round()) {
-      state.SkipWithError("not every request was answered 201");
-      break;
-    }
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(delivered));
+  timed_rounds(state, round, delivered, "not every request was answered 201");
 }
 
 void http_args(benchmark::internal::Benchmark* b) {
