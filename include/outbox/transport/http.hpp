@@ -210,6 +210,7 @@ class http_transport {
     std::deque<std::pair<std::size_t, bool>> jobs;  // (job, repeated)
     std::size_t active = 0;
     bool unauthorized_reported = false;
+    std::string url;  // scratch for the request being started
 
     void run(std::span<const event> b, std::span<delivery_result> r) {
       batch = b;
@@ -250,6 +251,23 @@ class http_transport {
       auto t = std::make_unique<transfer>();
       t->easy.reset(curl_easy_init());
       if (!t->easy) return nullptr;
+      // What every request of this handle shares is set once; start() sets the rest.
+      CURL* h = t->easy.get();
+      curl_easy_setopt(h, CURLOPT_POST, 1L);
+      curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &transfer::on_body);
+      curl_easy_setopt(h, CURLOPT_WRITEDATA, t.get());
+      curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &transfer::on_header);
+      curl_easy_setopt(h, CURLOPT_HEADERDATA, t.get());
+      curl_easy_setopt(h, CURLOPT_PRIVATE, t.get());
+      curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->error);
+      curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+      curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+      curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, detail::http::milliseconds(options.connect_timeout));
+      curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, detail::http::milliseconds(options.timeout));
+      curl_easy_setopt(h, CURLOPT_HTTP_VERSION, detail::http::curl_http_version(options.version));
+      curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+      curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+      if (!options.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options.ca_file.c_str());
       pool.push_back(std::move(t));
       return pool.back().get();
     }
@@ -268,7 +286,9 @@ class http_transport {
       t->job = job;
       t->repeated = repeated;
       t->token_generation = token_generation;
-      t->response = {};
+      t->response.status = 0;
+      t->response.body.clear();  // keeps its capacity for the next answer
+      t->response.headers.clear();
       t->max_body = options.max_body_bytes;
       t->error[0] = '\0';
       t->headers.clear();
@@ -282,29 +302,13 @@ class http_transport {
       if (!listed) return answer(job, delivery_result::retryable("outbox::http_transport: out of memory for headers"));
 
       CURL* h = t->easy.get();
-      curl_easy_reset(h);
-      std::string url = base;
+      url.assign(base);
       if (!t->request.path.empty() && t->request.path.front() != '/') url += '/';
       url += t->request.path;
       curl_easy_setopt(h, CURLOPT_URL, url.c_str());  // libcurl copies strings it is given
-      curl_easy_setopt(h, CURLOPT_POST, 1L);
       curl_easy_setopt(h, CURLOPT_POSTFIELDS, t->request.body.data());
       curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->request.body.size()));
       curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->headers.get());
-      curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &transfer::on_body);
-      curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
-      curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &transfer::on_header);
-      curl_easy_setopt(h, CURLOPT_HEADERDATA, t);
-      curl_easy_setopt(h, CURLOPT_PRIVATE, t);
-      curl_easy_setopt(h, CURLOPT_ERRORBUFFER, t->error);
-      curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-      curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-      curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, detail::http::milliseconds(options.connect_timeout));
-      curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, detail::http::milliseconds(options.timeout));
-      curl_easy_setopt(h, CURLOPT_HTTP_VERSION, detail::http::curl_http_version(options.version));
-      curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
-      curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
-      if (!options.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options.ca_file.c_str());
       if (const CURLMcode rc = curl_multi_add_handle(multi.get(), h); rc != CURLM_OK)
         return answer(job, delivery_result::retryable(std::string("outbox::http_transport: ") + curl_multi_strerror(rc)));
       t->active = true;
