@@ -48,8 +48,17 @@ class http_server {
     port_ = bound;
     server_ = std::move(server);
     thread_ = std::thread([s = server_.get()] { s->listen_after_bind(); });
-    // stop() only works on a server that is listening.
-    while (!server_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // stop() only works on a server that is listening. A server not listening within seconds
+    // had listen_after_bind fail, which returns at once: its thread can be joined.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!server_->is_running()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        thread_.join();
+        server_.reset();
+        throw std::runtime_error("http_server: 127.0.0.1:" + std::to_string(port_) + " did not start listening");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 
   /// Closes the listening socket: new connections are refused until start(port()).
