@@ -1,6 +1,6 @@
 #pragma once
 // A real HTTP server for the HTTP transport's tests: cpp-httplib in this process, on 127.0.0.1
-// and an ephemeral port, answering POSTs with whatever the test scripts. It records every
+// and an ephemeral port (HTTPS when given a certificate), answering POSTs with whatever the test scripts. It records every
 // request it sees, can be stopped (connections are then refused) and started again on the same
 // port, and is always stopped when it goes out of scope.
 
@@ -31,13 +31,17 @@ class http_server {
   using script = std::function<void(const httplib::Request&, httplib::Response&, std::size_t n)>;
 
   http_server() { start(0); }
+  /// Serves HTTPS with this certificate and key (not owned; they must outlive the server).
+  http_server(X509* cert, EVP_PKEY* key) : cert_(cert), key_(key) { start(0); }
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;
   ~http_server() { stop(); }
 
   /// Binds 127.0.0.1:`port` (0: any free port) and serves on a thread of its own.
   void start(int port) {
-    auto server = std::make_unique<httplib::Server>();
+    std::unique_ptr<httplib::Server> server;
+    if (cert_ != nullptr) server = std::make_unique<httplib::SSLServer>(cert_, key_);
+    else server = std::make_unique<httplib::Server>();
     // A worker per kept-alive connection: more than the transport ever opens at once.
     server->new_task_queue = [] { return new httplib::ThreadPool(40); };
     server->set_keep_alive_max_count(1'000'000);
@@ -70,7 +74,9 @@ class http_server {
   }
 
   [[nodiscard]] int port() const { return port_; }
-  [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] std::string url() const {
+    return std::string(cert_ != nullptr ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
+  }
 
   void set_script(script s) {
     std::lock_guard lock(mutex_);
@@ -106,6 +112,8 @@ class http_server {
   mutable std::mutex mutex_;
   script script_;
   std::vector<request> requests_;
+  X509* cert_ = nullptr;
+  EVP_PKEY* key_ = nullptr;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;

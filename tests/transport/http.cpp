@@ -22,6 +22,7 @@
 #include <outbox/transport/http.hpp>
 
 #include "support/http_server.hpp"
+#include "support/self_signed.hpp"
 
 using namespace std::chrono_literals;
 using kind = outbox::delivery_result::kind;
@@ -332,6 +333,32 @@ TEST_CASE("a failed TLS handshake is unavailable", "[http]") {
   const auto r = send(t, {f.make()})[0];
   CHECK(r.outcome == kind::unavailable);
   CHECK_THAT(r.error, Catch::Contains("SSL", Catch::CaseSensitive::No));
+}
+
+TEST_CASE("TLS is verified by default; a CA file makes a private certificate trusted", "[http]") {
+  const outbox_test::self_signed identity;
+  http_server server(identity.cert(), identity.key());
+  event_factory f;
+  SECTION("an untrusted certificate is unavailable: nothing was sent") {
+    http_transport t(options_for(server));
+    const auto r = send(t, {f.make()})[0];
+    CHECK(r.outcome == kind::unavailable);
+    CHECK_THAT(r.error, Catch::Contains("certificate", Catch::CaseSensitive::No));
+    CHECK(server.requests().empty());
+  }
+  SECTION("trusted through ca_file") {
+    http_options o = options_for(server);
+    o.ca_file = identity.ca_file();
+    http_transport t(o);
+    CHECK(send(t, {f.make(), f.make()})[1].outcome == kind::delivered);
+    CHECK(server.requests().size() == 2);
+  }
+  SECTION("verification off") {
+    http_options o = options_for(server);
+    o.verify_tls = false;
+    http_transport t(o);
+    CHECK(send(t, {f.make()})[0].outcome == kind::delivered);
+  }
 }
 
 TEST_CASE("failures before anything was sent are unavailable, after it retryable", "[http]") {
