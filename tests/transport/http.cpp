@@ -764,3 +764,21 @@ TEST_CASE("nothing throws out of send: a throwing user function becomes a retrya
   CHECK_THAT(results[0].error, Catch::Contains("no route for this one"));
   CHECK(results[1].outcome == kind::delivered);
 }
+
+TEST_CASE("the background runner delivers through the HTTP transport", "[http]") {
+  http_server server;
+  outbox::options opts;
+  opts.batch_size = 8;
+  outbox::memory_outbox<http_transport> box(outbox::memory_storage(), http_transport(options_for(server)),
+                                            outbox::system_clock(), outbox::exponential_backoff(), opts);
+  box.set_user("alice");
+  box.start();
+  for (int i = 0; i < 40; ++i)
+    REQUIRE(box.enqueue({.type = "steps.saved", .entity_id = "s" + std::to_string(i % 5), .payload = "{}"}).has_value());
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (box.stats().value().count(outbox::status::completed) < 40 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  box.stop();
+  CHECK(box.stats().value().count(outbox::status::completed) == 40);
+  CHECK(server.requests().size() == 40);
+}
