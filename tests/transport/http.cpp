@@ -474,13 +474,16 @@ TEST_CASE("batch mode sends one request for the batch and maps its answer to eve
     CHECK(results[1].retry_after == std::chrono::seconds(30));
   }
   SECTION("an event the answer does not name is retried; a 2xx that is no array delivers all") {
-    std::string body;
-    server.set_script([&](const httplib::Request&, httplib::Response& res, std::size_t) {
-      res.status = 200;
-      res.set_content(body, "application/json");
-    });
+    // A new script per answer (set under the server's lock): the server's threads never read a
+    // string this thread writes.
+    const auto answer_200 = [&](std::string body) {
+      server.set_script([body](const httplib::Request&, httplib::Response& res, std::size_t) {
+        res.status = 200;
+        res.set_content(body, "application/json");
+      });
+    };
     http_transport t(o);
-    body = "[{\"id\":\"" + batch[0].id.to_string() + "\",\"status\":422,\"error\":\"no\"}]";
+    answer_200("[{\"id\":\"" + batch[0].id.to_string() + "\",\"status\":422,\"error\":\"no\"}]");
     auto results = send(t, batch);
     CHECK(results[0].outcome == kind::permanent);
     CHECK(results[0].error == "HTTP 422: no");
@@ -488,7 +491,7 @@ TEST_CASE("batch mode sends one request for the batch and maps its answer to eve
     CHECK_THAT(results[1].error, Catch::Contains("no status for this event"));
     for (const char* not_an_array : {"", "{\"accepted\":2}", "[{\"id\":1,", "[1,2]"}) {
       INFO(not_an_array);
-      body = not_an_array;
+      answer_200(not_an_array);
       results = send(t, batch);
       CHECK(results[0].outcome == kind::delivered);
       CHECK(results[1].outcome == kind::delivered);
