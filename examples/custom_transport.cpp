@@ -1,88 +1,84 @@
-// A transport of your own: map your backend's answers onto outbox's four outcomes.
-//
-// Here the "backend" is a function standing in for an HTTP client, so the example runs
-// anywhere; replace `post` with your client call. The mapping is the part to copy:
-//   2xx               -> delivered (with the id the server gave)
-//   429 / 503         -> retryable, honouring the server's Retry-After
-//   other 4xx         -> permanent: the event goes to dead, it will not get better by retrying
-//   no connection     -> unavailable: offline, no attempt is used
-//   other 5xx         -> retryable, backoff decides when
+// A transport of your own: here, a spool directory that another program drains (a print queue,
+// a sync agent, a mail drop). Each event becomes one file, written under a temporary name and
+// renamed into place, so the reader never sees half a file. For an HTTP backend use the shipped
+// outbox::http_transport instead; this shows how any destination maps onto the four outcomes:
+//   written           -> delivered, the file name as the remote id
+//   spool not there   -> unavailable: the reader's volume is not mounted; no attempt is used
+//   no route for type -> permanent: retrying will not help, the event goes to dead
+//   a write failed    -> retryable: backoff decides when to try again
 #include <outbox/outbox.hpp>
 
-#include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
-#include <optional>
+#include <span>
 #include <string>
+#include <system_error>
 
 namespace {
 
-struct http_response {
-  int status = 0;                    // 0: no connection
-  std::string body;                  // the created resource's id on 201
-  std::optional<int> retry_after_s;  // from the Retry-After header
-};
-
-/// Stands in for an HTTP POST. Sends the event id as Idempotency-Key so the server can drop
-/// the duplicates an at-least-once outbox may send after a crash.
-http_response post(const std::string& path, const std::string& idempotency_key, const std::string& json) {
-  (void)idempotency_key;
-  if (json.find("\"kg\":-") != std::string::npos) return {422, "weight must be positive", std::nullopt};
-  if (path == "/v1/heart_rate") return {429, "slow down", 120};
-  return {201, "srv-" + idempotency_key.substr(0, 8), std::nullopt};
-}
-
-class http_transport {
+class spool_transport {
  public:
-  explicit http_transport(std::string base) : base_(std::move(base)) {}
+  explicit spool_transport(std::filesystem::path dir) : dir_(std::move(dir)) {}
 
   void send(std::span<const outbox::event> batch, std::span<outbox::delivery_result> results) {
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      const outbox::event& e = batch[i];
-      const http_response r = post(base_ + e.type.substr(0, e.type.find('.')), e.id.to_string(), e.payload);
-      results[i] = map(r);
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir_, ec)) {
+      for (auto& r : results) r = outbox::delivery_result::unavailable("spool " + dir_.string() + " is not there");
+      return;
     }
+    for (std::size_t i = 0; i < batch.size(); ++i) results[i] = write(batch[i]);
   }
 
  private:
-  static outbox::delivery_result map(const http_response& r) {
-    using outbox::delivery_result;
-    if (r.status == 0) return delivery_result::unavailable("no connection");
-    if (r.status >= 200 && r.status < 300) return delivery_result::delivered(r.body);
-    const std::string why = std::to_string(r.status) + " " + r.body;
-    if (r.status == 429 || r.status == 503) {
-      std::optional<outbox::duration> hint;
-      if (r.retry_after_s) hint = std::chrono::seconds(*r.retry_after_s);
-      return delivery_result::retryable(why, hint);
+  outbox::delivery_result write(const outbox::event& e) const {
+    if (e.type.find('.') == std::string::npos) return outbox::delivery_result::permanent("no route for type " + e.type);
+    // The event id makes the name unique and makes a repeated delivery overwrite, not duplicate.
+    const std::string name = e.type + "-" + e.id.to_string() + ".json";
+    const std::filesystem::path partial = dir_ / (name + ".partial");
+    {
+      std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+      out << e.payload;
+      if (!out.flush()) return outbox::delivery_result::retryable("cannot write " + partial.string());
     }
-    if (r.status >= 400 && r.status < 500) return delivery_result::permanent(why);
-    return delivery_result::retryable(why);
+    std::error_code ec;
+    std::filesystem::rename(partial, dir_ / name, ec);
+    if (ec) return outbox::delivery_result::retryable("cannot rename into " + dir_.string() + ": " + ec.message());
+    return outbox::delivery_result::delivered(name);
   }
 
-  std::string base_;
+  std::filesystem::path dir_;
 };
 
-static_assert(outbox::transport<http_transport>);
+static_assert(outbox::transport<spool_transport>);
 
 }  // namespace
 
 int main() {
-  outbox::Outbox<outbox::memory_storage, http_transport> box(outbox::memory_storage(), http_transport("/v1/"));
+  const auto spool = std::filesystem::temp_directory_path() / "outbox-example-spool";
+  std::filesystem::remove_all(spool);
+
+  outbox::Outbox<outbox::memory_storage, spool_transport> box{outbox::memory_storage(), spool_transport(spool)};
   box.set_user("alice");
   box.on_delivered([](const outbox::event& e, const outbox::delivery_result& r) {
     std::cout << "delivered " << e.type << " as " << r.remote_id << '\n';
   });
-  box.on_failed([](const outbox::event& e, const outbox::delivery_result& r) {
-    std::cout << "retry    " << e.type << " after the server's hint (" << r.error << ")\n";
-  });
   box.on_dead([](const outbox::event& e, const outbox::delivery_result& r) {
-    std::cout << "dead     " << e.type << ": " << r.error << '\n';
+    std::cout << "dead      " << e.type << ": " << r.error << '\n';
   });
-  auto a = box.enqueue({.type = "weight.saved", .entity_id = "w1", .payload = R"({"kg":71.4})"});
-  auto b = box.enqueue({.type = "weight.saved", .entity_id = "w2", .payload = R"({"kg":-3})"});
-  auto c = box.enqueue({.type = "heart_rate.saved", .entity_id = "h1", .payload = R"({"bpm":61})"});
-  if (!a || !b || !c) return 1;
-  const auto report = box.process_once();
-  const auto retry_at = box.find(*c).value()->retry_after;
-  const bool hint_honoured = retry_at - box.find(*c).value()->updated_at == std::chrono::seconds(120);
-  return report.delivered == 1 && report.dead == 1 && report.retried == 1 && hint_honoured ? 0 : 1;
+  auto weight = box.enqueue({.type = "weight.saved", .entity_id = "w1", .payload = R"({"kg":71.4})"});
+  auto odd = box.enqueue({.type = "ping", .entity_id = "p1", .payload = "{}"});
+  if (!weight || !odd) return 1;
+
+  const auto offline = box.process_once();  // the spool is not there yet: nothing is used up
+  std::cout << offline.unavailable << " waiting for the spool\n";
+  std::filesystem::create_directories(spool);
+  const auto online = box.process_once();
+
+  const bool written = std::filesystem::exists(spool / box.find(*weight).value()->remote_id);
+  std::filesystem::remove_all(spool);
+  return offline.unavailable == 2 && box.find(*weight).value()->attempts == 1 && online.delivered == 1 &&
+                 online.dead == 1 && written
+             ? 0
+             : 1;
 }

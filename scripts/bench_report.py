@@ -30,6 +30,7 @@ PAIRS = [
     ("BM_file_storage_savers", "BM_baseline_write_fdatasync_savers"),
     ("BM_file_storage_savers", "BM_baseline_group_commit_savers"),
     ("BM_sqlite_storage_concurrent_enqueue", "BM_baseline_group_commit_floor"),
+    ("BM_http_transport_deliver", "BM_baseline_raw_curl_multi"),
 ]
 # Enqueue rows drawn in the chart: label -> benchmark name.
 CHART = {
@@ -136,6 +137,11 @@ TARGETS = [
     ("file", "context: the bare group-commit handshake's own 8 / 1, this VM's syncs", "(context)",
      eight_over_one("BM_baseline_group_commit_savers", 0),
      None),
+    ("HTTP", "delivery over loopback at batch 100, 8 in flight, outbox / plain libcurl multi "
+     "(the in-process server shares the cores)", ">= 0.8",
+     lambda r: ratio(pick(r, "BM_http_transport_deliver", "batch:100", "in_flight:8"),
+                     pick(r, "BM_baseline_raw_curl_multi", "batch:100", "in_flight:8")),
+     lambda v: v >= 0.8),
 ]
 
 

@@ -67,6 +67,7 @@ TEST_CASE("every errc has its own message", "[error]") {
       {errc::schema_too_new, "schema written by a newer version"},
       {errc::already_open, "storage already open elsewhere"},
       {errc::closed, "closed"},
+      {errc::unauthorized, "unauthorized"},
   };
   for (const auto& [code, message] : expected) {
     INFO("errc value " << static_cast<int>(code));

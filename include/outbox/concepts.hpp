@@ -5,9 +5,11 @@
 
 #include <concepts>
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "outbox/clock.hpp"
@@ -56,6 +58,14 @@ concept bounded_backoff = backoff<B> && requires(const B& b) {
 template <class T>
 concept transport = requires(T& t, std::span<const event> batch, std::span<delivery_result> results) {
   t.send(batch, results);
+};
+
+/// Optional: a transport with failures to report beyond one event's result (a login that
+/// expired). The outbox hands it a reporter bound to its `on_error` callback at construction;
+/// the transport calls it on the processing thread, from within `send`.
+template <class T>
+concept error_reporting_transport = transport<T> && requires(T& t, std::function<void(const error&)> reporter) {
+  t.set_error_reporter(std::move(reporter));
 };
 
 // ---- storage, narrow to broad --------------------------------------------------------------

@@ -142,6 +142,9 @@ class Outbox {
     if constexpr (observable_clock<Clock>) {
       clock_subscription_ = clock_.on_change([this] { wake_runner(false); });
     }
+    if constexpr (error_reporting_transport<Transport>) {
+      transport_.set_error_reporter([this](const outbox::error& e) { report_error(e); });
+    }
   }
 
   /// Same, with options second: `Outbox box(storage, opts)` reads naturally.
@@ -310,7 +313,8 @@ class Outbox {
   void on_delivered(delivered_fn fn) { set_callback(delivered_, std::move(fn)); }
   void on_failed(failed_fn fn) { set_callback(failed_, std::move(fn)); }
   void on_dead(dead_fn fn) { set_callback(dead_, std::move(fn)); }
-  /// Storage failures of the processor and exceptions thrown by the transport or a callback.
+  /// Storage failures of the processor, exceptions thrown by the transport or a callback, and
+  /// what an `error_reporting_transport` reports (the HTTP transport: credentials refused).
   void on_error(error_fn fn) { set_callback(error_, std::move(fn)); }
 
   // ---- the policies --------------------------------------------------------------------------

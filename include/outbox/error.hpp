@@ -32,6 +32,7 @@ enum class errc {
   already_open,          ///< another process or object owns the storage
   closed,                ///< the storage or outbox was closed
   conflict,              ///< the data changed since it was read; read again and retry
+  unauthorized,          ///< the backend refused the credentials, also fresh ones; log in again
 };
 
 namespace detail {
@@ -55,6 +56,7 @@ class error_category_impl final : public std::error_category {
       case errc::already_open: return "storage already open elsewhere";
       case errc::closed: return "closed";
       case errc::conflict: return "conflicting concurrent change";
+      case errc::unauthorized: return "unauthorized";
     }
     return "unknown outbox error";
   }

@@ -3,6 +3,9 @@
 #ifdef CONSUMER_WITH_SQLITE
 #include <outbox/storage/sqlite.hpp>
 #endif
+#ifdef CONSUMER_WITH_HTTP
+#include <outbox/transport/http.hpp>
+#endif
 
 int main() {
   outbox::mock_transport backend;
@@ -13,6 +16,11 @@ int main() {
 #ifdef CONSUMER_WITH_SQLITE
   auto db = outbox::sqlite_storage::open(":memory:");
   if (!db) return 3;
+#endif
+#ifdef CONSUMER_WITH_HTTP
+  outbox::http_options http;
+  http.base_url = "http://127.0.0.1:8080";
+  if (!outbox::http_transport::make(http)) return 4;  // links libcurl; sends nothing
 #endif
   return 0;
 }

@@ -2,7 +2,9 @@
 // decisions and on_error reports, and nothing stored is lost.
 #include <catch2/catch.hpp>
 
+#include <functional>
 #include <stdexcept>
+#include <utility>
 
 #include "support/fixture.hpp"
 
@@ -21,6 +23,19 @@ struct throwing_transport {
     for (std::size_t i = 0; i < batch.size(); ++i) results[i] = delivery_result::delivered();
   }
 };
+
+/// A transport that reports a failure of its own (as the HTTP transport does when the backend
+/// refuses fresh credentials) and answers every event unavailable.
+struct reporting_transport {
+  std::function<void(const outbox::error&)> report;
+  void set_error_reporter(std::function<void(const outbox::error&)> reporter) { report = std::move(reporter); }
+  void send(std::span<const outbox::event> batch, std::span<delivery_result> results) {
+    report(outbox::error(errc::unauthorized, "token refused"));
+    for (std::size_t i = 0; i < batch.size(); ++i) results[i] = delivery_result::unavailable("log in again");
+  }
+};
+static_assert(outbox::error_reporting_transport<reporting_transport>);
+static_assert(!outbox::error_reporting_transport<throwing_transport>);
 
 /// A transport that answers only the first event of each batch.
 struct forgetful_transport {
@@ -122,4 +137,16 @@ TEST_CASE("a wall clock that steps back does not freeze a retry beyond its bound
   CHECK(f.get(id).retry_after <= f.clock.now() + 1h);
   f.clock.advance(1h);
   CHECK(f.box.process_once().delivered == 1);  // not a day and 30 s later
+}
+
+TEST_CASE("a transport's own error reports reach on_error", "[outbox][containment]") {
+  outbox::Outbox<outbox::memory_storage, reporting_transport, outbox::manual_clock> box;
+  box.set_user("alice");
+  std::vector<outbox::error> errors;
+  box.on_error([&](const outbox::error& e) { errors.push_back(e); });
+  const auto id = box.enqueue({.type = "t", .entity_id = "e", .payload = "{}"}).value();
+  CHECK(box.process_once().unavailable == 1);
+  REQUIRE(errors.size() == 1);
+  CHECK(errors[0] == errc::unauthorized);
+  CHECK(box.find(id).value()->attempts == 0);
 }
