@@ -4,28 +4,36 @@
 // misbehaves: random 503s, offline windows, a few permanent rejections. Time is simulated (a
 // manual clock), so days pass in seconds; every write is really committed and synced.
 //
-// It ends with an audit: every saved event must be delivered or dead with a reason, and every
-// entity synced or carrying the reason it is not; it exits non-zero otherwise.
+// A run is reproducible from its seed: every random draw comes from the seed and the position
+// of what it decides in the simulation (the n-th event saved, its attempt; the n-th poll), never
+// from event ids or the time, so the same flags give the same counts; only the wall-clock
+// figures (throughput) differ.
 //
-//   outbox_demo [--users N] [--days N] [--failure-rate X] [--offline-rate X] [--reject-rate X]
-//               [--seed N] [--db PATH] [--no-crash] [--quiet]
+// It ends with an audit: every saved event must be delivered or dead with a reason, and every
+// entity synced or carrying the reason it is not; each day's line must account for every
+// event. It exits 1 otherwise, and 2 on a bad flag (`outbox_demo --help` lists them).
 #include <outbox/outbox.hpp>
 #include <outbox/storage/sqlite.hpp>
 
-#include <cstdio>
+#include <CLI/CLI.hpp>
+
 #include <unistd.h>
-#include <filesystem>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
+#include <cstdio>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <optional>
-#include <random>
+#include <sstream>
 #include <string>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -35,14 +43,130 @@ using namespace std::chrono_literals;
 struct config {
   int users = 3;
   int days = 3;
-  double failure_rate = 0.10;   // retryable 503s
-  double offline_rate = 0.02;   // chance per minute that the network drops for a while
-  double reject_rate = 0.002;   // permanent 422s
+  double failure_rate = 0.10;  // retryable 503s
+  double offline_rate = 0.02;  // chance per minute that the network drops for a while
+  double reject_rate = 0.002;  // permanent 422s
   std::uint64_t seed = 7;
-  std::string db;  // empty: a fresh file in the temp directory, removed at the end
-  bool crash = true;  // die mid-batch halfway through, and restart
+  std::string db;      // empty: a fresh file in the temp directory, removed at the end
+  bool crash = true;   // die mid-batch halfway through, and restart
   bool quiet = false;
 };
+
+// ---- the flags ---------------------------------------------------------------------------------
+
+/// A CLI11 check that a flag's value is a number of type `Number` from `low` to `high` (`high`
+/// itself excluded when `below_high`). Every refusal says what was expected and what came.
+template <class Number>
+CLI::Validator within(Number low, Number high, bool below_high = false) {
+  return CLI::Validator(
+             [=](std::string& text) -> std::string {
+               Number value{};
+               const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+               if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+                 return std::string(std::is_integral_v<Number> ? "expected a whole number" : "expected a number") +
+                        ", got '" + text + "'";
+               std::ostringstream bounds;
+               bounds << "must be at least " << low << (below_high ? " and below " : " and at most ") << high;
+               if (value < low || value > high || (below_high && value == high)) return bounds.str() + ", got " + text;
+               return {};
+             },
+             "")
+      .name("within");
+}
+
+/// Parses the command line into `c`; returns the exit code when the demo must not run (0 after
+/// --help, 2 after a bad flag, named with its reason on stderr).
+std::optional<int> parse(int argc, char** argv, config& c) {
+  CLI::App cli("A health app syncing through a misbehaving backend over simulated days.", "outbox_demo");
+  cli.option_defaults()->always_capture_default();
+  cli.add_option("--users", c.users, "users taking turns on the device, 1-1000")
+      ->type_name("N")
+      ->check(within(1, 1000));
+  cli.add_option("--days", c.days, "simulated days, 1-3650")->type_name("N")->check(within(1, 3650));
+  cli.add_option("--failure-rate", c.failure_rate, "share of deliveries answered 503 and retried, [0, 1)")
+      ->type_name("X")
+      ->check(within(0.0, 1.0, true));
+  cli.add_option("--offline-rate", c.offline_rate, "chance per minute that the network drops for 5-25 min, [0, 1)")
+      ->type_name("X")
+      ->check(within(0.0, 1.0, true));
+  cli.add_option("--reject-rate", c.reject_rate, "share of deliveries answered 422, dead at once, [0, 1)")
+      ->type_name("X")
+      ->check(within(0.0, 1.0, true));
+  cli.add_option("--seed", c.seed, "seed of every random draw: the same seed gives the same counts")
+      ->type_name("N")
+      ->check(within(std::uint64_t{0}, std::numeric_limits<std::uint64_t>::max()));
+  cli.add_option("--db", c.db, "SQLite database to use and keep (default: a temporary file, removed after)")
+      ->type_name("PATH");
+  cli.add_flag_function(
+      "--no-crash", [&c](std::int64_t) { c.crash = false; },
+      "do not kill and restart the app halfway through with a batch in flight")
+      ->disable_flag_override();
+  cli.add_flag("--quiet", c.quiet, "print only the final report")->disable_flag_override();
+  try {
+    cli.parse(argc, argv);
+    if (c.failure_rate + c.reject_rate >= 1)
+      throw CLI::ValidationError("--failure-rate, --reject-rate", "their sum must be below 1");
+  } catch (const CLI::CallForHelp&) {
+    std::cout << cli.help();
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "outbox_demo: " << e.what() << "\nRun with --help for the flags.\n";
+    return 2;
+  }
+  return std::nullopt;
+}
+
+// ---- reproducible draws --------------------------------------------------------------------------
+
+/// A number in [0, 1) fixed by the seed, a stream (what is being decided) and two positions in
+/// the simulation: the same inputs always give the same number.
+double draw(std::uint64_t seed, std::uint64_t stream, std::uint64_t position, std::uint64_t attempt = 0) {
+  auto mix = [](std::uint64_t z) {  // splitmix64's finaliser
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  };
+  std::uint64_t z = mix(seed + 0x9E3779B97F4A7C15ULL);
+  for (const std::uint64_t part : {stream, position, attempt}) z = mix(z ^ (part + 0x9E3779B97F4A7C15ULL));
+  return static_cast<double>(z >> 11) / 9007199254740992.0;
+}
+
+/// What each draw decides.
+enum stream : std::uint64_t { backend_answer = 1, network_drop, drop_length, step_count, extra_steps, heart_beat };
+
+/// Numbers every saved event in save order, which is the same on every run; a coalesced save
+/// keeps its event and so its number.
+class event_numbers {
+ public:
+  std::size_t remember(outbox::event_id id) { return numbers_.try_emplace(id, numbers_.size()).first->second; }
+  [[nodiscard]] std::size_t of(outbox::event_id id) const { return numbers_.at(id); }
+  [[nodiscard]] std::size_t size() const { return numbers_.size(); }
+  [[nodiscard]] std::vector<outbox::event_id> ids() const {
+    std::vector<outbox::event_id> all(numbers_.size());
+    for (const auto& [id, n] : numbers_) all[n] = id;
+    return all;
+  }
+
+ private:
+  std::map<outbox::event_id, std::size_t> numbers_;
+};
+
+// ---- the backend -------------------------------------------------------------------------------
+
+/// The backend's faults: its answer to an event is drawn from the event's number and attempt.
+struct flaky_backend {
+  const config& cfg;
+  const event_numbers& numbers;
+
+  [[nodiscard]] std::optional<outbox::delivery_result> answer(const outbox::event& e) const {
+    const double u = draw(cfg.seed, backend_answer, numbers.of(e.id), static_cast<std::uint64_t>(e.attempts));
+    if (u < cfg.reject_rate) return outbox::delivery_result::permanent("422 " + e.type + " failed validation");
+    if (u < cfg.reject_rate + cfg.failure_rate) return outbox::delivery_result::retryable("503 service unavailable");
+    return std::nullopt;  // delivered
+  }
+};
+
+// ---- the app -----------------------------------------------------------------------------------
 
 // The app's entities: plain structs; the repository reads id, user_id, collection, the
 // serialiser and the natural key from their members.
@@ -79,53 +203,8 @@ struct weight {
   static weight from_payload(std::string_view) { return {}; }
 };
 
-[[noreturn]] void usage(int code) {
-  std::cout << "usage: outbox_demo [--users N] [--days N] [--failure-rate X] [--offline-rate X]\n"
-               "                   [--reject-rate X] [--seed N] [--db PATH] [--no-crash] [--quiet]\n";
-  std::exit(code);
-}
-
-config parse(int argc, char** argv) {
-  config c;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) usage(2);
-      return argv[++i];
-    };
-    try {
-      if (arg == "--users") c.users = std::stoi(next());
-      else if (arg == "--days") c.days = std::stoi(next());
-      else if (arg == "--failure-rate") c.failure_rate = std::stod(next());
-      else if (arg == "--offline-rate") c.offline_rate = std::stod(next());
-      else if (arg == "--reject-rate") c.reject_rate = std::stod(next());
-      else if (arg == "--seed") c.seed = std::stoull(next());
-      else if (arg == "--db") c.db = next();
-      else if (arg == "--quiet") c.quiet = true;
-      else if (arg == "--no-crash") c.crash = false;
-      else if (arg == "--help" || arg == "-h") usage(0);
-      else usage(2);
-    } catch (const std::exception&) {
-      usage(2);
-    }
-  }
-  if (c.users < 1 || c.days < 1 || c.failure_rate < 0 || c.failure_rate >= 1 || c.offline_rate < 0 ||
-      c.offline_rate >= 1 || c.reject_rate < 0 || c.reject_rate + c.failure_rate >= 1)
-    usage(2);
-  return c;
-}
-
-/// A number in [0, 1) fixed by the event and attempt, so a run is reproducible from its seed.
-double chance(const outbox::event& e, std::uint64_t seed) {
-  std::uint64_t z = e.id.low ^ (e.id.high * 31) ^ (static_cast<std::uint64_t>(e.attempts) << 56) ^ seed;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  z ^= z >> 31;
-  return static_cast<double>(z >> 11) / 9007199254740992.0;
-}
-
 template <class Entity>
-using template_repository =
+using demo_repository =
     outbox::Repository<Entity, outbox::sqlite_storage, outbox::coalesce_unsent, outbox::manual_clock>;
 
 using demo_outbox = outbox::Outbox<outbox::sqlite_storage, outbox::mock_transport, outbox::manual_clock>;
@@ -133,13 +212,15 @@ using demo_outbox = outbox::Outbox<outbox::sqlite_storage, outbox::mock_transpor
 /// What lives in the app's process: the outbox and the repositories sharing its database.
 struct app {
   demo_outbox box;
-  template_repository<hourly_steps> steps{box};
-  template_repository<heart_rate> heart{box};
-  template_repository<weight> weights{box};
+  demo_repository<hourly_steps> steps{box};
+  demo_repository<heart_rate> heart{box};
+  demo_repository<weight> weights{box};
   app(outbox::sqlite_storage storage, outbox::mock_transport backend, outbox::manual_clock clock,
       outbox::exponential_backoff backoff, outbox::options options)
       : box(std::move(storage), std::move(backend), std::move(clock), std::move(backoff), options) {}
 };
+
+// ---- the report --------------------------------------------------------------------------------
 
 double percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
@@ -148,17 +229,38 @@ double percentile(std::vector<double> values, double p) {
   return values[index];
 }
 
+/// Where every saved event stands: the parts must add up to the events the app saved.
+struct tally {
+  std::size_t events = 0, delivered = 0, waiting = 0, retrying = 0, in_flight = 0, dead = 0;
+
+  static tally of(const outbox::event_stats& s, std::size_t events) {
+    using outbox::status;
+    return {events, s.count(status::completed), s.count(status::pending), s.count(status::failed),
+            s.count(status::processing), s.count(status::dead)};
+  }
+  [[nodiscard]] std::size_t unaccounted() const {
+    const std::size_t known = delivered + waiting + retrying + in_flight + dead;
+    return known > events ? known - events : events - known;
+  }
+  [[nodiscard]] std::string line() const {
+    std::ostringstream out;
+    out << events << " events: " << delivered << " delivered, " << waiting << " waiting, " << retrying
+        << " waiting to retry, " << in_flight << " in flight, " << dead << " dead";
+    if (unaccounted() != 0) out << ", " << unaccounted() << " UNACCOUNTED";
+    return out.str();
+  }
+};
+
+// ---- the simulation ----------------------------------------------------------------------------
+
 int simulate(const config& cfg, const std::string& path) {
   const auto real_start = std::chrono::steady_clock::now();
 
+  event_numbers numbers;
+  const flaky_backend faults{cfg, numbers};
   outbox::manual_clock clock;
   outbox::mock_transport backend;
-  backend.set_script([&](const outbox::event& e, std::size_t) -> std::optional<outbox::delivery_result> {
-    const double u = chance(e, cfg.seed);
-    if (u < cfg.reject_rate) return outbox::delivery_result::permanent("422 " + e.type + " failed validation");
-    if (u < cfg.reject_rate + cfg.failure_rate) return outbox::delivery_result::retryable("503 service unavailable");
-    return std::nullopt;  // delivered
-  });
+  backend.set_script([&](const outbox::event& e, std::size_t) { return faults.answer(e); });
 
   std::size_t retried = 0;
   std::map<std::string, std::size_t> dead_reasons;
@@ -170,7 +272,7 @@ int simulate(const config& cfg, const std::string& path) {
   auto start_app = [&]() -> bool {
     auto storage = outbox::sqlite_storage::open(path);
     if (!storage) {
-      std::cerr << "cannot open " << path << ": " << storage.error().what() << '\n';
+      std::cerr << "outbox_demo: cannot open " << path << ": " << storage.error().what() << '\n';
       return false;
     }
     outbox::options options;  // the reference design: batches of 10, polling every 30 s
@@ -185,22 +287,27 @@ int simulate(const config& cfg, const std::string& path) {
   };
   if (!start_app()) return 2;
 
-  std::mt19937_64 rng(cfg.seed);
-  std::uniform_real_distribution<double> unit(0.0, 1.0);
-  std::vector<outbox::event_id> saved;
   std::size_t save_calls = 0;
   auto remember = [&](auto result) {
     ++save_calls;
-    const outbox::event_id id = result.value().event;  // a failed save would throw: the demo wants to know
-    if (saved.empty() || saved.back() != id) saved.push_back(id);  // a coalesced save keeps its event
+    numbers.remember(result.value().event);  // a failed save would throw: the demo wants to know
+  };
+  std::size_t unaccounted = 0;
+  auto take_tally = [&] {
+    const tally t = tally::of(a->box.stats().value(), numbers.size());
+    unaccounted += t.unaccounted();
+    return t;
   };
 
   // One poll interval of the device's life: maybe drop the network, then sync what is due.
+  std::uint64_t polls = 0;
   int offline_minutes = 0;
   auto tick = [&] {
     clock.advance(30s);
+    ++polls;
     if (offline_minutes > 0) --offline_minutes;
-    else if (unit(rng) < cfg.offline_rate / 2) offline_minutes = 2 * (5 + static_cast<int>(unit(rng) * 20));
+    else if (draw(cfg.seed, network_drop, polls) < cfg.offline_rate / 2)
+      offline_minutes = 2 * (5 + static_cast<int>(draw(cfg.seed, drop_length, polls) * 20));
     backend.set_offline(offline_minutes > 0);
     // Drain what is due, but stop at the first offline answer, as the background runner does:
     // re-sending into a dead network only burns commits.
@@ -214,25 +321,25 @@ int simulate(const config& cfg, const std::string& path) {
   const bool progress_line = !cfg.quiet && ::isatty(STDOUT_FILENO);
   std::size_t crash_in_flight = 0;
   auto show_progress = [&](int day, int hour) {
-    const auto s = a->box.stats().value();
+    const tally t = take_tally();
     const int done = (day * 24 + hour + 1) * 30 / (cfg.days * 24);
     std::cout << "\r day " << day + 1 << "/" << cfg.days << " [" << std::string(static_cast<std::size_t>(done), '#')
-              << std::string(static_cast<std::size_t>(30 - done), '.') << "] " << s.count(outbox::status::completed)
-              << " delivered, " << s.count(outbox::status::pending) + s.count(outbox::status::failed)
-              << " waiting, " << s.count(outbox::status::dead) << " dead   " << std::flush;
+              << std::string(static_cast<std::size_t>(30 - done), '.') << "] " << t.delivered << " delivered, "
+              << t.waiting + t.retrying + t.in_flight << " waiting, " << t.dead << " dead   " << std::flush;
   };
   const int minutes_per_user = 60 / cfg.users;
+  std::uint64_t turn = 0;  // the n-th user turn: the position of the app's own draws
   for (int day = 0; day < cfg.days; ++day) {
     for (int hour = 0; hour < 24; ++hour) {
-      for (int u = 0; u < cfg.users; ++u) {
+      for (int u = 0; u < cfg.users; ++u, ++turn) {
         const std::string user = "user-" + std::to_string(u + 1);
         a->box.set_user(user);  // this user's turn on the device: only their events sync
         const std::string when = "d" + std::to_string(day) + "h" + std::to_string(hour);
         // The step counter reports the hour twice: the second save updates the same entity.
-        int count = static_cast<int>(unit(rng) * 2000);
+        int count = static_cast<int>(draw(cfg.seed, step_count, turn) * 2000);
         remember(a->steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
         for (int sample = 0; sample < 6; ++sample) {
-          const int bpm = 55 + static_cast<int>(unit(rng) * 40);
+          const int bpm = 55 + static_cast<int>(draw(cfg.seed, heart_beat, turn, static_cast<std::uint64_t>(sample)) * 40);
           remember(a->heart.save({.id = "", .user_id = user, .minute = when + "m" + std::to_string(sample * 10), .bpm = bpm}));
         }
         if (cfg.crash && day == cfg.days / 2 && hour == 12 && u == 0) {
@@ -260,19 +367,15 @@ int simulate(const config& cfg, const std::string& path) {
         if (progress_line) show_progress(day, hour);
         for (int t = 0; t < 2 * minutes_per_user; ++t) {
           if (t == minutes_per_user) {
-            count += static_cast<int>(unit(rng) * 300);
+            count += static_cast<int>(draw(cfg.seed, extra_steps, turn) * 300);
             remember(a->steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
           }
           tick();
         }
       }
     }
-    if (!cfg.quiet && !progress_line) {
-      const auto s = a->box.stats().value();
-      std::cout << "day " << day + 1 << ": " << saved.size() << " saved, " << s.count(outbox::status::completed)
-                << " delivered, " << s.count(outbox::status::pending) + s.count(outbox::status::failed)
-                << " waiting, " << s.count(outbox::status::dead) << " dead\n";
-    }
+    const tally t = take_tally();  // checked every day, printed unless quiet
+    if (!cfg.quiet && !progress_line) std::cout << "day " << day + 1 << ": " << t.line() << '\n';
   }
 
   if (progress_line) std::cout << '\n';
@@ -291,10 +394,11 @@ int simulate(const config& cfg, const std::string& path) {
       }
     }
   }
+  const tally end = take_tally();
 
   // The audit: nothing acknowledged may be missing or stuck.
   std::size_t delivered = 0, dead = 0, missing = 0;
-  for (const auto& id : saved) {
+  for (const auto& id : numbers.ids()) {
     const auto found = a->box.find(id).value();
     if (!found) ++missing;
     else if (found->status == outbox::status::completed) ++delivered;
@@ -316,10 +420,11 @@ int simulate(const config& cfg, const std::string& path) {
   const double real_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - real_start).count();
 
   std::cout << std::fixed << std::setprecision(1);
-  std::cout << "\n== outbox demo: " << cfg.users << " users, " << cfg.days << " simulated days, SQLite at " << path
+  std::cout << "\n== outbox demo: " << cfg.users << " users, " << cfg.days << " simulated days, seed " << cfg.seed
             << " ==\n"
             << "saved            " << save_calls << " saves of " << entities << " entities (natural keys merge repeats)\n"
-            << "events           " << saved.size() << " (unsent changes coalesce into one event)\n"
+            << "events           " << numbers.size() << " (unsent changes coalesce into one event)\n"
+            << "at the end       " << end.line() << '\n'
             << "delivered        " << delivered << '\n'
             << "retries          " << retried << " (503s and offline windows; offline uses no attempt)\n"
             << "dead             " << dead << '\n';
@@ -331,12 +436,14 @@ int simulate(const config& cfg, const std::string& path) {
             << ")\n"
             << "latency          p50 " << percentile(latency_s, 0.50) << " s, p90 " << percentile(latency_s, 0.90)
             << " s, p99 " << percentile(latency_s, 0.99) << " s (simulated time, save to delivery)\n"
-            << "throughput       " << static_cast<double>(saved.size()) / real_s << " events/s (" << real_s
+            << "throughput       " << static_cast<double>(numbers.size()) / real_s << " events/s (" << real_s
             << " s real)\n"
             << "missing          " << missing << (missing == 0 ? " - nothing lost\n" : " - EVENTS LOST\n")
+            << "accounted        " << (unaccounted == 0 ? "every event, every day\n" : "NO: events unaccounted for\n")
             << "entities         " << entities - unexplained << " of " << entities
             << " synced or rejected with a reason\n";
-  return missing == 0 && unexplained == 0 && duplicates <= crash_in_flight ? 0 : 1;
+  const bool ok = missing == 0 && unaccounted == 0 && unexplained == 0 && duplicates <= crash_in_flight;
+  return ok ? 0 : 1;
 }
 
 void remove_database(const std::string& path) {
@@ -346,10 +453,11 @@ void remove_database(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const config cfg = parse(argc, argv);
+  config cfg;
+  if (const auto code = parse(argc, argv, cfg)) return *code;
   const bool temporary = cfg.db.empty();
   const std::string path =
-      temporary ? (std::filesystem::temp_directory_path() / ("outbox-demo-" + std::to_string(cfg.seed) + ".db")).string()
+      temporary ? (std::filesystem::temp_directory_path() / ("outbox-demo-" + std::to_string(::getpid()) + ".db")).string()
                 : cfg.db;
   if (temporary) remove_database(path);
   const int code = simulate(cfg, path);  // the database is closed when it returns

@@ -160,7 +160,7 @@ TEST_CASE("result value() on an error throws outbox::exception with the same cod
     CHECK(ex.error() == outbox::errc::corrupt_data);
     CHECK(ex.error().message == "events.log: bad frame");
     CHECK(ex.error().what() == "outbox: corrupt data: events.log: bad frame");
-    CHECK_THAT(ex.what(), Catch::Contains("events.log: bad frame"));
+    CHECK(std::string(ex.what()) == "outbox: corrupt data: events.log: bad frame");
   }
 }
 
@@ -229,4 +229,29 @@ TEST_CASE("iterating value() of a temporary result does not dangle", "[error][re
   std::string joined;
   for (const auto& name : make().value()) joined += name;  // the temporary result dies before the loop body
   CHECK(joined == "stepsweight");
+}
+
+TEST_CASE("exception what() is the error's what(), with or without a detail message", "[error]") {
+  const outbox::error detailed(outbox::errc::corrupt_data, "x.db: enabling WAL: file is not a database");
+  CHECK(std::string(outbox::exception(detailed).what()) == detailed.what());
+  CHECK(std::string(outbox::exception(detailed).what()) ==
+        "outbox: corrupt data: x.db: enabling WAL: file is not a database");
+  const outbox::error bare(outbox::errc::closed);
+  CHECK(std::string(outbox::exception(bare).what()) == "outbox: closed");
+  const outbox::error foreign(std::make_error_code(std::errc::no_space_on_device), "events.log");
+  CHECK(std::string(outbox::exception(foreign).what()) == foreign.what());
+}
+
+TEST_CASE("exception what() survives a copy of the exception", "[error]") {
+  std::string seen;
+  try {
+    try {
+      outbox::result<void>(outbox::errc::busy, "locked by pid 42").value();
+    } catch (const outbox::exception& ex) {
+      throw outbox::exception(ex);  // a copy, as an exception_ptr or a rethrow may make
+    }
+  } catch (const std::exception& ex) {
+    seen = ex.what();
+  }
+  CHECK(seen == "outbox: storage busy: locked by pid 42");
 }

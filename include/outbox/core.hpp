@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <thread>
@@ -167,8 +169,13 @@ class Outbox {
     return stored.id;
   }
 
-  /// Appends several events in one storage transaction: all or none. Any thread.
-  result<std::vector<event_id>> enqueue(std::span<const new_event> batch) {
+  /// Appends several events in one storage transaction: all or none. Any thread. `events` is any
+  /// contiguous range of `new_event` (a span, vector or array); a braced list such as
+  /// `enqueue({})` is always one event, so it never needs a cast to pick an overload.
+  template <std::ranges::contiguous_range Batch>
+    requires std::same_as<std::ranges::range_value_t<Batch>, new_event>
+  result<std::vector<event_id>> enqueue(const Batch& events) {
+    const std::span<const new_event> batch(std::ranges::data(events), std::ranges::size(events));
     std::vector<event> stored(batch.size());
     const timestamp now = clock_.now();
     for (std::size_t i = 0; i < batch.size(); ++i) {

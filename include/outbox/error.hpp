@@ -100,14 +100,18 @@ struct error {
 };
 
 /// Thrown only for construction failures and programmer errors (such as reading the value of a
-/// failed result). Carries the same code and message as the `outbox::error` it came from.
+/// failed result). Carries the same code and message as the `outbox::error` it came from, and
+/// its what() is that error's what(): one format, whichever way an error reaches a log.
 class exception : public std::system_error {
  public:
-  explicit exception(const outbox::error& e) : std::system_error(e.code, e.message), error_(e) {}
+  explicit exception(const outbox::error& e)
+      : std::system_error(e.code, e.message), error_(e), what_(e.what()) {}
   [[nodiscard]] const outbox::error& error() const noexcept { return error_; }
+  [[nodiscard]] const char* what() const noexcept override { return what_.c_str(); }
 
  private:
   outbox::error error_;
+  std::string what_;
 };
 
 namespace detail {

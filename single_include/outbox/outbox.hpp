@@ -38,6 +38,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <exception>
+#include <ranges>
 #include <thread>
 #include <limits>
 #include <set>
@@ -276,14 +277,18 @@ struct error {
 };
 
 /// Thrown only for construction failures and programmer errors (such as reading the value of a
-/// failed result). Carries the same code and message as the `outbox::error` it came from.
+/// failed result). Carries the same code and message as the `outbox::error` it came from, and
+/// its what() is that error's what(): one format, whichever way an error reaches a log.
 class exception : public std::system_error {
  public:
-  explicit exception(const outbox::error& e) : std::system_error(e.code, e.message), error_(e) {}
+  explicit exception(const outbox::error& e)
+      : std::system_error(e.code, e.message), error_(e), what_(e.what()) {}
   [[nodiscard]] const outbox::error& error() const noexcept { return error_; }
+  [[nodiscard]] const char* what() const noexcept override { return what_.c_str(); }
 
  private:
   outbox::error error_;
+  std::string what_;
 };
 
 namespace detail {
@@ -1084,8 +1089,13 @@ class Outbox {
     return stored.id;
   }
 
-  /// Appends several events in one storage transaction: all or none. Any thread.
-  result<std::vector<event_id>> enqueue(std::span<const new_event> batch) {
+  /// Appends several events in one storage transaction: all or none. Any thread. `events` is any
+  /// contiguous range of `new_event` (a span, vector or array); a braced list such as
+  /// `enqueue({})` is always one event, so it never needs a cast to pick an overload.
+  template <std::ranges::contiguous_range Batch>
+    requires std::same_as<std::ranges::range_value_t<Batch>, new_event>
+  result<std::vector<event_id>> enqueue(const Batch& events) {
+    const std::span<const new_event> batch(std::ranges::data(events), std::ranges::size(events));
     std::vector<event> stored(batch.size());
     const timestamp now = clock_.now();
     for (std::size_t i = 0; i < batch.size(); ++i) {

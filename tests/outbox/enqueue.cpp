@@ -1,6 +1,11 @@
 // Outbox::enqueue: what a producer gets back, and what is refused without touching the store.
 #include <catch2/catch.hpp>
 
+#include <array>
+#include <span>
+#include <type_traits>
+#include <vector>
+
 #include "support/fixture.hpp"
 
 using namespace outbox_test;
@@ -77,6 +82,29 @@ TEST_CASE("an event needs a type", "[outbox][enqueue]") {
   auto refused = f.box.enqueue({.type = "", .entity_id = "e", .payload = "{}"});
   REQUIRE_FALSE(refused.has_value());
   CHECK(refused.error() == errc::invalid_argument);
+}
+
+TEST_CASE("enqueue({}) is one empty event, refused for its missing type", "[outbox][enqueue]") {
+  fixture f;
+  f.box.set_user("alice");
+  // A braced list always means one event; a batch is a range (span, vector, array) of them.
+  static_assert(std::is_same_v<decltype(f.box.enqueue({})), outbox::result<outbox::event_id>>);
+  auto refused = f.box.enqueue({});
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error() == errc::invalid_argument);
+  CHECK(f.box.stats().value().total() == 0);
+}
+
+TEST_CASE("a batch enqueue takes a vector, an array or a span", "[outbox][enqueue]") {
+  fixture f;
+  f.box.set_user("alice");
+  const std::vector<outbox::new_event> vector = {{.type = "a", .entity_id = "1", .payload = "{}"}};
+  const std::array<outbox::new_event, 2> array = {outbox::new_event{.type = "b", .entity_id = "2", .payload = "{}"},
+                                                  outbox::new_event{.type = "c", .entity_id = "3", .payload = "{}"}};
+  CHECK(f.box.enqueue(vector).value().size() == 1);
+  CHECK(f.box.enqueue(array).value().size() == 2);
+  CHECK(f.box.enqueue(std::span<const outbox::new_event>()).value().empty());  // nothing to store
+  CHECK(f.box.stats().value().total() == 3);
 }
 
 TEST_CASE("a batch enqueue stores all its events or none", "[outbox][enqueue]") {
