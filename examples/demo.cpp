@@ -339,7 +339,8 @@ int simulate(const config& cfg, const std::string& path) {
         int count = static_cast<int>(draw(cfg.seed, step_count, turn) * 2000);
         remember(a->steps.save({.id = "", .user_id = user, .hour = when, .steps = count}));
         for (int sample = 0; sample < 6; ++sample) {
-          const int bpm = 55 + static_cast<int>(draw(cfg.seed, heart_beat, turn, static_cast<std::uint64_t>(sample)) * 40);
+          const double beat = draw(cfg.seed, heart_beat, turn, static_cast<std::uint64_t>(sample));
+          const int bpm = 55 + static_cast<int>(beat * 40);
           remember(a->heart.save({.id = "", .user_id = user, .minute = when + "m" + std::to_string(sample * 10), .bpm = bpm}));
         }
         if (cfg.crash && day == cfg.days / 2 && hour == 12 && u == 0) {
@@ -456,9 +457,11 @@ int main(int argc, char** argv) {
   config cfg;
   if (const auto code = parse(argc, argv, cfg)) return *code;
   const bool temporary = cfg.db.empty();
+  // One file per process, so runs side by side (the tests) do not meet.
   const std::string path =
-      temporary ? (std::filesystem::temp_directory_path() / ("outbox-demo-" + std::to_string(::getpid()) + ".db")).string()
-                : cfg.db;
+      temporary
+          ? (std::filesystem::temp_directory_path() / ("outbox-demo-" + std::to_string(::getpid()) + ".db")).string()
+          : cfg.db;
   if (temporary) remove_database(path);
   const int code = simulate(cfg, path);  // the database is closed when it returns
   if (temporary) remove_database(path);
