@@ -125,25 +125,15 @@ struct entity_commits : event_maintenance {
 
   result<std::optional<entity_record>> find_entity(std::string_view collection, std::string_view id) {
     auto lock = lock_connection();
-    auto& s = find_entity_stmt;
-    reset_on_exit reset_guard{s};
-    s.bind(1, collection).bind(2, id);
-    const int rc = s.step();
-    if (rc == SQLITE_DONE) return std::optional<entity_record>();
-    if (rc != SQLITE_ROW) return failure(db, rc, "finding an entity");
-    return std::optional<entity_record>(read_entity(s));
+    find_entity_stmt.bind(1, collection).bind(2, id);
+    return find_row(find_entity_stmt, db, "finding an entity", read_entity);
   }
 
   result<std::optional<entity_record>> find_entity_by_key(std::string_view collection, std::string_view user,
                                                           std::string_view natural_key) {
     auto lock = lock_connection();
-    auto& s = find_by_key_stmt;
-    reset_on_exit reset_guard{s};
-    s.bind(1, collection).bind(2, user).bind(3, natural_key);
-    const int rc = s.step();
-    if (rc == SQLITE_DONE) return std::optional<entity_record>();
-    if (rc != SQLITE_ROW) return failure(db, rc, "finding an entity by natural key");
-    return std::optional<entity_record>(read_entity(s));
+    find_by_key_stmt.bind(1, collection).bind(2, user).bind(3, natural_key);
+    return find_row(find_by_key_stmt, db, "finding an entity by natural key", read_entity);
   }
 
   result<std::vector<entity_record>> query_entities(const entity_query& q) {
@@ -163,11 +153,7 @@ struct entity_commits : event_maintenance {
     if (q.from) s.bind(4, *q.from);
     if (q.until) s.bind(5, *q.until);
     s.bind(6, static_cast<std::int64_t>(q.limit));
-    std::vector<entity_record> rows;
-    int rc;
-    while ((rc = s.step()) == SQLITE_ROW) rows.push_back(read_entity(s));
-    if (rc != SQLITE_DONE) return failure(db, rc, "querying entities");
-    return rows;
+    return read_rows(s, db, "querying entities", read_entity);
   }
 };
 

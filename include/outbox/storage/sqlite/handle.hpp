@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
@@ -147,6 +148,30 @@ inline result<void> step_done(statement& s, sqlite3* db, std::string_view what) 
   const int rc = s.step();
   if (rc == SQLITE_DONE || rc == SQLITE_ROW) return {};
   return failure(db, rc, what);
+}
+
+/// The row a bound look-up finds, read by `read`, or none; the statement is reset either way.
+template <class Read>
+auto find_row(statement& s, sqlite3* db, std::string_view what, Read read)
+    -> result<std::optional<decltype(read(std::as_const(s)))>> {
+  using row = decltype(read(std::as_const(s)));
+  reset_on_exit reset{s};
+  const int rc = s.step();
+  if (rc == SQLITE_DONE) return std::optional<row>();
+  if (rc != SQLITE_ROW) return failure(db, rc, what);
+  return std::optional<row>(read(std::as_const(s)));
+}
+
+/// Every row a bound query returns, each read by `read`; the statement is reset either way.
+template <class Read>
+auto read_rows(statement& s, sqlite3* db, std::string_view what, Read read)
+    -> result<std::vector<decltype(read(std::as_const(s)))>> {
+  std::vector<decltype(read(std::as_const(s)))> rows;
+  reset_on_exit reset{s};
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) rows.push_back(read(std::as_const(s)));
+  if (rc != SQLITE_DONE) return failure(db, rc, what);
+  return rows;
 }
 
 /// Runs SQL text (several statements allowed); errors name `path` when it is not empty.

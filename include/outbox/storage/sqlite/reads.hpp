@@ -26,13 +26,8 @@ struct event_reads : entity_commits {
 
   result<std::optional<event>> find(event_id id) {
     auto lock = lock_connection();
-    auto& s = find_event;
-    reset_on_exit reset_guard{s};
-    s.bind(1, id);
-    const int rc = s.step();
-    if (rc == SQLITE_DONE) return std::optional<event>();
-    if (rc != SQLITE_ROW) return failure(db, rc, "finding an event");
-    return std::optional<event>(read_event(s));
+    find_event.bind(1, id);
+    return find_row(find_event, db, "finding an event", [](const statement& s) { return read_event(s); });
   }
 
   result<std::vector<event>> query(const event_query& q) {
@@ -55,11 +50,7 @@ struct event_reads : entity_commits {
     if (q.status_is) s.bind(2, static_cast<int>(*q.status_is));
     if (q.user_id) s.bind(3, *q.user_id);
     s.bind(4, static_cast<std::int64_t>(q.limit));
-    std::vector<event> page;
-    int rc;
-    while ((rc = s.step()) == SQLITE_ROW) page.push_back(read_event(s));
-    if (rc != SQLITE_DONE) return failure(db, rc, "querying events");
-    return page;
+    return read_rows(s, db, "querying events", [](const statement& row) { return read_event(row); });
   }
 
   /// A user's oldest pending event, or oldest claimable one: its seq, if any.
