@@ -17,7 +17,8 @@ OUTPUT = ROOT / "single_include" / "outbox" / "outbox.hpp"
 # What the single header holds, in this order; their own includes are pulled in as needed.
 ROOTS = ["outbox/outbox.hpp", "outbox/storage/file.hpp"]
 # Adapters that link a system library: a header, or a folder of headers ending in "/".
-EXCLUDED = ("outbox/storage/sqlite.hpp", "outbox/transport/http.hpp", "outbox/transport/http/")
+EXCLUDED = ("outbox/storage/sqlite.hpp", "outbox/storage/sqlite/", "outbox/transport/http.hpp",
+            "outbox/transport/http/")
 
 LOCAL = re.compile(r'^\s*#\s*include\s+"(outbox/[^"]+)"\s*$')
 SYSTEM = re.compile(r"^\s*#\s*include\s+<([^>]+)>\s*$")
