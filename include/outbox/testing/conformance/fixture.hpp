@@ -50,22 +50,12 @@ class storage_fixture {
   }
 
   [[nodiscard]] static outcome complete(const event& e, timestamp at, std::string remote_id = "r") {
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.to = status::completed;
-    o.attempts = e.attempts;
-    o.at = at;
+    outcome o = settle(e, status::completed, at);
     o.remote_id = std::move(remote_id);
     return o;
   }
   [[nodiscard]] static outcome fail(const event& e, timestamp at, timestamp retry_after, std::string why = "500") {
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.to = status::failed;
-    o.attempts = e.attempts;
-    o.at = at;
+    outcome o = settle(e, status::failed, at);
     o.retry_after = retry_after;
     o.error = std::move(why);
     return o;
@@ -76,12 +66,8 @@ class storage_fixture {
     return o;
   }
   [[nodiscard]] static outcome release(const event& e, timestamp at) {
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.to = status::pending;
+    outcome o = settle(e, status::pending, at);
     o.attempts = e.attempts - 1;
-    o.at = at;
     o.error = "offline";
     return o;
   }
@@ -153,6 +139,17 @@ class storage_fixture {
   }
 
  private:
+  /// The outcome for `e` as claimed (its id, lease and attempts), moving it to `to` at `at`.
+  [[nodiscard]] static outcome settle(const event& e, status to, timestamp at) {
+    outcome o;
+    o.id = e.id;
+    o.lease = e.lease;
+    o.to = to;
+    o.attempts = e.attempts;
+    o.at = at;
+    return o;
+  }
+
   std::string next_entity_payload() { return R"({"entity":)" + std::to_string(++made_) + "}"; }
 
   int made_ = 0;
