@@ -1,13 +1,16 @@
 #pragma once
 // What the benchmark binaries share: the workload (a pool of producer events spread over 1000
-// entities), a transport that accepts everything, and the concurrent savers' loop. Each binary
-// pairs these with its own baselines.
+// entities), a transport that accepts everything, the simulated device's sync delay, and the
+// harness of the durable rows (batches on the clock with a fresh storage every 100k events, the
+// drain's loop, the concurrent savers), each templated over the storage. Each binary pairs these
+// with its own baselines.
 
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
@@ -17,10 +20,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -103,12 +108,164 @@ inline void device_sync_args(benchmark::internal::Benchmark* b) {
   for (const int us : device_sync_levels()) b->Arg(us);
 }
 
+// ---- the simulated storage device -------------------------------------------------------------
+
+/// Sleep added after every sync of the binary, in us: 0 is this machine's disk as it is. A
+/// phone's flash or a server SSD without a write cache takes 0.5-10 ms to flush, and a sleep
+/// costs no CPU, as a device flushing its cache costs none. Each binary routes its syncs, the
+/// storage's and the baselines' alike, through device_sync_delay().
+inline std::atomic<int> device_sync_delay_us{0};
+
+/// The simulated device's part of one sync: called after the real sync has returned.
+inline void device_sync_delay() {
+  if (const int us = device_sync_delay_us.load(std::memory_order_relaxed); us > 0)
+    std::this_thread::sleep_for(std::chrono::microseconds(us));
+}
+
+// ---- durable batches -------------------------------------------------------------------------
+
+/// The loop of the batch rows: per iteration, `measured(offset, step)` on the clock (offset: where
+/// this iteration's window of `batch` pool events starts; step: the iteration's index), then
+/// `accepted(result)` off it, which skips the row with its error and answers false on failure.
+/// `fresh()` starts afresh off the clock, before the first iteration and every rebuild_every
+/// events, so the storage (or baseline file) stays between 0 and 100k events.
+template <class Fresh, class Measured, class Accepted>
+void batches_on_the_clock(benchmark::State& state, Fresh fresh, Measured measured, Accepted accepted) {
+  const auto batch = static_cast<std::size_t>(state.range(0));
+  if (!fresh()) return;
+  std::size_t stored = 0;
+  std::size_t offset = 0;
+  std::size_t step = 0;
+  for (auto _ : state) {
+    if (stored >= rebuild_every) {
+      if (!fresh()) break;
+      stored = 0;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    auto result = measured(offset, step);
+    const auto stop = std::chrono::steady_clock::now();
+    if (!accepted(result)) break;
+    benchmark::DoNotOptimize(result);
+    state.SetIterationTime(seconds_between(start, stop));
+    stored += batch;
+    offset = next_offset(offset, batch);
+    ++step;
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+
+/// Skips the row with `why`; false, so that `ok || skipped(state, why)` reads as the check.
+inline bool skipped(benchmark::State& state, const char* why) {
+  state.SkipWithError(why);
+  return false;
+}
+
+/// Skips the row with `r`'s error if it has one; true if it has none.
+template <class Result>
+bool succeeded(benchmark::State& state, const Result& r) {
+  if (r) return true;
+  state.SkipWithError(r.error().what().c_str());
+  return false;
+}
+
+/// Outbox::enqueue(span) of state.range(0) events per iteration, durable on return, timed on
+/// its own: the durable enqueue rows. `open_fresh()` puts a new outbox on an empty storage in
+/// `box` (false when it could not, having skipped the row).
+template <class Box, class OpenFresh>
+void enqueue_batches(benchmark::State& state, std::optional<Box>& box, OpenFresh open_fresh) {
+  const auto batch = static_cast<std::size_t>(state.range(0));
+  const std::vector<outbox::new_event> pool = make_pool();
+  batches_on_the_clock(
+      state, open_fresh,
+      [&](std::size_t offset, std::size_t) {
+        return box->enqueue(std::span<const outbox::new_event>(pool.data() + offset, batch));
+      },
+      [&](const auto& ids) { return succeeded(state, ids); });
+}
+
+/// `->Apply(batch_rows)`: the batch rows, 1 to 1000 events per iteration, in manual time.
+inline void batch_rows(benchmark::internal::Benchmark* b) {
+  b->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
+}
+
+// ---- drain -----------------------------------------------------------------------------------
+
+/// `->Apply(drain_rows)`: a drain row of `events:N` (given after it), in manual time, in ms.
+/// Each iteration fills a fresh storage off the clock, so a row fixes its iteration count
+/// rather than growing it to a minimum time.
+inline void drain_rows(benchmark::internal::Benchmark* b) {
+  b->ArgName("events")->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
+/// process_once() on `box` until a cycle claims nothing, timed: the drain rows. `stop_early()`,
+/// asked after each cycle, ends the drain before it is done. Answers the events delivered, or the
+/// error a cycle reported.
+template <class Box, class StopEarly>
+outbox::result<std::size_t> drain(Box& box, StopEarly stop_early, double& seconds) {
+  std::size_t delivered = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const outbox::cycle_report report = box.process_once();
+    if (report.error) return *report.error;
+    if (report.claimed == 0) break;
+    delivered += report.delivered;
+    if (stop_early()) break;
+  }
+  seconds = seconds_between(start, std::chrono::steady_clock::now());
+  return delivered;
+}
+
+// ---- concurrent savers ---------------------------------------------------------------------------
+
+/// `->Apply(savers_rows<Setup, Teardown>)`: the savers' rows, at each device delay, with 1 and 8
+/// threads, in real time over at least a second; `Setup` opens what the run's threads share,
+/// `Teardown` closes it (both run outside the threads).
+template <auto Setup, auto Teardown>
+void savers_rows(benchmark::internal::Benchmark* b) {
+  device_sync_args(b);
+  b->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)->Setup(Setup)->Teardown(Teardown);
+}
+
+/// What a savers run shares across its threads (Setup and Teardown run outside them): the place
+/// its storage or baseline lives in (`Place`), and the storage's outbox or the floor.
+template <class Place, class Box, class Floor>
+struct shared_run {
+  static inline std::optional<Place> place;
+  static inline std::optional<Box> box;
+  static inline std::optional<Floor> floor;
+
+  /// Setup: the row's device delay, then a fresh place.
+  static void begin(const benchmark::State& state) {
+    device_sync_delay_us = static_cast<int>(state.range(0));
+    place.emplace();
+  }
+  /// Setup of a storage row: a fresh place and `open(place)`'s storage behind an outbox.
+  template <auto Open>
+  static void open_box(const benchmark::State& state) {
+    begin(state);
+    auto storage = Open(*place);
+    if (storage) box.emplace(std::move(*storage));
+  }
+  /// Teardown: everything of the run gone, the device back to this machine's disk.
+  static void end(const benchmark::State&) {
+    box.reset();
+    floor.reset();
+    place.reset();
+    device_sync_delay_us = 0;
+  }
+};
+
 /// The concurrent savers: each of the run's threads enqueues one event per call into the one
 /// shared `box`, each call durable before it returns; total throughput. `counts()` gives the
 /// storage's (writes, syncs) so far; thread 0 reports writes per sync as `counter` (1.0: no
 /// grouping happened).
 template <class Box, class Counts>
-void save_one_per_call(benchmark::State& state, Box& box, const char* counter, Counts counts) {
+void save_one_per_call(benchmark::State& state, std::optional<Box>& shared, const char* counter, Counts counts) {
+  if (!shared) {
+    state.SkipWithError("setup: could not open the storage");
+    return;
+  }
+  Box& box = *shared;
   const std::vector<outbox::new_event> pool = make_pool();
   std::size_t next = static_cast<std::size_t>(state.thread_index()) * 137;  // threads spread over keys
   std::pair<std::uint64_t, std::uint64_t> before{};
@@ -191,11 +348,11 @@ inline std::vector<std::string> append_groups(const std::vector<outbox::new_even
 /// between its savers rows and these. The floor's own 8-thread / 1-thread ratio is about what
 /// any storage grouping this way can reach on the machine.
 ///
-/// Other handshakes were tried in a prototype (each caller woken on its own futex, woken in a
-/// tree, the last caller to arrive leading the flush): at most about 10 % better with 4 us of
-/// work per save, no better with none. On this VM's 2 vCPUs, waking 7 blocked threads that each
-/// then do 4 us of work takes 46-60 us however it is done; the woken threads mostly queue on one
-/// vCPU.
+/// The handshake is the plain one: a mutex, two condition variables, the first free caller
+/// leads. Per-caller futexes, wake-ups in a tree or a leader chosen as the last to arrive gain at
+/// most about 10 % with 4 us of work per save and nothing with none: on 2 vCPUs, waking 7
+/// blocked threads that each then do 4 us of work takes 46-60 us however they are woken, as the
+/// woken threads queue on one vCPU.
 ///
 /// The log cycles over one MiB zeroed ahead, as a preallocated segment is overwritten.
 template <class Sync>
@@ -279,10 +436,17 @@ class group_commit_floor {
   off_t offset_ = 0;
 };
 
-/// The savers' loop over a group_commit_floor: each thread saves `records[i]`, cycling, one per
-/// call; thread 0 reports calls per sync as `saves_per_sync`.
+/// The savers' loop over a group_commit_floor: each thread saves one event's group of the
+/// compact log per call, cycling through the pool's entities; thread 0 reports calls per sync as
+/// `saves_per_sync`.
 template <class Floor>
-void floor_one_per_call(benchmark::State& state, Floor& floor, const std::vector<std::string>& records) {
+void floor_one_per_call(benchmark::State& state, std::optional<Floor>& shared) {
+  if (!shared || !shared->ok()) {
+    state.SkipWithError("setup: could not open the floor's file");
+    return;
+  }
+  static const std::vector<std::string> records = append_groups(make_pool(), 1);
+  Floor& floor = *shared;
   std::size_t next = static_cast<std::size_t>(state.thread_index()) * 137;  // as the savers do
   std::uint64_t before = 0;
   if (state.thread_index() == 0) before = floor.flushes();

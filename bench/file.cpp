@@ -27,6 +27,10 @@
 /// It must be on a real disk: on tmpfs a sync costs nothing and the figures mean little. The
 /// ratios depend on what a sync costs: `BM_baseline_write_fdatasync/batch:1` is that cost, and
 /// when the disk is throttled (milliseconds per sync) every ratio drifts towards 1.
+///
+/// Disk-bound: every row is timed in real time (manual time around the measured call where the
+/// loop also does untimed setup), never in CPU time, which would leave out the syncs. Each row is
+/// registered right after its body; the harness they share is bench/common.hpp.
 
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
@@ -46,7 +50,6 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -57,23 +60,16 @@
 
 // ---- a simulated storage device --------------------------------------------------------------
 
-/// Sleep added to every fdatasync, in us: 0 is this machine's disk as it is. This VM syncs in
-/// about 0.1 ms, mostly CPU; a phone's flash or a server SSD without a write cache takes 0.5-10
-/// ms to flush, and a sleep costs no CPU, as a device flushing its cache costs none. Concurrent
-/// calls sleep side by side, as if the device served them with one flush: the storage never has
-/// two syncs in flight, but the savers baseline's threads do, and get that merging for free.
-namespace device {
-std::atomic<int> sync_delay_us{0};
-}  // namespace device
-
-/// This binary's fdatasync: the C library's, then the device's delay. It replaces the library's
-/// for every call made from this executable (the storage's header code is compiled into it).
+/// This binary's fdatasync: the C library's, then the simulated device's delay
+/// (outbox_bench::device_sync_delay). It replaces the library's for every call made from this
+/// executable (the storage's header code is compiled into it). Concurrent calls sleep side by
+/// side, as if the device served them with one flush: the storage never has two syncs in
+/// flight, but the savers baseline's threads do, and get that merging for free.
 extern "C" int fdatasync(int fd) {
   using sync_fn = int (*)(int);
   static const auto real = reinterpret_cast<sync_fn>(::dlsym(RTLD_NEXT, "fdatasync"));
   const int rc = real(fd);
-  if (const int us = device::sync_delay_us.load(std::memory_order_relaxed); us > 0)
-    std::this_thread::sleep_for(std::chrono::microseconds(us));
+  outbox_bench::device_sync_delay();
   return rc;
 }
 
@@ -82,9 +78,6 @@ namespace {
 using namespace outbox_bench;
 
 constexpr std::size_t fill_batch = 1000;  // events per enqueue when filling for a drain
-constexpr int default_max_attempts = 5;         // what the outbox stores for a new event
-const std::string user = "bench-user";
-const std::string event_type = "steps.saved";
 
 using file_outbox = outbox::Outbox<outbox::file_storage, NullTransport>;
 
@@ -208,8 +201,6 @@ class append_file {
 // ---- durable enqueue ---------------------------------------------------------------------------
 
 void BM_file_storage_enqueue(benchmark::State& state) {
-  const auto batch = static_cast<std::size_t>(state.range(0));
-  const std::vector<outbox::new_event> pool = make_pool();
   std::optional<file_outbox> box;
   std::optional<temp_directory> dir;
   std::uint64_t logged_bytes = 0;  // records written by the storages of this run
@@ -218,43 +209,19 @@ void BM_file_storage_enqueue(benchmark::State& state) {
     if (dir) logged_bytes += logged_bytes_in(dir->path());
     dir.reset();
   };
-  auto rebuild = [&]() -> bool {
+  enqueue_batches(state, box, [&]() -> bool {
     retire();
     dir.emplace();
     auto storage = outbox::file_storage::open(dir->path());  // the default: sync_policy::group
-    if (!storage) {
-      state.SkipWithError(storage.error().what().c_str());
-      return false;
-    }
+    if (!succeeded(state, storage)) return false;
     box.emplace(std::move(*storage));
     return true;
-  };
-  if (!rebuild()) return;
-  std::size_t stored = 0;
-  std::size_t offset = 0;
-  for (auto _ : state) {
-    if (stored >= rebuild_every) {
-      // Keep the storage between 0 and 100k events: a fresh directory, off the clock.
-      if (!rebuild()) break;
-      stored = 0;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    auto ids = box->enqueue(std::span<const outbox::new_event>(pool.data() + offset, batch));
-    const auto stop = std::chrono::steady_clock::now();
-    if (!ids) {
-      state.SkipWithError(ids.error().what().c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(ids);
-    state.SetIterationTime(seconds_between(start, stop));
-    stored += batch;
-    offset = next_offset(offset, batch);
-  }
+  });
   retire();
-  const auto events = static_cast<double>(state.iterations()) * static_cast<double>(batch);
-  state.SetItemsProcessed(state.iterations() * state.range(0));
+  const auto events = static_cast<double>(state.iterations()) * static_cast<double>(state.range(0));
   if (events > 0) state.counters["log_bytes_per_event"] = static_cast<double>(logged_bytes) / events;
 }
+BENCHMARK(BM_file_storage_enqueue)->Apply(outbox_bench::batch_rows);
 
 /// The bytes `append` logs for N events (N event records and a commit record, serialised off
 /// the clock), written to a file opened O_APPEND, then fdatasync. Restarted at the same cadence.
@@ -263,40 +230,20 @@ void BM_baseline_write_fdatasync(benchmark::State& state) {
   const std::vector<std::string> groups = append_groups(make_pool(), batch);
   std::optional<append_file> file;
   std::optional<temp_directory> dir;
-  auto rebuild = [&]() -> bool {
+  auto fresh_file = [&] {
     file.reset();
-    dir.reset();
-    dir.emplace();
+    dir.emplace();  // the old directory goes first, with the file in it
     file.emplace(dir->path() / "baseline.log");
-    if (!file->ok()) {
-      state.SkipWithError("setup: could not open the baseline file");
-      return false;
-    }
-    return true;
+    return file->ok() || skipped(state, "setup: could not open the baseline file");
   };
-  if (!rebuild()) return;
-  std::size_t stored = 0;
-  std::size_t next = 0;
-  for (auto _ : state) {
-    if (stored >= rebuild_every) {
-      if (!rebuild()) break;
-      stored = 0;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    const bool written = file->write_and_sync(groups[next]);
-    const auto stop = std::chrono::steady_clock::now();
-    if (!written) {
-      state.SkipWithError("write or fdatasync failed");
-      break;
-    }
-    state.SetIterationTime(seconds_between(start, stop));
-    stored += batch;
-    next = (next + 1) % groups.size();
-  }
+  batches_on_the_clock(
+      state, fresh_file,
+      [&](std::size_t, std::size_t step) { return file->write_and_sync(groups[step % groups.size()]); },
+      [&](bool written) { return written || skipped(state, "write or fdatasync failed"); });
   file.reset();
-  state.SetItemsProcessed(state.iterations() * state.range(0));
   state.counters["log_bytes_per_event"] = mean_bytes_per_event(groups, batch);
 }
+BENCHMARK(BM_baseline_write_fdatasync)->Apply(outbox_bench::batch_rows);
 
 /// The same bytes written over zeros already on disk (a file zero-filled and synced off the
 /// clock, as far as the run will write), then fdatasync: the floor for a storage that
@@ -311,50 +258,34 @@ void BM_baseline_prealloc_write_fdatasync(benchmark::State& state) {
   const std::size_t span = (rebuild_every / batch + 1) * largest;  // what one file takes, at most
   std::optional<temp_directory> dir;
   int file = -1;
-  auto rebuild = [&]() -> bool {
+  off_t offset = 0;
+  auto zero_filled = [&]() -> bool {
     if (file >= 0) ::close(file);
     dir.reset();
     dir.emplace();
+    offset = 0;
     file = ::open((dir->path() / "baseline.log").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     const std::string zeros(1 << 20, '\0');
     for (std::size_t done = 0; file >= 0 && done < span; done += zeros.size())
       if (::write(file, zeros.data(), zeros.size()) != static_cast<ssize_t>(zeros.size())) return false;
     return file >= 0 && ::fsync(file) == 0;
   };
-  if (!rebuild()) {
-    state.SkipWithError("setup: could not zero-fill the baseline file");
-    return;
-  }
-  std::size_t stored = 0;
-  std::size_t next = 0;
-  off_t offset = 0;
-  for (auto _ : state) {
-    if (stored >= rebuild_every) {
-      if (!rebuild()) {
-        state.SkipWithError("setup: could not zero-fill the baseline file");
-        break;
-      }
-      stored = 0;
-      offset = 0;
-    }
-    const std::string& bytes = groups[next];
-    const auto start = std::chrono::steady_clock::now();
-    const bool written = ::pwrite(file, bytes.data(), bytes.size(), offset) == static_cast<ssize_t>(bytes.size()) &&
-                         ::fdatasync(file) == 0;
-    const auto stop = std::chrono::steady_clock::now();
-    if (!written) {
-      state.SkipWithError("pwrite or fdatasync failed");
-      break;
-    }
-    state.SetIterationTime(seconds_between(start, stop));
-    offset += static_cast<off_t>(bytes.size());
-    stored += batch;
-    next = (next + 1) % groups.size();
-  }
+  batches_on_the_clock(
+      state, [&] { return zero_filled() || skipped(state, "setup: could not zero-fill the baseline file"); },
+      [&](std::size_t, std::size_t step) -> std::size_t {  // the bytes written, 0 if it failed
+        const std::string& bytes = groups[step % groups.size()];
+        const bool written = ::pwrite(file, bytes.data(), bytes.size(), offset) == static_cast<ssize_t>(bytes.size()) &&
+                             ::fdatasync(file) == 0;
+        return written ? bytes.size() : 0;
+      },
+      [&](std::size_t written) {
+        offset += static_cast<off_t>(written);
+        return written > 0 || skipped(state, "pwrite or fdatasync failed");
+      });
   if (file >= 0) ::close(file);
-  state.SetItemsProcessed(state.iterations() * state.range(0));
   state.counters["log_bytes_per_event"] = mean_bytes_per_event(groups, batch);
 }
+BENCHMARK(BM_baseline_prealloc_write_fdatasync)->Apply(outbox_bench::batch_rows);
 
 // ---- drain -------------------------------------------------------------------------------------
 
@@ -400,27 +331,17 @@ void BM_file_storage_drain(benchmark::State& state) {
     temp_directory dir;
     if (!prepare_drain(box, dir, pool, total, state)) break;
     const auto before = box->storage().disk_usage();
-
-    std::size_t delivered = 0;
-    const auto start = std::chrono::steady_clock::now();
-    for (;;) {
-      const outbox::cycle_report report = box->process_once();
-      if (report.error) {
-        state.SkipWithError(report.error->what().c_str());
-        break;
-      }
-      if (report.claimed == 0) break;
-      delivered += report.delivered;
-    }
-    const auto stop = std::chrono::steady_clock::now();
+    double seconds = 0;
+    const auto delivered = drain(*box, [] { return false; }, seconds);
     const auto after = box->storage().disk_usage();
     syncs += after.syncs - before.syncs;
     compactions += after.compactions - before.compactions;
-    if (delivered != total) {
+    if (!succeeded(state, delivered)) break;
+    if (*delivered != total) {
       state.SkipWithError("the drain did not deliver every event");
       break;
     }
-    state.SetIterationTime(seconds_between(start, stop));
+    state.SetIterationTime(seconds);
   }
   state.SetItemsProcessed(state.iterations() * state.range(0));
   const auto iterations = static_cast<double>(state.iterations());
@@ -429,6 +350,8 @@ void BM_file_storage_drain(benchmark::State& state) {
     state.counters["compactions"] = static_cast<double>(compactions) / iterations;
   }
 }
+BENCHMARK(BM_file_storage_drain)->Apply(outbox_bench::drain_rows)->Arg(10'000)->Iterations(5);
+BENCHMARK(BM_file_storage_drain)->Apply(outbox_bench::drain_rows)->Arg(100'000)->Iterations(1);
 
 /// What the drain must write at the least: per batch of 100, the claim group (100 events now
 /// processing, a commit record), fdatasync, then the record group (100 events now completed, a
@@ -459,52 +382,42 @@ void BM_baseline_file_drain(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * state.range(0));
   state.counters["syncs"] = static_cast<double>(2 * ((total + drain_batch - 1) / drain_batch));
 }
+BENCHMARK(BM_baseline_file_drain)->Apply(outbox_bench::drain_rows)->Arg(10'000)->Iterations(5);
+BENCHMARK(BM_baseline_file_drain)->Apply(outbox_bench::drain_rows)->Arg(100'000)->Iterations(1);
 
 // ---- concurrent savers -------------------------------------------------------------------------
 
-// One storage (or file) per run, shared by the run's threads; Setup and Teardown run outside them.
-std::optional<temp_directory> shared_dir;
-std::optional<file_outbox> shared_box;
-std::optional<append_file> shared_file;
 using fdatasync_fn = int (*)(int);
-std::optional<group_commit_floor<fdatasync_fn>> shared_floor;
+/// One directory per run, holding the storage, the baseline's file or the floor's.
+using file_run = shared_run<temp_directory, file_outbox, group_commit_floor<fdatasync_fn>>;
+std::optional<append_file> shared_file;
 
-void open_shared_outbox(const benchmark::State& state) {
-  device::sync_delay_us = static_cast<int>(state.range(0));
-  shared_dir.emplace();
-  auto storage = outbox::file_storage::open(shared_dir->path());
-  if (storage) shared_box.emplace(std::move(*storage));
+outbox::result<outbox::file_storage> open_file_storage(const temp_directory& dir) {
+  return outbox::file_storage::open(dir.path());
 }
 void open_shared_file(const benchmark::State& state) {
-  device::sync_delay_us = static_cast<int>(state.range(0));
-  shared_dir.emplace();
-  shared_file.emplace(shared_dir->path() / "baseline.log");
+  file_run::begin(state);
+  shared_file.emplace(file_run::place->path() / "baseline.log");
 }
 void open_shared_floor(const benchmark::State& state) {
-  device::sync_delay_us = static_cast<int>(state.range(0));
-  shared_dir.emplace();
-  shared_floor.emplace(shared_dir->path() / "floor.log", &::fdatasync);
+  file_run::begin(state);
+  file_run::floor.emplace(file_run::place->path() / "floor.log", &::fdatasync);  // the device's, above
 }
-void close_shared(const benchmark::State&) {
-  shared_box.reset();
+void close_shared(const benchmark::State& state) {
   shared_file.reset();
-  shared_floor.reset();
-  shared_dir.reset();
-  device::sync_delay_us = 0;
+  file_run::end(state);
 }
 
 /// Each thread saves one event per call, durable before the call returns (sync_policy::group);
 /// total throughput. Concurrent calls share a write and its fdatasync (group commit).
 void BM_file_storage_savers(benchmark::State& state) {
-  if (!shared_box) {
-    state.SkipWithError("setup: could not open the storage");
-    return;
-  }
-  save_one_per_call(state, *shared_box, "saves_per_sync", [] {
-    const auto usage = shared_box->storage().disk_usage();
+  save_one_per_call(state, file_run::box, "saves_per_sync", [] {
+    const auto usage = file_run::box->storage().disk_usage();
     return std::pair{usage.writes, usage.syncs};
   });
 }
+BENCHMARK(BM_file_storage_savers)
+    ->Apply(outbox_bench::savers_rows<file_run::open_box<&open_file_storage>, close_shared>);
 
 /// The same without group commit: each thread writes one event's group (the event record and
 /// a commit record) to one shared O_APPEND file and calls fdatasync itself.
@@ -524,45 +437,16 @@ void BM_baseline_write_fdatasync_savers(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
+BENCHMARK(BM_baseline_write_fdatasync_savers)
+    ->Apply(outbox_bench::savers_rows<open_shared_file, close_shared>);
 
 /// The savers' floor: the same groups, grouped by the bare handshake of group commit, with none
 /// of the storage's work (see outbox_bench::group_commit_floor). Its 8/1 ratio is about what
 /// this machine allows a storage that groups this way; the storage's 8-thread row over this one's
 /// is how much of it the storage keeps.
-void BM_baseline_group_commit_savers(benchmark::State& state) {
-  if (!shared_floor || !shared_floor->ok()) {
-    state.SkipWithError("setup: could not open the floor's file");
-    return;
-  }
-  static const std::vector<std::string> groups = append_groups(make_pool(), 1);
-  floor_one_per_call(state, *shared_floor, groups);
-}
+void BM_baseline_group_commit_savers(benchmark::State& state) { floor_one_per_call(state, file_run::floor); }
+BENCHMARK(BM_baseline_group_commit_savers)->Apply(outbox_bench::savers_rows<open_shared_floor, close_shared>);
 
 }  // namespace
-
-// Disk-bound: every row is timed in real time (manual time around the measured call where the
-// loop also does untimed setup), never in CPU time, which would leave out the syncs.
-BENCHMARK(BM_file_storage_enqueue)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
-BENCHMARK(BM_baseline_write_fdatasync)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
-BENCHMARK(BM_baseline_prealloc_write_fdatasync)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
-
-// Each iteration fills and reopens a fresh storage off the clock (about as long as the drain),
-// so the iteration counts are fixed rather than grown to a minimum time.
-BENCHMARK(BM_file_storage_drain)->ArgName("events")->Arg(10'000)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_file_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_baseline_file_drain)->ArgName("events")->Arg(10'000)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_baseline_file_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-
-// device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync
-// (OUTBOX_BENCH_SYNC_US sets other delays: outbox_bench::device_sync_levels).
-BENCHMARK(BM_file_storage_savers)
-    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
-    ->Setup(open_shared_outbox)->Teardown(close_shared);
-BENCHMARK(BM_baseline_write_fdatasync_savers)
-    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
-    ->Setup(open_shared_file)->Teardown(close_shared);
-BENCHMARK(BM_baseline_group_commit_savers)
-    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
-    ->Setup(open_shared_floor)->Teardown(close_shared);
 
 BENCHMARK_MAIN();

@@ -21,6 +21,10 @@
 /// Every database is a fresh file in the temporary directory (TMPDIR), in WAL mode with
 /// synchronous = FULL (the storage's default), removed with its -wal and -shm files afterwards.
 /// It must be on a real disk: on tmpfs a sync costs nothing and the figures mean little.
+///
+/// Disk-bound: every row is timed in real time (manual time around the measured call where the
+/// loop also does untimed setup), never in CPU time, which would leave out the syncs. Each row is
+/// registered right after its body; the harness they share is bench/common.hpp.
 
 #include <benchmark/benchmark.h>
 #include <sqlite3.h>
@@ -41,7 +45,6 @@
 #include <span>
 #include <string>
 #include <system_error>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -57,13 +60,12 @@ using sqlite_outbox = outbox::Outbox<outbox::sqlite_storage, NullTransport>;
 
 // ---- a simulated storage device --------------------------------------------------------------
 
-/// A pass-through VFS, registered as the default, whose xSync sleeps `device_sync` after the real
-/// sync. It lets the concurrent rows show group commit with the sync latency of a phone's or a
-/// server's storage (0.5-10 ms) on a VM whose own fdatasync costs 50-300 us, mostly CPU. Sleeping
-/// costs no CPU, as a device flushing its cache costs none. At 0 (every other row) it only adds
-/// an indirect call per file operation, on the outbox's side and the baseline's alike.
+/// A pass-through VFS, registered as the default, whose xSync adds the simulated device's delay
+/// (outbox_bench::device_sync_delay) after the real sync. It lets the concurrent rows show group
+/// commit with the sync latency of a phone's or a server's storage (0.5-10 ms) on a machine
+/// whose own fdatasync is far cheaper. At 0 (every other row) it only adds an indirect call per
+/// file operation, on the outbox's side and the baseline's alike.
 namespace device {
-std::atomic<int> sync_delay_us{0};
 sqlite3_vfs* real_vfs = nullptr;
 sqlite3_vfs vfs{};
 sqlite3_io_methods methods{};
@@ -78,8 +80,7 @@ const sqlite3_io_methods& real_methods(sqlite3_file* f) { return *of(f)->real()-
 
 int x_sync(sqlite3_file* f, int flags) {
   const int rc = real_methods(f).xSync(of(f)->real(), flags);
-  if (const int us = sync_delay_us.load(std::memory_order_relaxed); us > 0)
-    std::this_thread::sleep_for(std::chrono::microseconds(us));
+  device_sync_delay();
   return rc;
 }
 
@@ -335,46 +336,20 @@ class raw_inserter {
 // ---- durable enqueue ---------------------------------------------------------------------------
 
 void BM_sqlite_storage_enqueue(benchmark::State& state) {
-  const auto batch = static_cast<std::size_t>(state.range(0));
-  const std::vector<outbox::new_event> pool = make_pool();
   std::optional<sqlite_outbox> box;
   std::optional<temp_database> file;
-  auto rebuild = [&]() -> bool {
+  enqueue_batches(state, box, [&]() -> bool {
     box.reset();
     file.reset();
     file.emplace();
     auto storage = outbox::sqlite_storage::open(file->path());
-    if (!storage) {
-      state.SkipWithError(storage.error().what().c_str());
-      return false;
-    }
+    if (!succeeded(state, storage)) return false;
     box.emplace(std::move(*storage));
     return true;
-  };
-  if (!rebuild()) return;
-  std::size_t stored = 0;
-  std::size_t offset = 0;
-  for (auto _ : state) {
-    if (stored >= rebuild_every) {
-      // Keep the database between 0 and 100k events: a fresh file, off the clock.
-      if (!rebuild()) break;
-      stored = 0;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    auto ids = box->enqueue(std::span<const outbox::new_event>(pool.data() + offset, batch));
-    const auto stop = std::chrono::steady_clock::now();
-    if (!ids) {
-      state.SkipWithError(ids.error().what().c_str());
-      break;
-    }
-    benchmark::DoNotOptimize(ids);
-    state.SetIterationTime(std::chrono::duration<double>(stop - start).count());
-    stored += batch;
-    offset = next_offset(offset, batch);
-  }
+  });
   box.reset();
-  state.SetItemsProcessed(state.iterations() * state.range(0));
 }
+BENCHMARK(BM_sqlite_storage_enqueue)->Apply(outbox_bench::batch_rows);
 
 /// The same rows written with the C API: BEGIN IMMEDIATE, per event the storage's INSERT into
 /// outbox_events (and, with `with_keys`, its INSERT ... ON CONFLICT DO NOTHING into
@@ -385,46 +360,29 @@ void raw_insert(benchmark::State& state, bool with_keys) {
   std::optional<raw_inserter> inserter;
   std::optional<raw_connection> db;
   std::optional<temp_database> file;
-  auto rebuild = [&]() -> bool {
-    inserter.reset();
-    db.reset();
-    file.reset();
-    file.emplace();
-    db.emplace(file->path());
-    if (db->create_schema()) inserter.emplace(*db, with_keys);
-    if (!db->ok()) {
-      state.SkipWithError(db->error().c_str());
-      return false;
-    }
-    return true;
-  };
-  if (!rebuild()) return;
-  std::size_t stored = 0;
-  std::size_t offset = 0;
-  for (auto _ : state) {
-    if (stored >= rebuild_every) {
-      if (!rebuild()) break;
-      stored = 0;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    const bool done = inserter->insert(std::span<const outbox::new_event>(pool.data() + offset, batch));
-    const auto stop = std::chrono::steady_clock::now();
-    if (!done) {
-      state.SkipWithError(db->error().c_str());
-      break;
-    }
-    state.SetIterationTime(std::chrono::duration<double>(stop - start).count());
-    stored += batch;
-    offset = next_offset(offset, batch);
-  }
-  state.SetItemsProcessed(state.iterations() * state.range(0));
+  batches_on_the_clock(
+      state,
+      [&] {
+        inserter.reset();
+        db.reset();
+        file.emplace();  // the old database goes first, closed above
+        db.emplace(file->path());
+        if (db->create_schema()) inserter.emplace(*db, with_keys);
+        return db->ok() || skipped(state, db->error().c_str());
+      },
+      [&](std::size_t offset, std::size_t) {
+        return inserter->insert(std::span<const outbox::new_event>(pool.data() + offset, batch));
+      },
+      [&](bool done) { return done || skipped(state, db->error().c_str()); });
 }
 
 /// The fair baseline: the same two inserts per event the storage makes.
 void BM_baseline_raw_sqlite_insert(benchmark::State& state) { raw_insert(state, true); }
+BENCHMARK(BM_baseline_raw_sqlite_insert)->Apply(outbox_bench::batch_rows);
 
 /// The strict baseline: the event row alone, as a table with no per-key line would need.
 void BM_baseline_raw_sqlite_insert_event_only(benchmark::State& state) { raw_insert(state, false); }
+BENCHMARK(BM_baseline_raw_sqlite_insert_event_only)->Apply(outbox_bench::batch_rows);
 
 // ---- drain -------------------------------------------------------------------------------------
 
@@ -499,34 +457,25 @@ void BM_sqlite_storage_drain(benchmark::State& state) {
     box->set_user(user);
 
     const auto start = std::chrono::steady_clock::now();
-    std::size_t delivered = 0;
-    std::optional<outbox::error> failure;
     bool stopped = false;
-    for (;;) {
-      const outbox::cycle_report report = box->process_once();
-      if (report.error) failure = report.error;
-      if (report.claimed == 0 || failure) break;
-      delivered += report.delivered;
-      if ((stopped = over_budget(start))) break;
-    }
-    const auto stop = std::chrono::steady_clock::now();
+    double seconds = 0;
+    const auto delivered = drain(*box, [&] { return stopped = over_budget(start); }, seconds);
     box.reset();  // closing checkpoints the WAL: off the clock, like the fill
-    if (failure) {
-      state.SkipWithError(failure->what().c_str());
-      break;
-    }
+    if (!succeeded(state, delivered)) break;
     if (stopped) {
-      state.SkipWithError(stopped_message(delivered, total, start).c_str());
+      state.SkipWithError(stopped_message(*delivered, total, start).c_str());
       break;
     }
-    if (delivered != total) {
+    if (*delivered != total) {
       state.SkipWithError("the drain did not deliver every event");
       break;
     }
-    state.SetIterationTime(std::chrono::duration<double>(stop - start).count());
+    state.SetIterationTime(seconds);
   }
   set_drain_counters(state);
 }
+BENCHMARK(BM_sqlite_storage_drain)->Apply(outbox_bench::drain_rows)->Arg(10'000)->Iterations(3);
+BENCHMARK(BM_sqlite_storage_drain)->Apply(outbox_bench::drain_rows)->Arg(100'000)->Iterations(1);
 
 /// What a transport needs of a claimed row.
 struct claimed_row {
@@ -641,6 +590,8 @@ void BM_baseline_raw_sqlite_drain(benchmark::State& state) {
   }
   set_drain_counters(state);
 }
+BENCHMARK(BM_baseline_raw_sqlite_drain)->Apply(outbox_bench::drain_rows)->Arg(10'000)->Iterations(3);
+BENCHMARK(BM_baseline_raw_sqlite_drain)->Apply(outbox_bench::drain_rows)->Arg(100'000)->Iterations(1);
 
 // ---- stats over a long history -----------------------------------------------------------------
 
@@ -754,79 +705,66 @@ void count_by_status_calls(benchmark::State& state, const std::string* path) {
 
 /// stats() for all users over a history of N completed events: what a status screen polls.
 void BM_sqlite_storage_stats(benchmark::State& state) { stats_calls(state, stats_database(state, completed_history)); }
-/// Its baseline: `GROUP BY status` over the same file. (What the storage did before schema 3.)
+BENCHMARK(BM_sqlite_storage_stats)->ArgName("completed")->Arg(10'000)->Arg(100'000);
+/// Its baseline: `GROUP BY status` over the same file.
 void BM_baseline_raw_sqlite_count_by_status(benchmark::State& state) {
   count_by_status_calls(state, stats_database(state, completed_history));
 }
+BENCHMARK(BM_baseline_raw_sqlite_count_by_status)->ArgName("completed")->Arg(10'000)->Arg(100'000);
 /// stats() for all users over N events waiting, each its own line: a device's backlog.
 void BM_sqlite_storage_stats_waiting(benchmark::State& state) {
   stats_calls(state, stats_database(state, waiting_backlog));
 }
-/// Its baseline: `GROUP BY status` over the same file, which reads every event waiting. (Until
-/// the eighth session stats() read them all too, and sorted their lines as well.)
+BENCHMARK(BM_sqlite_storage_stats_waiting)->ArgName("waiting")->Arg(10'000)->Arg(100'000);
+/// Its baseline: `GROUP BY status` over the same file, which reads every event waiting.
 void BM_baseline_raw_sqlite_count_waiting(benchmark::State& state) {
   count_by_status_calls(state, stats_database(state, waiting_backlog));
 }
+BENCHMARK(BM_baseline_raw_sqlite_count_waiting)->ArgName("waiting")->Arg(10'000)->Arg(100'000);
 
 // ---- concurrent savers -----------------------------------------------------------------------
 
-// One database per run, shared by the run's threads; Setup and Teardown run outside them.
-std::optional<temp_database> shared_file;
-std::optional<sqlite_outbox> shared_box;
-
-void open_shared_outbox(const benchmark::State& state) {
-  device::sync_delay_us = static_cast<int>(state.range(0));
-  shared_file.emplace();
-  auto storage = outbox::sqlite_storage::open(shared_file->path());
-  if (storage) shared_box.emplace(std::move(*storage));
-}
-void create_shared_raw_database(const benchmark::State& state) {
-  device::sync_delay_us = static_cast<int>(state.range(0));
-  shared_file.emplace();
-  raw_connection db(shared_file->path());
-  db.create_schema();
-}
 /// fdatasync, then the simulated device's delay, as the VFS's xSync does.
 struct device_fdatasync {
   int operator()(int fd) const {
     const int rc = ::fdatasync(fd);
-    if (const int us = device::sync_delay_us.load(std::memory_order_relaxed); us > 0)
-      std::this_thread::sleep_for(std::chrono::microseconds(us));
+    device_sync_delay();
     return rc;
   }
 };
-std::optional<group_commit_floor<device_fdatasync>> shared_floor;
 
-void open_shared_floor(const benchmark::State& state) {
-  device::sync_delay_us = static_cast<int>(state.range(0));
-  shared_file.emplace();
-  shared_floor.emplace(shared_file->path(), device_fdatasync{});
+/// One database per run: the storage's, the raw baseline's, or the floor's log.
+using sqlite_run = shared_run<temp_database, sqlite_outbox, group_commit_floor<device_fdatasync>>;
+
+outbox::result<outbox::sqlite_storage> open_sqlite_storage(const temp_database& file) {
+  return outbox::sqlite_storage::open(file.path());
 }
-void close_shared(const benchmark::State&) {
-  shared_box.reset();
-  shared_floor.reset();
-  shared_file.reset();
-  device::sync_delay_us = 0;
+void create_shared_raw_database(const benchmark::State& state) {
+  sqlite_run::begin(state);
+  raw_connection db(sqlite_run::place->path());
+  db.create_schema();
+}
+void open_shared_floor(const benchmark::State& state) {
+  sqlite_run::begin(state);
+  sqlite_run::floor.emplace(sqlite_run::place->path(), device_fdatasync{});
 }
 
 /// Each thread saves one event per call, each call durable before it returns; total throughput.
 /// Concurrent calls share a transaction and its sync (group commit).
 void BM_sqlite_storage_concurrent_enqueue(benchmark::State& state) {
-  if (!shared_box) {
-    state.SkipWithError("setup: could not open the database");
-    return;
-  }
-  save_one_per_call(state, *shared_box, "saves_per_commit", [] {
-    const auto stats = shared_box->storage().commit_stats();
+  save_one_per_call(state, sqlite_run::box, "saves_per_commit", [] {
+    const auto stats = sqlite_run::box->storage().commit_stats();
     return std::pair{stats.writes, stats.commits};
   });
 }
+BENCHMARK(BM_sqlite_storage_concurrent_enqueue)
+    ->Apply(outbox_bench::savers_rows<sqlite_run::open_box<&open_sqlite_storage>, sqlite_run::end>);
 
 /// The same with raw SQLite: each thread its own connection (busy timeout 5 s) and its own
 /// BEGIN IMMEDIATE, event row, key row, COMMIT per save. Writers queue on SQLite's lock.
 void BM_baseline_raw_sqlite_concurrent_insert(benchmark::State& state) {
   const std::vector<outbox::new_event> pool = make_pool();
-  raw_connection db(shared_file->path());
+  raw_connection db(sqlite_run::place->path());
   raw_inserter inserter(db, true);
   if (!db.ok()) {
     state.SkipWithError(db.error().c_str());
@@ -842,55 +780,18 @@ void BM_baseline_raw_sqlite_concurrent_insert(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
+BENCHMARK(BM_baseline_raw_sqlite_concurrent_insert)
+    ->Apply(outbox_bench::savers_rows<create_shared_raw_database, sqlite_run::end>);
 
 /// The floor of any storage grouping per-call durable saves with this handshake on this
 /// machine: one event's bytes of the compact file log per call, written over a zeroed MiB and
 /// synced by the caller that leads, and no other work (see outbox_bench::group_commit_floor).
 /// Its 8/1 ratio is about what a storage grouping this way can reach here; the storage's
 /// 8-thread row over this one's is the share of the floor it keeps.
-void BM_baseline_group_commit_floor(benchmark::State& state) {
-  if (!shared_floor || !shared_floor->ok()) {
-    state.SkipWithError("setup: could not open the floor's file");
-    return;
-  }
-  static const std::vector<std::string> records = append_groups(make_pool(), 1);
-  floor_one_per_call(state, *shared_floor, records);
-}
+void BM_baseline_group_commit_floor(benchmark::State& state) { floor_one_per_call(state, sqlite_run::floor); }
+BENCHMARK(BM_baseline_group_commit_floor)
+    ->Apply(outbox_bench::savers_rows<open_shared_floor, sqlite_run::end>);
 
 }  // namespace
-
-// Disk-bound: every row is timed in real time (manual time around the measured call where the
-// loop also does untimed setup), never in CPU time, which would leave out the syncs.
-BENCHMARK(BM_sqlite_storage_enqueue)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
-BENCHMARK(BM_baseline_raw_sqlite_insert)->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
-BENCHMARK(BM_baseline_raw_sqlite_insert_event_only)
-    ->ArgName("batch")->Arg(1)->Arg(10)->Arg(100)->Arg(1000)->UseManualTime();
-
-// Each iteration fills a fresh database off the clock, so the iteration counts are fixed rather
-// than grown to a minimum time.
-BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_sqlite_storage_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(10'000)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_baseline_raw_sqlite_drain)->ArgName("events")->Arg(100'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-
-// Calls per second over a history of N completed events, or a backlog of N events waiting; the
-// databases are built once.
-BENCHMARK(BM_sqlite_storage_stats)->ArgName("completed")->Arg(10'000)->Arg(100'000);
-BENCHMARK(BM_baseline_raw_sqlite_count_by_status)->ArgName("completed")->Arg(10'000)->Arg(100'000);
-BENCHMARK(BM_sqlite_storage_stats_waiting)->ArgName("waiting")->Arg(10'000)->Arg(100'000);
-BENCHMARK(BM_baseline_raw_sqlite_count_waiting)->ArgName("waiting")->Arg(10'000)->Arg(100'000);
-
-// device_sync_us: 0 is this machine's own disk; 1000 adds a 1 ms sleep to every sync, what a
-// phone's flash or a server's SSD without a write cache costs (see `device` above).
-// OUTBOX_BENCH_SYNC_US sets other delays (outbox_bench::device_sync_levels).
-BENCHMARK(BM_sqlite_storage_concurrent_enqueue)
-    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
-    ->Setup(open_shared_outbox)->Teardown(close_shared);
-BENCHMARK(BM_baseline_raw_sqlite_concurrent_insert)
-    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
-    ->Setup(create_shared_raw_database)->Teardown(close_shared);
-BENCHMARK(BM_baseline_group_commit_floor)
-    ->Apply(outbox_bench::device_sync_args)->Threads(1)->Threads(8)->UseRealTime()->MinTime(1.0)
-    ->Setup(open_shared_floor)->Teardown(close_shared);
 
 BENCHMARK_MAIN();
