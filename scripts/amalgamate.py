@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Generates single_include/outbox/outbox.hpp: the core, the in-memory and file storages and the
-mock transport in one header (never the SQLite adapter, which links SQLite and stays apart).
+mock transport in one header (never the SQLite or NATS adapters, which link their libraries and
+stay apart).
 
     scripts/amalgamate.py            # rewrite the single header
     scripts/amalgamate.py --check    # exit 1 if the committed single header is stale
@@ -15,7 +16,7 @@ INCLUDE = ROOT / "include"
 OUTPUT = ROOT / "single_include" / "outbox" / "outbox.hpp"
 # What the single header holds, in this order; their own includes are pulled in as needed.
 ROOTS = ["outbox/outbox.hpp", "outbox/storage/file.hpp"]
-EXCLUDED = {"outbox/storage/sqlite.hpp"}
+EXCLUDED = {"outbox/storage/sqlite.hpp", "outbox/transport/nats.hpp", "outbox/transport/nats/handles.hpp"}
 
 LOCAL = re.compile(r'^\s*#\s*include\s+"(outbox/[^"]+)"\s*$')
 SYSTEM = re.compile(r"^\s*#\s*include\s+<([^>]+)>\s*$")
