@@ -16,7 +16,8 @@ INCLUDE = ROOT / "include"
 OUTPUT = ROOT / "single_include" / "outbox" / "outbox.hpp"
 # What the single header holds, in this order; their own includes are pulled in as needed.
 ROOTS = ["outbox/outbox.hpp", "outbox/storage/file.hpp"]
-EXCLUDED = {"outbox/storage/sqlite.hpp", "outbox/transport/nats.hpp", "outbox/transport/nats/handles.hpp"}
+EXCLUDED = {"outbox/storage/sqlite.hpp", "outbox/transport/nats.hpp", "outbox/transport/nats/answers.hpp",
+            "outbox/transport/nats/handles.hpp"}
 
 LOCAL = re.compile(r'^\s*#\s*include\s+"(outbox/[^"]+)"\s*$')
 SYSTEM = re.compile(r"^\s*#\s*include\s+<([^>]+)>\s*$")

@@ -203,8 +203,10 @@ class stream_admin {
     context_.reset(js);
   }
 
-  /// A file-backed stream capturing `subjects`, with JetStream's default duplicate window.
-  void create(const std::string& name, std::vector<std::string> subjects, int64_t max_msgs = -1) {
+  /// A file-backed stream capturing `subjects`, with JetStream's default duplicate window;
+  /// -1: no limit.
+  void create(const std::string& name, std::vector<std::string> subjects, int64_t max_msgs = -1,
+              int32_t max_msg_size = -1) {
     std::vector<const char*> subject_ptrs;
     for (const auto& s : subjects) subject_ptrs.push_back(s.c_str());
     jsStreamConfig config;
@@ -214,6 +216,7 @@ class stream_admin {
     config.SubjectsLen = static_cast<int>(subject_ptrs.size());
     config.Storage = js_FileStorage;
     config.MaxMsgs = max_msgs;
+    config.MaxMsgSize = max_msg_size;
     jsStreamInfo* info = nullptr;
     jsErrCode code = static_cast<jsErrCode>(0);
     const natsStatus s = js_AddStream(&info, context_.get(), &config, nullptr, &code);

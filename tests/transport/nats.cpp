@@ -244,8 +244,11 @@ TEST_CASE("nats_transport: what the broker cannot take is permanent, a subject n
   OUTBOX_REQUIRE_NATS_SERVER();
   jetstream js;
   auto options = js.options();
+  js.admin.create("SMALL", {"small.>"}, -1, 100);  // messages of at most 100 bytes
   options.subject = [](const outbox::event& e) {
-    return e.type == "nowhere" ? std::string("elsewhere.nowhere") : "outbox." + e.type;
+    if (e.type == "nowhere") return std::string("elsewhere.nowhere");
+    if (e.type == "small") return std::string("small.events");
+    return "outbox." + e.type;
   };
   outbox::nats_transport transport(options);
   outbox::event_id_generator ids;
@@ -255,6 +258,7 @@ TEST_CASE("nats_transport: what the broker cannot take is permanent, a subject n
   batch.push_back(make_event(ids, "bad type", "steps-3"));                                // a space
   batch.push_back(make_event(ids, "nowhere", "steps-4"));
   batch.push_back(make_event(ids, "steps.saved", "line\r\nbreak"));
+  batch.push_back(make_event(ids, "small", "steps-6", std::string(200, 'x')));  // over the stream's limit
 
   const auto results = send(transport, batch);
   CHECK(results[0].outcome == outbox::delivery_result::kind::delivered);
@@ -265,6 +269,8 @@ TEST_CASE("nats_transport: what the broker cannot take is permanent, a subject n
   CHECK(results[3].outcome == outbox::delivery_result::kind::retryable);
   CHECK_THAT(results[3].error, Catch::Contains("no responders"));
   CHECK(results[4].outcome == outbox::delivery_result::kind::permanent);
+  CHECK(results[5].outcome == outbox::delivery_result::kind::permanent);
+  CHECK_THAT(results[5].error, Catch::Contains("JetStream refused"));
   CHECK(js.by_id().size() == 1);
 }
 
