@@ -153,6 +153,7 @@ class nats_transport {
     detail::nats::options_ptr nats_options_handle;
     detail::nats::connection_ptr connection;  // declared before `context`: destroyed after it
     detail::nats::context_ptr context;
+    detail::nats::statistics_ptr statistics;  // read on the sending thread only
 
     std::mutex send_mutex;  // one batch at a time
 
@@ -219,6 +220,9 @@ class nats_transport {
       if ((s = natsConnection_JetStream(&raw_context, connection.get(), &js_options)) != NATS_OK)
         return failed("JetStream context", s);
       context.reset(raw_context);
+      natsStatistics* raw_statistics = nullptr;
+      if ((s = natsStatistics_Create(&raw_statistics)) != NATS_OK) return failed("statistics", s);
+      statistics.reset(raw_statistics);
       return {};
     }
 
@@ -291,15 +295,18 @@ class nats_transport {
       } catch (...) {
         return;  // out of memory: every event keeps its pre-filled retryable result
       }
-      {
-        std::lock_guard lock(mutex);
-        in_flight.clear();
-        in_flight.reserve(n);
-        results = out;
-        active = true;
-      }
+      // A reconnect between two looks at the status would hide a lost connection; its count
+      // cannot.
+      const std::uint64_t reconnects_before = reconnects();
       bool lost = false;
       try {
+        {
+          std::lock_guard lock(mutex);
+          in_flight.clear();
+          in_flight.reserve(n);
+          results = out;
+          active = true;
+        }
         for (std::size_t i = 0; i < n; ++i) {
           if (lost) {
             out[i] = unavailable_now();
@@ -311,7 +318,14 @@ class nats_transport {
       } catch (...) {
         // Out of memory building a message: what was not answered keeps its retryable default.
       }
-      finish(lost);
+      finish(lost || reconnects() != reconnects_before);
+    }
+
+    [[nodiscard]] std::uint64_t reconnects() const noexcept {
+      std::uint64_t count = 0;
+      if (natsConnection_GetStats(connection.get(), statistics.get()) == NATS_OK)
+        (void)natsStatistics_GetCounts(statistics.get(), nullptr, nullptr, nullptr, nullptr, &count);
+      return count;
     }
 
     [[nodiscard]] delivery_result unavailable_now() const {

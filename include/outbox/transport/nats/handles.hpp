@@ -27,6 +27,9 @@ struct context_deleter {
 struct message_deleter {
   void operator()(natsMsg* p) const noexcept { natsMsg_Destroy(p); }
 };
+struct statistics_deleter {
+  void operator()(natsStatistics* p) const noexcept { natsStatistics_Destroy(p); }
+};
 struct stream_info_deleter {
   void operator()(jsStreamInfo* p) const noexcept { jsStreamInfo_Destroy(p); }
 };
@@ -35,6 +38,7 @@ using options_ptr = std::unique_ptr<natsOptions, options_deleter>;
 using connection_ptr = std::unique_ptr<natsConnection, connection_deleter>;
 using context_ptr = std::unique_ptr<jsCtx, context_deleter>;
 using message_ptr = std::unique_ptr<natsMsg, message_deleter>;
+using statistics_ptr = std::unique_ptr<natsStatistics, statistics_deleter>;
 using stream_info_ptr = std::unique_ptr<jsStreamInfo, stream_info_deleter>;
 
 /// What js_PublishAsyncGetPendingList hands back: the messages still awaiting their ack, now
