@@ -433,8 +433,10 @@ class nats_transport {
     /// (a late ack then finds nothing to answer), and waits out ack handlers already running,
     /// so none touches `results` after send returns.
     void finish(bool lost) noexcept {
+      bool unanswered = false;
       {
         std::lock_guard lock(mutex);
+        unanswered = !in_flight.empty();
         for (const auto& [message, index] : in_flight) {
           try {
             results[index] = lost ? delivery_result::unavailable("nats: connection lost before the ack arrived")
@@ -449,8 +451,10 @@ class nats_transport {
         active = false;
         results = {};
       }
-      detail::nats::pending_list pending;
-      (void)js_PublishAsyncGetPendingList(&pending.list, context.get());
+      if (unanswered) {  // otherwise nats.c holds no message of this batch
+        detail::nats::pending_list pending;
+        (void)js_PublishAsyncGetPendingList(&pending.list, context.get());
+      }
       // nats.c counts a message as pending until its handler has returned.
       jsPubOptions wait;
       jsPubOptions_Init(&wait);
