@@ -51,6 +51,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -267,19 +268,24 @@ class nats_transport {
     /// nats.c's ack handler, on its subscription thread: answers the event the message was.
     static void on_ack(jsCtx*, natsMsg* message, jsPubAck* ack, jsPubAckErr* failure, void* closure) {
       auto* self = static_cast<state*>(closure);
+      std::optional<delivery_result> answer;
+      try {
+        answer = detail::nats::answer(ack, failure);  // built before taking the lock the sender needs
+      } catch (...) {
+        // Out of memory: the pre-filled retryable result stands.
+      }
+      bool last = false;
       {
         std::lock_guard lock(self->mutex);
         const auto found = self->active ? self->in_flight.find(message) : self->in_flight.end();
         if (found != self->in_flight.end()) {
-          try {
-            self->results[found->second] = detail::nats::answer(ack, failure);
-          } catch (...) {
-            // Out of memory while writing the answer: the pre-filled retryable result stands.
-          }
+          if (answer) self->results[found->second] = std::move(*answer);
           self->in_flight.erase(found);
-          if (self->in_flight.empty()) self->all_acked.notify_all();
+          last = self->in_flight.empty();
         }
       }
+      // `self` outlives this: send does not return before nats.c has seen every handler return.
+      if (last) self->all_acked.notify_all();
       natsMsg_Destroy(message);  // with an ack handler, the message is ours to free
     }
 
@@ -455,11 +461,9 @@ class nats_transport {
         detail::nats::pending_list pending;
         (void)js_PublishAsyncGetPendingList(&pending.list, context.get());
       }
-      // nats.c counts a message as pending until its handler has returned.
-      jsPubOptions wait;
-      jsPubOptions_Init(&wait);
-      wait.MaxWait = 1000;
-      (void)js_PublishAsyncComplete(context.get(), &wait);
+      // nats.c counts a message as pending until its handler has returned, and none is pending
+      // now but those whose handler runs: this waits only for them, which never block for long.
+      (void)js_PublishAsyncComplete(context.get(), nullptr);
     }
   };
 
