@@ -17,7 +17,9 @@
 ///   holds the event already; the sequence is the stored copy's);
 /// - not connected when the batch starts, or the connection lost before an event's ack:
 ///   unavailable. The broker could not be reached, so no attempt is used; a message that did
-///   reach the stream before the loss is deduplicated when it is sent again;
+///   reach the stream before the loss is deduplicated when it is sent again. A failure answered
+///   in a batch that then lost its connection counts as unavailable too: a server shutting down
+///   answers no responders while its streams close;
 /// - no ack within `ack_timeout` while connected: retryable. The message may have been stored
 ///   (only its ack is missing), so it counts as an attempt and the resend carries the same
 ///   `Nats-Msg-Id`; a broker that keeps failing to confirm ends as dead, not as a silent loop;
@@ -163,7 +165,7 @@ class nats_transport {
     std::condition_variable all_acked;
     bool active = false;
     std::unordered_map<const natsMsg*, std::size_t> in_flight;  // message -> index in the batch
-    std::span<delivery_result> results;
+    std::span<delivery_result> results;  // the batch's own, however long the caller's span
 
     error open(nats_options o) {
       options = std::move(o);
@@ -310,7 +312,7 @@ class nats_transport {
           std::lock_guard lock(mutex);
           in_flight.clear();
           in_flight.reserve(n);
-          results = out;
+          results = out.first(n);
           active = true;
         }
         for (std::size_t i = 0; i < n; ++i) {
@@ -443,6 +445,13 @@ class nats_transport {
       {
         std::lock_guard lock(mutex);
         unanswered = !in_flight.empty();
+        if (lost) {
+          // A server going down answers what reaches it meanwhile with no responders or store
+          // errors: within a batch that lost its connection those are the outage too.
+          for (auto& r : results) {
+            if (r.outcome == delivery_result::kind::retryable) r.outcome = delivery_result::kind::unavailable;
+          }
+        }
         for (const auto& [message, index] : in_flight) {
           try {
             results[index] = lost ? delivery_result::unavailable("nats: connection lost before the ack arrived")
