@@ -376,6 +376,24 @@ TEST_CASE("relay_to_nats: the example relay drains a SQLite outbox into the stre
     REQUIRE(stored.count(id.to_string()) == 1);
     CHECK(stored.at(id.to_string()).headers.at(outbox::nats_headers::user_id) == "service");
   }
+
+  // As a service runs it: the background runner delivers what arrives, SIGTERM ends it cleanly.
+  const auto more = append_events(file.string(), 10, 4);
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  const pid_t relay = outbox_test::spawn_child(relay_command(file.string(), js.server.url()), out[1]);
+  ::close(out[1]);
+  const bool started = wait_for_line(out[0], "relay: started", 20s);
+  const bool delivered = eventually([&] { return js.admin.state(stream_name).first == ids.size() + more.size(); });
+  ::kill(relay, SIGTERM);
+  const bool stopped = wait_for_line(out[0], "relay: stopped by signal", 20s);
+  const int runner_status = outbox_test::reap(relay);
+  ::close(out[0]);
+  CHECK(started);
+  CHECK(delivered);
+  CHECK(stopped);
+  CHECK(WIFEXITED(runner_status));
+  CHECK(WEXITSTATUS(runner_status) == 0);
 }
 
 TEST_CASE("relay_to_nats: SIGKILLed mid-batch again and again, the stream holds every event exactly once",
