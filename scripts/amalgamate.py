@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates single_include/outbox/outbox.hpp: the core, the in-memory and file storages and the
-mock transport in one header (never the SQLite storage or the HTTP transport, which link SQLite and
-libcurl and stay apart).
+mock transport in one header (never the SQLite, HTTP or NATS adapters, which link their libraries
+and stay apart).
 
     scripts/amalgamate.py            # rewrite the single header
     scripts/amalgamate.py --check    # exit 1 if the committed single header is stale
@@ -16,9 +16,8 @@ INCLUDE = ROOT / "include"
 OUTPUT = ROOT / "single_include" / "outbox" / "outbox.hpp"
 # What the single header holds, in this order; their own includes are pulled in as needed.
 ROOTS = ["outbox/outbox.hpp", "outbox/storage/file.hpp"]
-# Adapters that link a system library: a header, or a folder of headers ending in "/".
 EXCLUDED = ("outbox/storage/sqlite.hpp", "outbox/storage/sqlite/", "outbox/transport/http.hpp",
-            "outbox/transport/http/")
+            "outbox/transport/http/", "outbox/transport/nats.hpp", "outbox/transport/nats/")
 
 LOCAL = re.compile(r'^\s*#\s*include\s+"(outbox/[^"]+)"\s*$')
 SYSTEM = re.compile(r"^\s*#\s*include\s+<([^>]+)>\s*$")
