@@ -116,19 +116,29 @@ struct schema_migration {
   bool owned;
   std::string_view path;  // names the database in errors; empty for an unnamed one
 
-  /// Every step in order. The caller holds the connection.
+  /// Every step in order. The caller holds the connection. A newer schema is refused before
+  /// the journal mode is set: switching to WAL rewrites the database header, and a refused
+  /// database is left byte-identical.
   result<void> run(const sqlite_options& options) {
     sqlite3_busy_timeout(db, static_cast<int>(options.busy_timeout.count()));
     sqlite3_extended_result_codes(db, 1);
+    auto stored = refuse_newer();
+    if (!stored) return stored.error();
     if (owned) {
       if (auto set = set_modes(options); !set) return set;
     }
-    auto stored = refuse_newer();
-    if (!stored) return stored.error();
     return migrate(*stored);
   }
 
   result<void> exec(std::string_view sql, std::string_view what) { return sqlite::exec(db, sql, what, path); }
+
+  /// A one-off query's value; its errors name the database, as exec's do.
+  result<std::int64_t> read(std::string_view sql, std::string_view what) {
+    auto value = scalar(db, sql, what);
+    if (!value && !path.empty())
+      return outbox::error(value.error().code, std::string(path) + ": " + value.error().message);
+    return value;
+  }
 
   result<void> set_modes(const sqlite_options& options) {
     if (auto mode = exec("PRAGMA journal_mode=WAL", "enabling WAL"); !mode) return mode;
@@ -141,13 +151,13 @@ struct schema_migration {
   /// The schema version the database holds (none if it has no outbox schema yet); a newer one
   /// than this library's is refused with `errc::schema_too_new`, the database left unchanged.
   result<std::optional<std::int64_t>> refuse_newer() {
-    auto has_meta = scalar(db, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='outbox_meta'",
-                           "reading the schema");
+    auto has_meta = read("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='outbox_meta'",
+                         "reading the schema");
     if (!has_meta) return has_meta.error();
     std::optional<std::int64_t> stored_version;
     if (*has_meta) {
-      auto version = scalar(db, "SELECT CAST(value AS INTEGER) FROM outbox_meta WHERE key='schema_version'",
-                            "reading the schema version");
+      auto version = read("SELECT CAST(value AS INTEGER) FROM outbox_meta WHERE key='schema_version'",
+                          "reading the schema version");
       if (!version) return version.error();
       if (*version > schema_version)
         return outbox::error(errc::schema_too_new,
@@ -158,7 +168,7 @@ struct schema_migration {
       stored_version = *version;
     }
     if (owned) {
-      auto user_version = scalar(db, "PRAGMA user_version", "reading user_version");
+      auto user_version = read("PRAGMA user_version", "reading user_version");
       if (!user_version) return user_version.error();
       if (*user_version > schema_version)
         return outbox::error(errc::schema_too_new, std::string(path) + " has user_version " +
