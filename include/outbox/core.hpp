@@ -33,6 +33,7 @@
 #include "outbox/backoff.hpp"
 #include "outbox/clock.hpp"
 #include "outbox/concepts.hpp"
+#include "outbox/detail/lifecycle.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/event_id.hpp"
@@ -481,49 +482,27 @@ class Outbox {
   }
 
   static outcome release(const event& e, timestamp now, std::string why) {
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.to = status::pending;
-    o.attempts = e.attempts - 1;  // the claim counted an attempt that never happened
-    o.at = now;
-    o.error = std::move(why);
-    return o;
+    return detail::lifecycle::released(e, now, std::move(why));
   }
 
-  /// The life-cycle rule: what a transport answer does to a claimed event.
+  /// What a transport answer does to a claimed event (the outcomes are lifecycle.hpp's; the
+  /// retry delay is this outbox's backoff).
   outcome decide(const event& e, const delivery_result& r, timestamp now) {
     switch (r.outcome) {
-      case delivery_result::kind::delivered: {
-        outcome o;
-        o.id = e.id;
-        o.lease = e.lease;
-        o.to = status::completed;
-        o.attempts = e.attempts;
-        o.at = now;
-        o.remote_id = r.remote_id;
-        return o;
-      }
+      case delivery_result::kind::delivered: return detail::lifecycle::delivered(e, now, r.remote_id);
       case delivery_result::kind::unavailable: return release(e, now, r.error.empty() ? "transport unavailable" : r.error);
       case delivery_result::kind::permanent:
       case delivery_result::kind::retryable: break;
     }
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.attempts = e.attempts;
-    o.at = now;
-    o.error = r.error.empty() ? "delivery failed" : r.error;
-    if (r.outcome == delivery_result::kind::permanent || e.attempts >= e.max_attempts) {
-      o.to = status::dead;
-      return o;
+    const bool permanent = r.outcome == delivery_result::kind::permanent;
+    timestamp retry_after{};
+    if (!permanent && !detail::lifecycle::last_attempt(e)) {
+      const duration bound = detail::retry_bound(backoff_, options_);
+      const duration delay = r.retry_after ? std::clamp(*r.retry_after, duration::zero(), bound)
+                                           : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
+      retry_after = now + delay;
     }
-    const duration bound = detail::retry_bound(backoff_, options_);
-    duration delay = r.retry_after ? std::clamp(*r.retry_after, duration::zero(), bound)
-                                   : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
-    o.to = status::failed;
-    o.retry_after = now + delay;
-    return o;
+    return detail::lifecycle::failed(e, now, r.error.empty() ? "delivery failed" : r.error, permanent, retry_after);
   }
 
   void record(cycle_report& report) {
@@ -540,23 +519,16 @@ class Outbox {
         ++report.stale;
         continue;
       }
-      event& e = batch_[i];
+      event& e = batch_[i];  // as the storage now holds it
       e.status = o.to;
-      e.attempts = o.attempts;
-      e.updated_at = o.at;
-      e.lease = 0;
-      e.lease_until = {};
-      if (!o.error.empty()) e.last_error = o.error;
+      detail::lifecycle::apply_outcome(e, o);
       const delivery_result* r = i < results_.size() ? &results_[i] : nullptr;
       switch (o.to) {
         case status::completed:
-          e.completed_at = o.at;
-          e.remote_id = o.remote_id;
           ++report.delivered;
           invoke_callback(delivered_, "on_delivered", std::as_const(e), *r);
           break;
         case status::failed:
-          e.retry_after = o.retry_after;
           ++report.retried;
           invoke_callback(failed_, "on_failed", std::as_const(e), *r);
           break;
