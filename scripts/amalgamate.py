@@ -15,7 +15,9 @@ INCLUDE = ROOT / "include"
 OUTPUT = ROOT / "single_include" / "outbox" / "outbox.hpp"
 # What the single header holds, in this order; their own includes are pulled in as needed.
 ROOTS = ["outbox/outbox.hpp", "outbox/storage/file.hpp"]
+# The SQLite adapter: its header and the folder of its pieces.
 EXCLUDED = {"outbox/storage/sqlite.hpp"}
+EXCLUDED_FOLDERS = ("outbox/storage/sqlite/",)
 
 LOCAL = re.compile(r'^\s*#\s*include\s+"(outbox/[^"]+)"\s*$')
 SYSTEM = re.compile(r"^\s*#\s*include\s+<([^>]+)>\s*$")
@@ -38,7 +40,7 @@ def generate() -> str:
     body = []
 
     def visit(name: str) -> None:
-        if name in seen or name in EXCLUDED:
+        if name in seen or name in EXCLUDED or name.startswith(EXCLUDED_FOLDERS):
             return
         seen.add(name)
         path = INCLUDE / name

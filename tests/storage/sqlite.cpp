@@ -5,7 +5,9 @@
 #include <outbox/testing/storage_conformance.hpp>
 
 #include <fstream>
+#include <iterator>
 #include <optional>
+#include <string>
 #include <thread>
 
 #include "support/fixture.hpp"
@@ -115,6 +117,26 @@ TEST_CASE("a database from a newer version is refused and left unchanged", "[sto
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   CHECK_THROWS_AS(outbox::sqlite_storage(file.string()), outbox::exception);
+}
+
+TEST_CASE("a rollback-journal database from a newer version is left byte-identical", "[storage][sqlite][schema]") {
+  const auto file = temp_path("outbox-newer-delete.db");
+  temp_file_owner cleanup(file);
+  { outbox::sqlite_storage s(file.string()); }
+  raw_exec(file, "PRAGMA journal_mode=DELETE; UPDATE outbox_meta SET value = '99' WHERE key = 'schema_version';");
+  REQUIRE_FALSE(std::filesystem::exists(file.string() + "-wal"));
+  auto bytes = [&] {
+    std::ifstream in(file, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const std::string before = bytes();
+  REQUIRE_FALSE(before.empty());
+  auto opened = outbox::sqlite_storage::open(file.string());
+  REQUIRE_FALSE(opened.has_value());
+  CHECK(opened.error() == errc::schema_too_new);
+  CHECK_THAT(opened.error().message, Catch::Contains("left unchanged"));
+  CHECK(bytes() == before);  // still in rollback-journal mode: the refused open switched nothing to WAL
+  CHECK_FALSE(std::filesystem::exists(file.string() + "-wal"));
 }
 
 TEST_CASE("a schema-1 database is migrated in place and keeps its events", "[storage][sqlite][schema]") {

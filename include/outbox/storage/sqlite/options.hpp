@@ -1,0 +1,26 @@
+#pragma once
+/// \file
+/// `outbox::sqlite_options`: how `outbox::sqlite_storage` opens a database file.
+
+#include <chrono>
+#include <cstdint>
+
+namespace outbox {
+
+/// How a database file is opened.
+struct sqlite_options {
+  enum class sync_mode : std::uint8_t {
+    full,    ///< every commit is synced: survives power loss (default)
+    normal,  ///< WAL synced at checkpoints: survives a process crash, not power loss
+    off,     ///< never synced: for tests and throwaway data
+  };
+  sync_mode synchronous = sync_mode::full;
+  std::chrono::milliseconds busy_timeout{5000};  ///< how long to wait for another writer
+  bool group_commit = true;                      ///< share one transaction among concurrent writers
+  /// With `synchronous = full`, on a database `open()` opened: each commit writes its WAL frames
+  /// with one `pwrite` (per 64 KiB) just before its sync, instead of two per page. See
+  /// detail::sqlite::wal_gather. Ignored by `adopt()`, whose connection keeps its own VFS.
+  bool gather_wal_writes = true;
+};
+
+}  // namespace outbox

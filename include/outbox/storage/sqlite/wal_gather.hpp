@@ -1,0 +1,197 @@
+#pragma once
+/// \file
+/// The WAL-gathering VFS that `sqlite_storage::open()` uses under `synchronous = full`.
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <new>
+#include <string>
+
+namespace outbox::detail::sqlite {
+
+/// A VFS over the default one that gathers the writes to a WAL file and writes them at once.
+///
+/// SQLite writes each WAL frame as two calls (a 24-byte header, then the page), so a commit of
+/// a few pages makes ten or more `pwrite` calls before its sync, and right after a sync one call
+/// of the same bytes costs about what two of them do (see bench/README.md). Here a WAL file's
+/// writes that continue one another are kept in memory and written (in pieces of at most 64 KiB,
+/// since the unix VFS takes less than 128 KiB a call) when SQLite syncs the file, and before
+/// anything that could observe the file: a read, a size query, a truncation, a file control, a
+/// write elsewhere, closing.
+///
+/// At most `pending_limit` bytes wait: a transaction that spills pages to bound its memory still
+/// does.
+///
+/// Why that is safe, with `synchronous = full` only (the storage uses it for no other mode):
+/// SQLite publishes a commit's frames to other connections by updating the WAL index after it
+/// has synced them, so nothing reads those frames before the sync that writes them. A crash before
+/// the sync loses frames no commit had acknowledged, as a crash between SQLite's own writes would.
+/// SQLite writes a frame after the sync only to pad to a sector boundary, which it does only
+/// when the files do not report `SQLITE_IOCAP_POWERSAFE_OVERWRITE` (the unix VFS reports it
+/// unless the database is opened with `psow=0`): such a WAL file's writes pass through
+/// ungathered. Other files (the database) are the default VFS's own.
+namespace wal_gather {
+
+struct file {
+  sqlite3_file base;  // must come first: SQLite sees this
+  sqlite3_io_methods methods;
+  sqlite3_file* real;
+  bool gather;
+  std::string pending;          // bytes not yet written, from `pending_at` on
+  sqlite3_int64 pending_at = 0;
+};
+
+/// Gathered bytes are written once they reach this much, whether or not SQLite syncs.
+inline constexpr std::size_t pending_limit = 1 << 20;
+
+/// Where the wrapped file lives: after ours, aligned as SQLite aligns its allocations.
+inline constexpr std::size_t real_offset = (sizeof(file) + 15) / 16 * 16;
+
+inline file* self(sqlite3_file* f) noexcept { return reinterpret_cast<file*>(f); }
+
+inline int write_pending(file* f) noexcept {
+  int rc = SQLITE_OK;
+  for (std::size_t at = 0; at < f->pending.size() && rc == SQLITE_OK; at += 65536) {
+    const std::size_t n = std::min<std::size_t>(65536, f->pending.size() - at);
+    rc = f->real->pMethods->xWrite(f->real, f->pending.data() + at, static_cast<int>(n),
+                                   f->pending_at + static_cast<sqlite3_int64>(at));
+  }
+  f->pending.clear();  // written or failed: a failed commit rewrites its frames
+  return rc;
+}
+
+inline int x_close(sqlite3_file* p) {
+  file* f = self(p);
+  const int written = write_pending(f);
+  const int rc = f->real->pMethods->xClose(f->real);
+  f->~file();
+  return written != SQLITE_OK ? written : rc;
+}
+inline int x_read(sqlite3_file* p, void* out, int n, sqlite3_int64 at) {
+  file* f = self(p);
+  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  return f->real->pMethods->xRead(f->real, out, n, at);
+}
+inline int x_write(sqlite3_file* p, const void* data, int n, sqlite3_int64 at) {
+  file* f = self(p);
+  if (!f->gather) return f->real->pMethods->xWrite(f->real, data, n, at);
+  if (!f->pending.empty() && at != f->pending_at + static_cast<sqlite3_int64>(f->pending.size())) {
+    if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  }
+  try {
+    if (f->pending.empty()) f->pending_at = at;
+    f->pending.append(static_cast<const char*>(data), static_cast<std::size_t>(n));
+  } catch (...) {  // out of memory: write what there is, then this one directly
+    if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+    return f->real->pMethods->xWrite(f->real, data, n, at);
+  }
+  // A large transaction spills pages into the WAL to bound its memory: so does this.
+  if (f->pending.size() >= pending_limit) return write_pending(f);
+  return SQLITE_OK;
+}
+inline int x_truncate(sqlite3_file* p, sqlite3_int64 size) {
+  file* f = self(p);
+  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  return f->real->pMethods->xTruncate(f->real, size);
+}
+inline int x_sync(sqlite3_file* p, int flags) {
+  file* f = self(p);
+  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  return f->real->pMethods->xSync(f->real, flags);
+}
+inline int x_file_size(sqlite3_file* p, sqlite3_int64* size) {
+  file* f = self(p);
+  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  return f->real->pMethods->xFileSize(f->real, size);
+}
+inline int x_lock(sqlite3_file* p, int level) { return self(p)->real->pMethods->xLock(self(p)->real, level); }
+inline int x_unlock(sqlite3_file* p, int level) {
+  file* f = self(p);
+  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  return f->real->pMethods->xUnlock(f->real, level);
+}
+inline int x_check_reserved_lock(sqlite3_file* p, int* out) {
+  return self(p)->real->pMethods->xCheckReservedLock(self(p)->real, out);
+}
+inline int x_file_control(sqlite3_file* p, int op, void* arg) {
+  file* f = self(p);
+  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  return f->real->pMethods->xFileControl(f->real, op, arg);
+}
+inline int x_sector_size(sqlite3_file* p) { return self(p)->real->pMethods->xSectorSize(self(p)->real); }
+inline int x_device_characteristics(sqlite3_file* p) {
+  return self(p)->real->pMethods->xDeviceCharacteristics(self(p)->real);
+}
+inline int x_shm_map(sqlite3_file* p, int region, int size, int extend, void volatile** out) {
+  return self(p)->real->pMethods->xShmMap(self(p)->real, region, size, extend, out);
+}
+inline int x_shm_lock(sqlite3_file* p, int offset, int n, int flags) {
+  return self(p)->real->pMethods->xShmLock(self(p)->real, offset, n, flags);
+}
+inline void x_shm_barrier(sqlite3_file* p) { self(p)->real->pMethods->xShmBarrier(self(p)->real); }
+inline int x_shm_unmap(sqlite3_file* p, int remove) {
+  return self(p)->real->pMethods->xShmUnmap(self(p)->real, remove);
+}
+inline int x_fetch(sqlite3_file* p, sqlite3_int64 at, int n, void** out) {
+  file* f = self(p);
+  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  return f->real->pMethods->xFetch(f->real, at, n, out);
+}
+inline int x_unfetch(sqlite3_file* p, sqlite3_int64 at, void* mapped) {
+  return self(p)->real->pMethods->xUnfetch(self(p)->real, at, mapped);
+}
+
+inline sqlite3_vfs*& base_vfs() noexcept {
+  static sqlite3_vfs* base = nullptr;
+  return base;
+}
+
+inline int x_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* p, int flags, int* out_flags) {
+  sqlite3_vfs* base = base_vfs();
+  if ((flags & SQLITE_OPEN_WAL) == 0) return base->xOpen(base, name, p, flags, out_flags);  // the default's own
+  auto* real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(p) + real_offset);
+  std::memset(real, 0, static_cast<std::size_t>(base->szOsFile));
+  const int rc = base->xOpen(base, name, real, flags, out_flags);
+  if (real->pMethods == nullptr) {  // nothing to close
+    p->pMethods = nullptr;
+    return rc;
+  }
+  file* f = new (p) file{};
+  f->real = real;
+  const sqlite3_io_methods& r = *real->pMethods;
+  f->gather = rc == SQLITE_OK && (r.xDeviceCharacteristics(real) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
+  f->methods = sqlite3_io_methods{std::min(r.iVersion, 3), x_close, x_read, x_write, x_truncate, x_sync,
+                                  x_file_size, x_lock, x_unlock, x_check_reserved_lock, x_file_control,
+                                  x_sector_size, x_device_characteristics,
+                                  r.iVersion >= 2 ? x_shm_map : nullptr, r.iVersion >= 2 ? x_shm_lock : nullptr,
+                                  r.iVersion >= 2 ? x_shm_barrier : nullptr, r.iVersion >= 2 ? x_shm_unmap : nullptr,
+                                  r.iVersion >= 3 ? x_fetch : nullptr, r.iVersion >= 3 ? x_unfetch : nullptr};
+  f->base.pMethods = &f->methods;
+  return rc;
+}
+
+inline constexpr const char* vfs_id = "outbox-wal-gather";
+
+/// Registers the VFS (once, not as the default) over the default VFS of that moment; its name,
+/// or nullptr if SQLite has no default VFS or refused it.
+inline const char* vfs_name() {
+  static const bool registered = [] {
+    sqlite3_vfs* base = sqlite3_vfs_find(nullptr);
+    if (base == nullptr || base->iVersion < 1) return false;
+    base_vfs() = base;
+    static sqlite3_vfs vfs = *base;  // every other method is the default's, with its own data
+    vfs.szOsFile = static_cast<int>(real_offset) + base->szOsFile;
+    vfs.pNext = nullptr;
+    vfs.zName = vfs_id;
+    vfs.xOpen = x_open;
+    return sqlite3_vfs_register(&vfs, 0) == SQLITE_OK;
+  }();
+  return registered ? vfs_id : nullptr;
+}
+
+}  // namespace wal_gather
+
+}  // namespace outbox::detail::sqlite
