@@ -11,7 +11,7 @@
 /// time, so a key's next event becomes its head only once the one before it is completed or
 /// dead. Each claimed event gets one more attempt, a fresh lease token, and the request's
 /// `lease_until`. (`claim_rank` is this order as a sort key; memory_state keeps its ready set in
-/// it, and the SQLite storage's claim statements sort by the same columns.)
+/// it, and the SQLite storage's ready_heads_sql sorts by the same columns.)
 
 #include <cstdint>
 #include <random>
@@ -69,14 +69,21 @@ namespace outbox::detail::lifecycle {
 
 // ---- outcomes ------------------------------------------------------------------------------
 
-/// A claimed event delivered: completed, with the backend's id.
-[[nodiscard]] inline outcome delivered(const event& e, timestamp at, std::string remote_id) {
+/// An outcome of claimed event `e`: which event, under which lease, to what status, when, and
+/// its attempt count so far.
+[[nodiscard]] inline outcome outcome_of(const event& e, status to, timestamp at) {
   outcome o;
   o.id = e.id;
   o.lease = e.lease;
-  o.to = status::completed;
+  o.to = to;
   o.attempts = e.attempts;
   o.at = at;
+  return o;
+}
+
+/// A claimed event delivered: completed, with the backend's id.
+[[nodiscard]] inline outcome delivered(const event& e, timestamp at, std::string remote_id) {
+  outcome o = outcome_of(e, status::completed, at);
   o.remote_id = std::move(remote_id);
   return o;
 }
@@ -84,27 +91,19 @@ namespace outbox::detail::lifecycle {
 /// A claimed event returned to pending unsent (the transport was offline, or the user changed):
 /// the claim counted an attempt that never happened, so it is given back.
 [[nodiscard]] inline outcome released(const event& e, timestamp at, std::string why) {
-  outcome o;
-  o.id = e.id;
-  o.lease = e.lease;
-  o.to = status::pending;
+  outcome o = outcome_of(e, status::pending, at);
   o.attempts = e.attempts - 1;
-  o.at = at;
   o.error = std::move(why);
   return o;
 }
 
-/// Whether a failure of `e`'s current attempt leaves it dead: it was the last one allowed.
-[[nodiscard]] inline bool last_attempt(const event& e) noexcept { return e.attempts >= e.max_attempts; }
+/// Whether a failure of an event's current attempt leaves it dead: it was the last one allowed.
+[[nodiscard]] inline bool last_attempt(int attempts, int max_attempts) noexcept { return attempts >= max_attempts; }
+[[nodiscard]] inline bool last_attempt(const event& e) noexcept { return last_attempt(e.attempts, e.max_attempts); }
 
 /// A claimed event to be tried again at `retry_after`.
 [[nodiscard]] inline outcome retry(const event& e, timestamp at, std::string why, timestamp retry_after) {
-  outcome o;
-  o.id = e.id;
-  o.lease = e.lease;
-  o.to = status::failed;
-  o.attempts = e.attempts;
-  o.at = at;
+  outcome o = outcome_of(e, status::failed, at);
   o.retry_after = retry_after;
   o.error = std::move(why);
   return o;
@@ -112,8 +111,8 @@ namespace outbox::detail::lifecycle {
 
 /// A claimed event given up on.
 [[nodiscard]] inline outcome dead(const event& e, timestamp at, std::string why) {
-  outcome o = retry(e, at, std::move(why), {});
-  o.to = status::dead;
+  outcome o = outcome_of(e, status::dead, at);
+  o.error = std::move(why);
   return o;
 }
 
@@ -167,10 +166,11 @@ struct expiry {
   status to;
   const char* message;
 };
-[[nodiscard]] inline expiry lease_expiry(const event& e) noexcept {
-  if (last_attempt(e)) return {status::dead, "lease expired during the last attempt"};
+[[nodiscard]] inline expiry lease_expiry(int attempts, int max_attempts) noexcept {
+  if (last_attempt(attempts, max_attempts)) return {status::dead, "lease expired during the last attempt"};
   return {status::pending, "lease expired"};
 }
+[[nodiscard]] inline expiry lease_expiry(const event& e) noexcept { return lease_expiry(e.attempts, e.max_attempts); }
 
 // ---- write-back ----------------------------------------------------------------------------
 
