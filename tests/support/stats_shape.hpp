@@ -19,7 +19,9 @@ void check_stats_shape(Storage& s) {
   using namespace std::chrono_literals;
   outbox::testing::storage_fixture f;
   std::vector<outbox::event> batch = {f.make("alice", "k1"), f.make("bob", "k2")};
-  const outbox::timestamp hour_ago = outbox::system_clock{}.now() - 1h;
+  // Whole seconds: a storage may keep time at a coarser grain than the clock (SQLite: microseconds).
+  const outbox::timestamp hour_ago =
+      outbox::timestamp(std::chrono::floor<std::chrono::seconds>(outbox::system_clock{}.now())) - 1h;
   for (auto& e : batch) e.created_at = e.updated_at = hour_ago;
   REQUIRE(outbox::testing::append_keeping(s, batch).has_value());
 
