@@ -1118,20 +1118,9 @@ inline void write_back(const event& e, entity_record& row) {
 
 }  // namespace outbox::detail::lifecycle
 
-// ---- outbox/core.hpp -----------------------------------------------------------------------------
+// ---- outbox/options.hpp --------------------------------------------------------------------------
 /// \file
-/// `outbox::Outbox<Storage, Transport, Clock, Backoff>`: the event log and its delivery engine.
-/// Most programs include <outbox/outbox.hpp>, which adds the shipped policies.
-///
-///     outbox::Outbox<outbox::memory_storage, outbox::mock_transport> box;
-///     box.set_user("alice");
-///     box.enqueue({.type = "steps.saved", .entity_id = "steps-2026-01-01T10", .payload = "{}"});
-///     box.start();   // or call box.process_once() yourself
-///
-/// Producers call `enqueue` from any thread. One processor at a time (the background runner, or
-/// whoever calls `process_once`) claims a batch of the active user's ready events, hands it to
-/// the transport, and records each outcome. Nothing throws out of processing: transport and
-/// callback exceptions become retry decisions and `on_error` reports.
+/// The run-time settings of an `outbox::Outbox` (core.hpp) and the report of one processing cycle.
 
 
 
@@ -1164,6 +1153,27 @@ struct cycle_report {
   bool no_user = false;         ///< nothing done: no session is active
   std::optional<outbox::error> error;  ///< a storage failure that cut the cycle short
 };
+
+}  // namespace outbox
+
+// ---- outbox/core.hpp -----------------------------------------------------------------------------
+/// \file
+/// `outbox::Outbox<Storage, Transport, Clock, Backoff>`: the event log and its delivery engine.
+/// Most programs include <outbox/outbox.hpp>, which adds the shipped policies.
+///
+///     outbox::Outbox<outbox::memory_storage, outbox::mock_transport> box;
+///     box.set_user("alice");
+///     box.enqueue({.type = "steps.saved", .entity_id = "steps-2026-01-01T10", .payload = "{}"});
+///     box.start();   // or call box.process_once() yourself
+///
+/// Producers call `enqueue` from any thread. One processor at a time (the background runner, or
+/// whoever calls `process_once`) claims a batch of the active user's ready events, hands it to
+/// the transport, and records each outcome. Nothing throws out of processing: transport and
+/// callback exceptions become retry decisions and `on_error` reports.
+
+
+
+namespace outbox {
 
 namespace detail {
 template <class Backoff>
