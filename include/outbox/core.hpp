@@ -35,40 +35,14 @@
 #include "outbox/backoff.hpp"
 #include "outbox/clock.hpp"
 #include "outbox/concepts.hpp"
+#include "outbox/detail/lifecycle.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/event_id.hpp"
+#include "outbox/options.hpp"
 #include "outbox/storage.hpp"
 
 namespace outbox {
-
-/// Run-time settings. Checked when the outbox is constructed.
-struct options {
-  std::size_t batch_size = 10;                                  ///< events per claim
-  duration poll_interval = std::chrono::seconds(30);            ///< longest sleep of the runner
-  duration lease = std::chrono::minutes(2);                     ///< a claim's lifetime
-  int max_attempts = 5;                                         ///< default for new events
-  std::size_t max_payload_bytes = std::size_t{1} << 20;         ///< larger payloads are refused
-  duration max_retry_delay = std::chrono::hours(1);             ///< bound for hints if the backoff has no cap
-  /// This outbox is the only processor of its storage (the usual case; the file storage even
-  /// enforces one owner). Claims found in flight when it first processes were then made by a
-  /// process that died, and are released at once instead of after their lease. Set it to false
-  /// when several processes deliver from one shared database.
-  bool exclusive = true;
-};
-
-/// What one processing cycle did.
-struct cycle_report {
-  std::size_t claimed = 0;
-  std::size_t delivered = 0;
-  std::size_t retried = 0;      ///< failed, retry scheduled
-  std::size_t dead = 0;
-  std::size_t unavailable = 0;  ///< offline answers: back to pending, no attempt used
-  std::size_t released = 0;     ///< claimed, then returned unsent because the user changed
-  std::size_t stale = 0;        ///< results whose lease had expired meanwhile: not applied
-  bool no_user = false;         ///< nothing done: no session is active
-  std::optional<outbox::error> error;  ///< a storage failure that cut the cycle short
-};
 
 namespace detail {
 template <class Backoff>
@@ -492,49 +466,27 @@ class Outbox {
   }
 
   static outcome release(const event& e, timestamp now, std::string why) {
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.to = status::pending;
-    o.attempts = e.attempts - 1;  // the claim counted an attempt that never happened
-    o.at = now;
-    o.error = std::move(why);
-    return o;
+    return detail::lifecycle::released(e, now, std::move(why));
   }
 
-  /// The life-cycle rule: what a transport answer does to a claimed event.
+  /// What a transport answer does to a claimed event (the outcomes are lifecycle.hpp's; the
+  /// retry delay is this outbox's backoff).
   outcome decide(const event& e, const delivery_result& r, timestamp now) {
     switch (r.outcome) {
-      case delivery_result::kind::delivered: {
-        outcome o;
-        o.id = e.id;
-        o.lease = e.lease;
-        o.to = status::completed;
-        o.attempts = e.attempts;
-        o.at = now;
-        o.remote_id = r.remote_id;
-        return o;
-      }
+      case delivery_result::kind::delivered: return detail::lifecycle::delivered(e, now, r.remote_id);
       case delivery_result::kind::unavailable: return release(e, now, r.error.empty() ? "transport unavailable" : r.error);
       case delivery_result::kind::permanent:
       case delivery_result::kind::retryable: break;
     }
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.attempts = e.attempts;
-    o.at = now;
-    o.error = r.error.empty() ? "delivery failed" : r.error;
-    if (r.outcome == delivery_result::kind::permanent || e.attempts >= e.max_attempts) {
-      o.to = status::dead;
-      return o;
+    const bool permanent = r.outcome == delivery_result::kind::permanent;
+    timestamp retry_after{};
+    if (!permanent && !detail::lifecycle::last_attempt(e)) {
+      const duration bound = detail::retry_bound(backoff_, options_);
+      const duration delay = r.retry_after ? std::clamp(*r.retry_after, duration::zero(), bound)
+                                           : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
+      retry_after = now + delay;
     }
-    const duration bound = detail::retry_bound(backoff_, options_);
-    duration delay = r.retry_after ? std::clamp(*r.retry_after, duration::zero(), bound)
-                                   : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
-    o.to = status::failed;
-    o.retry_after = now + delay;
-    return o;
+    return detail::lifecycle::failed(e, now, r.error.empty() ? "delivery failed" : r.error, permanent, retry_after);
   }
 
   void record(cycle_report& report) {
@@ -551,23 +503,16 @@ class Outbox {
         ++report.stale;
         continue;
       }
-      event& e = batch_[i];
+      event& e = batch_[i];  // as the storage now holds it
       e.status = o.to;
-      e.attempts = o.attempts;
-      e.updated_at = o.at;
-      e.lease = 0;
-      e.lease_until = {};
-      if (!o.error.empty()) e.last_error = o.error;
+      detail::lifecycle::apply_outcome(e, o);
       const delivery_result* r = i < results_.size() ? &results_[i] : nullptr;
       switch (o.to) {
         case status::completed:
-          e.completed_at = o.at;
-          e.remote_id = o.remote_id;
           ++report.delivered;
           invoke_callback(delivered_, "on_delivered", std::as_const(e), *r);
           break;
         case status::failed:
-          e.retry_after = o.retry_after;
           ++report.retried;
           invoke_callback(failed_, "on_failed", std::as_const(e), *r);
           break;

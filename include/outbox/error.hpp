@@ -3,7 +3,8 @@
 /// The one error model of outbox: `outbox::errc` codes in their own `std::error_category`,
 /// `outbox::error` (a code plus a message that names the failing thing), and `outbox::result<T>`,
 /// which every operation that can fail at run time returns. Exceptions are reserved for
-/// construction and programmer errors and are thrown from the cold helpers in detail/throw.hpp.
+/// construction and programmer errors and are thrown from the cold helpers below
+/// (`detail::throw_invalid_argument`, ...).
 
 #include <cassert>
 #include <new>

@@ -2,7 +2,8 @@
 /// \file
 /// The vocabulary a storage speaks with the outbox: claim requests, outcomes to record,
 /// queries and statistics. The requirements themselves are the concepts in concepts.hpp;
-/// tests/storage/conformance.hpp states them as behaviour.
+/// outbox/testing/storage_conformance.hpp states them as behaviour, and detail/lifecycle.hpp
+/// holds the rules every storage applies (claim order, lease fencing, expiry, write-back).
 
 #include <array>
 #include <cstddef>
@@ -21,6 +22,7 @@ namespace outbox {
 /// A storage claims, in this order: heads of ordering keys that are pending, or failed with
 /// `retry_after <= now`; highest priority first, then lowest `seq`. At most one event per
 /// ordering key is processing at a time. Claiming first expires leases that ended by `now`.
+/// (The full statement of the order, which every storage implements, is in detail/lifecycle.hpp.)
 struct claim_request {
   std::string_view user_id{};
   timestamp now{};

@@ -40,9 +40,9 @@
 #include <exception>
 #include <ranges>
 #include <thread>
+#include <tuple>
 #include <limits>
 #include <set>
-#include <tuple>
 #include <unordered_map>
 #include <bit>
 #include <fcntl.h>
@@ -187,7 +187,8 @@ class manual_clock {
 /// The one error model of outbox: `outbox::errc` codes in their own `std::error_category`,
 /// `outbox::error` (a code plus a message that names the failing thing), and `outbox::result<T>`,
 /// which every operation that can fail at run time returns. Exceptions are reserved for
-/// construction and programmer errors and are thrown from the cold helpers in detail/throw.hpp.
+/// construction and programmer errors and are thrown from the cold helpers below
+/// (`detail::throw_invalid_argument`, ...).
 
 
 namespace outbox {
@@ -759,7 +760,8 @@ struct entity_query {
 /// \file
 /// The vocabulary a storage speaks with the outbox: claim requests, outcomes to record,
 /// queries and statistics. The requirements themselves are the concepts in concepts.hpp;
-/// tests/storage/conformance.hpp states them as behaviour.
+/// outbox/testing/storage_conformance.hpp states them as behaviour, and detail/lifecycle.hpp
+/// holds the rules every storage applies (claim order, lease fencing, expiry, write-back).
 
 
 
@@ -770,6 +772,7 @@ namespace outbox {
 /// A storage claims, in this order: heads of ordering keys that are pending, or failed with
 /// `retry_after <= now`; highest priority first, then lowest `seq`. At most one event per
 /// ordering key is processing at a time. Claiming first expires leases that ended by `now`.
+/// (The full statement of the order, which every storage implements, is in detail/lifecycle.hpp.)
 struct claim_request {
   std::string_view user_id{};
   timestamp now{};
@@ -943,20 +946,197 @@ concept entity_storage = storage<S> && requires(S& s, const entity_change& chang
 
 }  // namespace outbox
 
-// ---- outbox/core.hpp -----------------------------------------------------------------------------
+// ---- outbox/detail/lifecycle.hpp -----------------------------------------------------------------
 /// \file
-/// `outbox::Outbox<Storage, Transport, Clock, Backoff>`: the event log and its delivery engine.
-/// Most programs include <outbox/outbox.hpp>, which adds the shipped policies.
+/// The life-cycle rules of an event, written once: every storage and the outbox call these
+/// instead of restating them. A storage whose engine states a rule in its own language (SQL)
+/// points here from there.
 ///
-///     outbox::Outbox<outbox::memory_storage, outbox::mock_transport> box;
-///     box.set_user("alice");
-///     box.enqueue({.type = "steps.saved", .entity_id = "steps-2026-01-01T10", .payload = "{}"});
-///     box.start();   // or call box.process_once() yourself
-///
-/// Producers call `enqueue` from any thread. One processor at a time (the background runner, or
-/// whoever calls `process_once`) claims a batch of the active user's ready events, hands it to
-/// the transport, and records each outcome. Nothing throws out of processing: transport and
-/// callback exceptions become retry decisions and `on_error` reports.
+/// The claim order. A claim for one user first expires the leases that ended by `now` (see
+/// `lease_expiry`), then takes, up to its limit, the heads of ordering keys that are
+/// claimable: pending, or failed with `retry_after <= now`. Of those it takes the highest
+/// priority first, then the lowest `seq`. At most one event per ordering key is processing at a
+/// time, so a key's next event becomes its head only once the one before it is completed or
+/// dead. Each claimed event gets one more attempt, a fresh lease token, and the request's
+/// `lease_until`. (`claim_rank` is this order as a sort key; memory_state keeps its ready set in
+/// it, and the SQLite storage's ready_heads_sql sorts by the same columns.)
+
+
+
+namespace outbox::detail::lifecycle {
+
+// ---- the claim order -----------------------------------------------------------------------
+
+/// The claim order as a key: of two claimable heads, the one with the lower rank goes first.
+/// `-priority` is 64-bit so that the lowest `int` priority negates without overflow.
+[[nodiscard]] inline std::pair<std::int64_t, std::uint64_t> claim_rank(const event& head) noexcept {
+  return {-static_cast<std::int64_t>(head.priority), head.seq};
+}
+
+/// The first lease token of a storage's run: random, so that a token from an earlier run (a
+/// process that died holding a lease) can never match one handed out now. Tokens then count
+/// up from it; the top bits stay clear so they never wrap.
+[[nodiscard]] inline std::uint64_t random_lease_start() {
+  std::random_device rd;
+  return (static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL;
+}
+
+// ---- new events ----------------------------------------------------------------------------
+
+/// Whether `e` may be appended, apart from the uniqueness of its id (which only the storage
+/// can check): a test cheap enough for every event of a batch.
+[[nodiscard]] inline bool acceptable_new(const event& e) noexcept {
+  return !e.id.is_nil() && e.status == status::pending;
+}
+
+/// The error for an id given twice, in a batch or against the storage.
+[[nodiscard]] inline error duplicate_id(const event_id& id) {
+  return error(errc::invalid_argument, "duplicate event id " + id.to_string());
+}
+
+/// What is wrong with a new event: the rules of `acceptable_new`, then the uniqueness of its
+/// id (`duplicate`: the storage already holds it, or the batch has it twice).
+[[nodiscard]] inline result<void> validate_new(const event& e, bool duplicate) {
+  if (e.id.is_nil()) return error(errc::invalid_argument, "event id must not be nil");
+  if (e.status != status::pending)
+    return error(errc::invalid_argument, "a new event must be pending, got " + std::string(to_string(e.status)));
+  if (duplicate) return duplicate_id(e.id);
+  return {};
+}
+
+// ---- outcomes ------------------------------------------------------------------------------
+
+/// An outcome of claimed event `e`: which event, under which lease, to what status, when, and
+/// its attempt count so far.
+[[nodiscard]] inline outcome outcome_of(const event& e, status to, timestamp at) {
+  outcome o;
+  o.id = e.id;
+  o.lease = e.lease;
+  o.to = to;
+  o.attempts = e.attempts;
+  o.at = at;
+  return o;
+}
+
+/// A claimed event delivered: completed, with the backend's id.
+[[nodiscard]] inline outcome delivered(const event& e, timestamp at, std::string remote_id) {
+  outcome o = outcome_of(e, status::completed, at);
+  o.remote_id = std::move(remote_id);
+  return o;
+}
+
+/// A claimed event returned to pending unsent (the transport was offline, or the user changed):
+/// the claim counted an attempt that never happened, so it is given back.
+[[nodiscard]] inline outcome released(const event& e, timestamp at, std::string why) {
+  outcome o = outcome_of(e, status::pending, at);
+  o.attempts = e.attempts - 1;
+  o.error = std::move(why);
+  return o;
+}
+
+/// Whether a failure of an event's current attempt leaves it dead: it was the last one allowed.
+[[nodiscard]] inline bool last_attempt(int attempts, int max_attempts) noexcept { return attempts >= max_attempts; }
+[[nodiscard]] inline bool last_attempt(const event& e) noexcept { return last_attempt(e.attempts, e.max_attempts); }
+
+/// A claimed event to be tried again at `retry_after`.
+[[nodiscard]] inline outcome retry(const event& e, timestamp at, std::string why, timestamp retry_after) {
+  outcome o = outcome_of(e, status::failed, at);
+  o.retry_after = retry_after;
+  o.error = std::move(why);
+  return o;
+}
+
+/// A claimed event given up on.
+[[nodiscard]] inline outcome dead(const event& e, timestamp at, std::string why) {
+  outcome o = outcome_of(e, status::dead, at);
+  o.error = std::move(why);
+  return o;
+}
+
+/// A claimed event whose attempt failed: dead when `permanent` or on its last attempt, else
+/// tried again at `retry_after`.
+[[nodiscard]] inline outcome failed(const event& e, timestamp at, std::string why, bool permanent,
+                                    timestamp retry_after) {
+  if (permanent || last_attempt(e)) return dead(e, at, std::move(why));
+  return retry(e, at, std::move(why), retry_after);
+}
+
+// ---- recording -----------------------------------------------------------------------------
+
+/// Outcomes a storage refuses whole, before applying any: none may move an event to processing.
+[[nodiscard]] inline result<void> check_outcomes(std::span<const outcome> outcomes) {
+  for (const outcome& o : outcomes) {
+    if (o.to == status::processing)
+      return error(errc::invalid_argument, "an outcome cannot move an event to processing");
+  }
+  return {};
+}
+
+/// The record precondition (lease fencing): an outcome applies only while its event is still
+/// processing under the lease it names. Otherwise the lease expired and the event moved on (to
+/// another claim, maybe), and the outcome is stale.
+[[nodiscard]] inline bool may_record(status current, std::uint64_t current_lease, const outcome& o) noexcept {
+  return current == status::processing && current_lease == o.lease;
+}
+
+/// An outcome's changes to the stored event, once `may_record` allowed it (status excluded:
+/// a storage moves that between its indexes).
+inline void apply_outcome(event& e, const outcome& o) {
+  e.lease = 0;
+  e.lease_until = {};
+  e.attempts = o.attempts;
+  e.updated_at = o.at;
+  if (!o.error.empty()) e.last_error = o.error;
+  if (o.to == status::completed) {
+    e.completed_at = o.at;
+    e.remote_id = o.remote_id;
+  } else if (o.to == status::failed) {
+    e.retry_after = o.retry_after;
+  }
+}
+
+// ---- lease expiry --------------------------------------------------------------------------
+
+/// What an expired lease does to its event: the claimer died or hung, so the event goes back to
+/// pending, or to dead if the lost attempt was its last.
+struct expiry {
+  status to;
+  const char* message;
+};
+[[nodiscard]] inline expiry lease_expiry(int attempts, int max_attempts) noexcept {
+  if (last_attempt(attempts, max_attempts)) return {status::dead, "lease expired during the last attempt"};
+  return {status::pending, "lease expired"};
+}
+[[nodiscard]] inline expiry lease_expiry(const event& e) noexcept { return lease_expiry(e.attempts, e.max_attempts); }
+
+// ---- write-back ----------------------------------------------------------------------------
+
+/// Whether recording `e`'s new status writes back onto its entity: completed and dead do.
+[[nodiscard]] inline bool writes_back(const event& e) noexcept {
+  return !e.entity_type.empty() && (e.status == status::completed || e.status == status::dead);
+}
+
+/// A delivery outcome written onto the event's entity, in the transaction that records it: the
+/// backend's id always; synced only if no newer change of the entity is waiting (the entity's
+/// last event is this one); a dead event's error. The row's version moves on.
+inline void write_back(const event& e, entity_record& row) {
+  if (e.status == status::completed) {
+    if (!e.remote_id.empty()) row.remote_id = e.remote_id;
+    if (row.last_event == e.id) {
+      row.sync = sync_status::synced;
+      row.sync_error.clear();
+    }
+  } else {
+    row.sync_error = e.last_error;
+  }
+  ++row.version;
+}
+
+}  // namespace outbox::detail::lifecycle
+
+// ---- outbox/options.hpp --------------------------------------------------------------------------
+/// \file
+/// The run-time settings of an `outbox::Outbox` (core.hpp) and the report of one processing cycle.
 
 
 
@@ -989,6 +1169,27 @@ struct cycle_report {
   bool no_user = false;         ///< nothing done: no session is active
   std::optional<outbox::error> error;  ///< a storage failure that cut the cycle short
 };
+
+}  // namespace outbox
+
+// ---- outbox/core.hpp -----------------------------------------------------------------------------
+/// \file
+/// `outbox::Outbox<Storage, Transport, Clock, Backoff>`: the event log and its delivery engine.
+/// Most programs include <outbox/outbox.hpp>, which adds the shipped policies.
+///
+///     outbox::Outbox<outbox::memory_storage, outbox::mock_transport> box;
+///     box.set_user("alice");
+///     box.enqueue({.type = "steps.saved", .entity_id = "steps-2026-01-01T10", .payload = "{}"});
+///     box.start();   // or call box.process_once() yourself
+///
+/// Producers call `enqueue` from any thread. One processor at a time (the background runner, or
+/// whoever calls `process_once`) claims a batch of the active user's ready events, hands it to
+/// the transport, and records each outcome. Nothing throws out of processing: transport and
+/// callback exceptions become retry decisions and `on_error` reports.
+
+
+
+namespace outbox {
 
 namespace detail {
 template <class Backoff>
@@ -1412,49 +1613,27 @@ class Outbox {
   }
 
   static outcome release(const event& e, timestamp now, std::string why) {
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.to = status::pending;
-    o.attempts = e.attempts - 1;  // the claim counted an attempt that never happened
-    o.at = now;
-    o.error = std::move(why);
-    return o;
+    return detail::lifecycle::released(e, now, std::move(why));
   }
 
-  /// The life-cycle rule: what a transport answer does to a claimed event.
+  /// What a transport answer does to a claimed event (the outcomes are lifecycle.hpp's; the
+  /// retry delay is this outbox's backoff).
   outcome decide(const event& e, const delivery_result& r, timestamp now) {
     switch (r.outcome) {
-      case delivery_result::kind::delivered: {
-        outcome o;
-        o.id = e.id;
-        o.lease = e.lease;
-        o.to = status::completed;
-        o.attempts = e.attempts;
-        o.at = now;
-        o.remote_id = r.remote_id;
-        return o;
-      }
+      case delivery_result::kind::delivered: return detail::lifecycle::delivered(e, now, r.remote_id);
       case delivery_result::kind::unavailable: return release(e, now, r.error.empty() ? "transport unavailable" : r.error);
       case delivery_result::kind::permanent:
       case delivery_result::kind::retryable: break;
     }
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.attempts = e.attempts;
-    o.at = now;
-    o.error = r.error.empty() ? "delivery failed" : r.error;
-    if (r.outcome == delivery_result::kind::permanent || e.attempts >= e.max_attempts) {
-      o.to = status::dead;
-      return o;
+    const bool permanent = r.outcome == delivery_result::kind::permanent;
+    timestamp retry_after{};
+    if (!permanent && !detail::lifecycle::last_attempt(e)) {
+      const duration bound = detail::retry_bound(backoff_, options_);
+      const duration delay = r.retry_after ? std::clamp(*r.retry_after, duration::zero(), bound)
+                                           : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
+      retry_after = now + delay;
     }
-    const duration bound = detail::retry_bound(backoff_, options_);
-    duration delay = r.retry_after ? std::clamp(*r.retry_after, duration::zero(), bound)
-                                   : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
-    o.to = status::failed;
-    o.retry_after = now + delay;
-    return o;
+    return detail::lifecycle::failed(e, now, r.error.empty() ? "delivery failed" : r.error, permanent, retry_after);
   }
 
   void record(cycle_report& report) {
@@ -1471,23 +1650,16 @@ class Outbox {
         ++report.stale;
         continue;
       }
-      event& e = batch_[i];
+      event& e = batch_[i];  // as the storage now holds it
       e.status = o.to;
-      e.attempts = o.attempts;
-      e.updated_at = o.at;
-      e.lease = 0;
-      e.lease_until = {};
-      if (!o.error.empty()) e.last_error = o.error;
+      detail::lifecycle::apply_outcome(e, o);
       const delivery_result* r = i < results_.size() ? &results_[i] : nullptr;
       switch (o.to) {
         case status::completed:
-          e.completed_at = o.at;
-          e.remote_id = o.remote_id;
           ++report.delivered;
           invoke_callback(delivered_, "on_delivered", std::as_const(e), *r);
           break;
         case status::failed:
-          e.retry_after = o.retry_after;
           ++report.retried;
           invoke_callback(failed_, "on_failed", std::as_const(e), *r);
           break;
@@ -2113,6 +2285,135 @@ class Repository {
 
 }  // namespace outbox
 
+// ---- outbox/detail/change_journal.hpp ------------------------------------------------------------
+/// \file
+/// What one operation changed in a `memory_state`, for a storage that persists that state (the
+/// file storage logs exactly these).
+
+
+namespace outbox::detail {
+
+/// What one operation changed, for storages that persist the memory state (the file storage
+/// logs exactly these). Entries may repeat; the last state in memory is what counts.
+struct change_journal {
+  std::vector<std::uint64_t> events;           ///< seqs written or rewritten
+  std::vector<std::uint64_t> removed_events;   ///< seqs deleted
+  std::vector<std::pair<std::string, std::string>> entities;          ///< (collection, id) written
+  std::vector<std::pair<std::string, std::string>> removed_entities;  ///< (collection, id) deleted
+  [[nodiscard]] bool empty() const noexcept {
+    return events.empty() && removed_events.empty() && entities.empty() && removed_entities.empty();
+  }
+  void clear() noexcept {
+    events.clear();
+    removed_events.clear();
+    entities.clear();
+    removed_entities.clear();
+  }
+};
+
+}  // namespace outbox::detail
+
+// ---- outbox/detail/entity_index.hpp --------------------------------------------------------------
+/// \file
+/// `entity_index`: the entity rows of a `memory_state` and the indexes over them (natural keys
+/// per collection and user; occurrence time per collection and user). Not synchronised.
+
+
+
+namespace outbox::detail {
+
+class entity_index {
+ public:
+  using key = std::pair<std::string, std::string>;  // (collection, id)
+
+  [[nodiscard]] const std::map<key, entity_record>& rows() const noexcept { return rows_; }
+  [[nodiscard]] const entity_record* at(const key& k) const {
+    auto found = rows_.find(k);
+    return found == rows_.end() ? nullptr : &found->second;
+  }
+  /// For changes that keep the indexed fields (collection, user, natural key, occurred_at).
+  [[nodiscard]] entity_record* at(const key& k) {
+    auto found = rows_.find(k);
+    return found == rows_.end() ? nullptr : &found->second;
+  }
+  /// The id of the row of `collection` and `user` that holds `natural_key`, if any.
+  [[nodiscard]] const std::string* natural_key_owner(const std::string& collection, const std::string& user,
+                                                     const std::string& natural_key) const {
+    auto owner = natural_keys_.find({collection, user, natural_key});
+    return owner == natural_keys_.end() ? nullptr : &owner->second;
+  }
+
+  /// Puts `row` under `k`, replacing the row there, and indexes it.
+  void put(const key& k, entity_record row) {
+    auto found = rows_.find(k);
+    if (found != rows_.end()) unindex(found->second);
+    auto& stored = rows_.insert_or_assign(k, std::move(row)).first->second;
+    index(stored);
+  }
+  void remove(const key& k) {
+    auto found = rows_.find(k);
+    if (found == rows_.end()) return;
+    unindex(found->second);
+    rows_.erase(found);
+  }
+
+  [[nodiscard]] std::optional<entity_record> find(std::string_view collection, std::string_view id) const {
+    auto found = rows_.find(key{std::string(collection), std::string(id)});
+    if (found == rows_.end()) return std::nullopt;
+    return found->second;
+  }
+  [[nodiscard]] std::optional<entity_record> find_by_key(std::string_view collection, std::string_view user,
+                                                         std::string_view natural_key) const {
+    auto owner = natural_keys_.find({std::string(collection), std::string(user), std::string(natural_key)});
+    if (owner == natural_keys_.end()) return std::nullopt;
+    return find(collection, owner->second);
+  }
+
+  [[nodiscard]] std::vector<entity_record> query(const entity_query& q) const {
+    std::vector<const entity_record*> hits;
+    const timestamp from = q.from.value_or(timestamp::min());
+    auto it = q.user_id ? by_time_.lower_bound({q.collection, *q.user_id, from, std::string()})
+                        : by_time_.lower_bound({q.collection, std::string(), timestamp::min(), std::string()});
+    for (; it != by_time_.end(); ++it) {
+      const auto& [collection, user, when, id] = *it;
+      if (collection != q.collection || (q.user_id && user != *q.user_id)) break;
+      if (when < from) continue;
+      if (q.until && when >= *q.until) {
+        if (q.user_id) break;  // sorted by time within one user
+        continue;
+      }
+      const entity_record& row = rows_.at({collection, id});
+      if (q.sync && row.sync != *q.sync) continue;
+      hits.push_back(&row);
+      if (q.user_id && hits.size() >= q.limit) break;
+    }
+    std::stable_sort(hits.begin(), hits.end(), [](const entity_record* a, const entity_record* b) {
+      return std::tie(a->occurred_at, a->id) < std::tie(b->occurred_at, b->id);
+    });
+    if (hits.size() > q.limit) hits.resize(q.limit);
+    std::vector<entity_record> rows;
+    rows.reserve(hits.size());
+    for (const auto* row : hits) rows.push_back(*row);
+    return rows;
+  }
+
+ private:
+  void index(const entity_record& row) {
+    by_time_.insert({row.collection, row.user_id, row.occurred_at, row.id});
+    if (!row.natural_key.empty()) natural_keys_[{row.collection, row.user_id, row.natural_key}] = row.id;
+  }
+  void unindex(const entity_record& row) {
+    by_time_.erase({row.collection, row.user_id, row.occurred_at, row.id});
+    if (!row.natural_key.empty()) natural_keys_.erase({row.collection, row.user_id, row.natural_key});
+  }
+
+  std::map<key, entity_record> rows_;
+  std::map<std::tuple<std::string, std::string, std::string>, std::string> natural_keys_;  // (collection, user, key) -> id
+  std::set<std::tuple<std::string, std::string, timestamp, std::string>> by_time_;  // (collection, user, occurred_at, id)
+};
+
+}  // namespace outbox::detail
+
 // ---- outbox/detail/id_index.hpp ------------------------------------------------------------------
 /// \file
 /// `outbox::detail::id_index`: the memory state's map from event id to seq, as one flat array.
@@ -2361,19 +2662,18 @@ class seq_deque {
 
 }  // namespace outbox::detail
 
-// ---- outbox/storage/memory.hpp -------------------------------------------------------------------
+// ---- outbox/detail/memory_state.hpp --------------------------------------------------------------
 /// \file
-/// `outbox::memory_storage`: a thread-safe storage that keeps everything in memory. Fast and
-/// exact, but gone with the process: for tests, caches of data that can be rebuilt, and as the
-/// reference the durable storages are checked against.
+/// `memory_state`: the in-memory index of events and entities behind `memory_storage`, and the
+/// state the file storage replays its log into. Not synchronised: its owner locks around it.
 ///
 /// Claims cost O(batch * log n): each ordering key has a line of its undelivered events in
-/// append order, and only the head of a line sits in the per-user `ready` set (ordered by
-/// priority, then seq) or `waiting` set (ordered by retry_after). Claiming takes from the front
-/// of `ready`; due retries move from the front of `waiting`; expired leases leave from the front
-/// of `leases`. No operation on the delivery path walks all events. Ids find their events through
-/// a flat hash table (detail/id_index.hpp) and a line keeps its members in a ring of seqs
-/// (detail/seq_deque.hpp), neither with a node per event.
+/// append order, and only the head of a line sits in the per-user `ready` set (in claim order,
+/// detail/lifecycle.hpp) or `waiting` set (ordered by retry_after). Claiming takes from the
+/// front of `ready`; due retries move from the front of `waiting`; expired leases leave from the
+/// front of `leases`. No operation on the delivery path walks all events. Ids find their events
+/// through a flat hash table (detail/id_index.hpp) and a line keeps its members in a ring of
+/// seqs (detail/seq_deque.hpp), neither with a node per event.
 
 
 
@@ -2384,24 +2684,6 @@ namespace detail {
 struct transparent_string_hash {
   using is_transparent = void;
   std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-
-/// What one operation changed, for storages that persist the memory state (the file storage
-/// logs exactly these). Entries may repeat; the last state in memory is what counts.
-struct change_journal {
-  std::vector<std::uint64_t> events;           ///< seqs written or rewritten
-  std::vector<std::uint64_t> removed_events;   ///< seqs deleted
-  std::vector<std::pair<std::string, std::string>> entities;          ///< (collection, id) written
-  std::vector<std::pair<std::string, std::string>> removed_entities;  ///< (collection, id) deleted
-  [[nodiscard]] bool empty() const noexcept {
-    return events.empty() && removed_events.empty() && entities.empty() && removed_entities.empty();
-  }
-  void clear() noexcept {
-    events.clear();
-    removed_events.clear();
-    entities.clear();
-    removed_entities.clear();
-  }
 };
 
 /// The whole state of a memory storage; not synchronised (memory_storage locks around it).
@@ -2416,14 +2698,13 @@ class memory_state {
   void set_next_seq(std::uint64_t next) noexcept { next_seq_ = std::max(next_seq_, next); }
 
   [[nodiscard]] const std::map<std::uint64_t, event>& events() const noexcept { return events_; }
-  [[nodiscard]] const auto& entities() const noexcept { return entities_; }
+  [[nodiscard]] const auto& entities() const noexcept { return entities_.rows(); }
   [[nodiscard]] const event* event_at(std::uint64_t seq) const {
     auto found = events_.find(seq);
     return found == events_.end() ? nullptr : &found->second;
   }
   [[nodiscard]] const entity_record* entity_at(const std::pair<std::string, std::string>& key) const {
-    auto found = entities_.find(key);
-    return found == entities_.end() ? nullptr : &found->second;
+    return entities_.at(key);
   }
 
   /// Puts an event in exactly the given state (any status), replacing the one with its seq.
@@ -2442,24 +2723,14 @@ class memory_state {
   /// Puts an entity row in exactly the given state. False, changing nothing, if another row of
   /// its collection and user holds its natural key.
   [[nodiscard]] bool restore_entity(const entity_record& row) {
-    const entity_key key{row.collection, row.id};
     if (!row.natural_key.empty()) {
-      const auto holder = natural_keys_.find({row.collection, row.user_id, row.natural_key});
-      if (holder != natural_keys_.end() && holder->second != row.id && entities_.contains({row.collection, holder->second}))
-        return false;
+      const std::string* holder = entities_.natural_key_owner(row.collection, row.user_id, row.natural_key);
+      if (holder && *holder != row.id && entities_.at({row.collection, *holder})) return false;
     }
-    auto found = entities_.find(key);
-    if (found != entities_.end()) unindex_entity(found->second);
-    auto& stored = entities_.insert_or_assign(key, row).first->second;
-    index_entity(stored);
+    entities_.put({row.collection, row.id}, row);
     return true;
   }
-  void restore_removed_entity(const std::pair<std::string, std::string>& key) {
-    auto found = entities_.find(key);
-    if (found == entities_.end()) return;
-    unindex_entity(found->second);
-    entities_.erase(found);
-  }
+  void restore_removed_entity(const std::pair<std::string, std::string>& key) { entities_.remove(key); }
 
   result<void> append(std::span<event> events) {
     if (auto valid = check_append(events); !valid) return valid;
@@ -2482,7 +2753,7 @@ class memory_state {
     for (const event& e : events) fresh.push_back(e.id);
     std::sort(fresh.begin(), fresh.end());
     if (auto twice = std::adjacent_find(fresh.begin(), fresh.end()); twice != fresh.end())
-      return error(errc::invalid_argument, "duplicate event id " + twice->to_string());
+      return lifecycle::duplicate_id(*twice);
     return {};
   }
   /// ...and the append itself, after a successful check with no change in between. The events
@@ -2518,7 +2789,7 @@ class memory_state {
       unqueue(user, l);
       move_status(user, e, status::processing);
       ++e.attempts;
-      e.lease = next_lease_++;
+      e.lease = next_lease_++;  // the claim order is lifecycle.hpp's: `ready` is sorted by claim_rank
       e.lease_until = request.lease_until;
       e.updated_at = request.now;
       ++l.in_flight;
@@ -2531,37 +2802,21 @@ class memory_state {
   }
 
   result<std::size_t> record(std::span<outcome> outcomes) {
-    for (const outcome& o : outcomes) {
-      if (o.to == status::processing)
-        return error(errc::invalid_argument, "an outcome cannot move an event to processing");
-    }
+    if (auto valid = lifecycle::check_outcomes(outcomes); !valid) return valid.error();
     std::size_t applied = 0;
     for (outcome& o : outcomes) {
       o.applied = false;
       const auto found = by_id_.find(o.id);
       if (!found) continue;
       event& e = events_.at(*found);
-      if (e.status != status::processing || e.lease != o.lease) continue;  // stale result
+      if (!lifecycle::may_record(e.status, e.lease, o)) continue;  // stale result
       user_state& user = user_of(e);
       line& l = user.lines.at(e.ordering_key);
       leases_.erase({e.lease_until, e.seq});
       --l.in_flight;
-      e.lease = 0;
-      e.lease_until = {};
-      e.attempts = o.attempts;
-      e.updated_at = o.at;
-      if (!o.error.empty()) e.last_error = o.error;
-      switch (o.to) {
-        case status::completed:
-          e.completed_at = o.at;
-          e.remote_id = o.remote_id;
-          completed_.emplace_hint(completed_.end(), o.at, e.seq);  // completions come in time order
-          break;
-        case status::failed: e.retry_after = o.retry_after; break;
-        case status::pending:
-        case status::dead:
-        case status::processing: break;
-      }
+      lifecycle::apply_outcome(e, o);
+      if (o.to == status::completed)
+        completed_.emplace_hint(completed_.end(), o.at, e.seq);  // completions come in time order
       move_status(user, e, o.to);
       if (is_terminal(o.to)) l.members.erase(e.seq);
       refresh(user, e.ordering_key, l);
@@ -2706,18 +2961,27 @@ class memory_state {
 
   // ---- entities ------------------------------------------------------------------------------
 
+  [[nodiscard]] std::optional<entity_record> find_entity(std::string_view collection, std::string_view id) const {
+    return entities_.find(collection, id);
+  }
+  [[nodiscard]] std::optional<entity_record> find_entity_by_key(std::string_view collection, std::string_view user,
+                                                                std::string_view natural_key) const {
+    return entities_.find_by_key(collection, user, natural_key);
+  }
+  [[nodiscard]] std::vector<entity_record> query_entities(const entity_query& q) const { return entities_.query(q); }
+
   result<void> commit(const entity_change& c) {
-    const entity_key key{c.entity.collection, c.entity.id};
-    auto found = entities_.find(key);
-    const std::uint64_t current = found == entities_.end() ? 0 : found->second.version;
+    const entity_index::key key{c.entity.collection, c.entity.id};
+    const entity_record* found = entities_.at(key);
+    const std::uint64_t current = found == nullptr ? 0 : found->version;
     if (current != c.expected_version)
       return error(errc::conflict, "entity " + c.entity.collection + "/" + c.entity.id + " changed since it was read");
-    if (c.erase && found == entities_.end())
+    if (c.erase && found == nullptr)
       return error(errc::conflict, "entity " + c.entity.collection + "/" + c.entity.id + " no longer exists");
     if (!c.erase && !c.entity.natural_key.empty()) {
-      auto owner = natural_keys_.find({c.entity.collection, c.entity.user_id, c.entity.natural_key});
-      if (owner != natural_keys_.end() && owner->second != c.entity.id)
-        return error(errc::conflict, "natural key " + c.entity.natural_key + " belongs to " + owner->second);
+      const std::string* owner = entities_.natural_key_owner(c.entity.collection, c.entity.user_id, c.entity.natural_key);
+      if (owner && *owner != c.entity.id)
+        return error(errc::conflict, "natural key " + c.entity.natural_key + " belongs to " + *owner);
     }
     event* target = nullptr;
     if (c.op == entity_change::event_op::append) {
@@ -2731,16 +2995,14 @@ class memory_state {
     }
 
     // Everything is checked: from here on nothing fails, so the change applies whole.
-    if (found != entities_.end()) unindex_entity(found->second);
     if (c.erase) {
-      if (found != entities_.end()) entities_.erase(found);
+      entities_.remove(key);
       if (journal_) journal_->removed_entities.push_back(key);
     } else {
       entity_record row = c.entity;
       row.version = current + 1;
-      if (found != entities_.end()) row.created_at = found->second.created_at;
-      auto& stored = entities_.insert_or_assign(key, std::move(row)).first->second;
-      index_entity(stored);
+      if (found != nullptr) row.created_at = found->created_at;
+      entities_.put(key, std::move(row));
       if (journal_) journal_->entities.push_back(key);
     }
     switch (c.op) {
@@ -2760,46 +3022,6 @@ class memory_state {
     return {};
   }
 
-  [[nodiscard]] std::optional<entity_record> find_entity(std::string_view collection, std::string_view id) const {
-    auto found = entities_.find(entity_key{std::string(collection), std::string(id)});
-    if (found == entities_.end()) return std::nullopt;
-    return found->second;
-  }
-
-  [[nodiscard]] std::optional<entity_record> find_entity_by_key(std::string_view collection, std::string_view user,
-                                                                std::string_view natural_key) const {
-    auto owner = natural_keys_.find({std::string(collection), std::string(user), std::string(natural_key)});
-    if (owner == natural_keys_.end()) return std::nullopt;
-    return find_entity(collection, owner->second);
-  }
-
-  [[nodiscard]] std::vector<entity_record> query_entities(const entity_query& q) const {
-    std::vector<const entity_record*> hits;
-    const timestamp from = q.from.value_or(timestamp::min());
-    auto it = q.user_id ? by_time_.lower_bound({q.collection, *q.user_id, from, std::string()})
-                        : by_time_.lower_bound({q.collection, std::string(), timestamp::min(), std::string()});
-    for (; it != by_time_.end(); ++it) {
-      const auto& [collection, user, when, id] = *it;
-      if (collection != q.collection || (q.user_id && user != *q.user_id)) break;
-      if (when < from) continue;
-      if (q.until && when >= *q.until) {
-        if (q.user_id) break;  // sorted by time within one user
-        continue;
-      }
-      const entity_record& row = entities_.at({collection, id});
-      if (q.sync && row.sync != *q.sync) continue;
-      hits.push_back(&row);
-      if (q.user_id && hits.size() >= q.limit) break;
-    }
-    std::stable_sort(hits.begin(), hits.end(), [](const entity_record* a, const entity_record* b) {
-      return std::tie(a->occurred_at, a->id) < std::tie(b->occurred_at, b->id);
-    });
-    if (hits.size() > q.limit) hits.resize(q.limit);
-    std::vector<entity_record> rows;
-    rows.reserve(hits.size());
-    for (const auto* row : hits) rows.push_back(*row);
-    return rows;
-  }
 
  private:
   /// The undelivered events of one ordering key, in append order, and where its head is queued.
@@ -2807,30 +3029,23 @@ class memory_state {
     seq_deque members;
     int in_flight = 0;
     enum class queue : std::uint8_t { none, ready, waiting } queued = queue::none;
-    std::pair<std::int64_t, std::uint64_t> ready_entry{};  // (-priority, seq) when ready; 64-bit: -INT_MIN
+    std::pair<std::int64_t, std::uint64_t> ready_entry{};  // lifecycle::claim_rank of the head, when ready
     std::pair<timestamp, std::uint64_t> waiting_entry{};  // (retry_after, seq) when waiting
   };
 
   struct user_state {
     std::unordered_map<std::string, line, transparent_string_hash, std::equal_to<>> lines;
-    std::set<std::pair<std::int64_t, std::uint64_t>> ready;  // heads claimable now
+    std::set<std::pair<std::int64_t, std::uint64_t>> ready;  // heads claimable now, in claim order
     std::set<std::uint64_t> ready_by_seq;                  // the same heads, oldest first
     std::set<std::pair<timestamp, std::uint64_t>> waiting; // failed heads, earliest retry first
     std::array<std::set<std::uint64_t>, status_count> by_status;
   };
 
-  /// Whether `e` may be appended: the rules, as a test cheap enough for every event of a batch.
+  /// The new-event rules of lifecycle.hpp, with the uniqueness of the id against this state.
   [[nodiscard]] bool acceptable_new(const event& e) const noexcept {
-    return !e.id.is_nil() && e.status == status::pending && !by_id_.contains(e.id);
+    return lifecycle::acceptable_new(e) && !by_id_.contains(e.id);
   }
-  /// The same rules, saying which one `e` breaks.
-  result<void> validate_new(const event& e) const {
-    if (acceptable_new(e)) return {};
-    if (e.id.is_nil()) return error(errc::invalid_argument, "event id must not be nil");
-    if (e.status != status::pending)
-      return error(errc::invalid_argument, "a new event must be pending, got " + std::string(to_string(e.status)));
-    return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
-  }
+  result<void> validate_new(const event& e) const { return lifecycle::validate_new(e, by_id_.contains(e.id)); }
 
   /// Sequence numbers only grow, so every index takes the new event at its end: the hints
   /// make those inserts O(1) instead of a walk down trees that no longer fit in cache.
@@ -2864,33 +3079,14 @@ class memory_state {
     if (journal_) journal_->removed_events.push_back(seq);
   }
 
-  /// Delivery outcomes written onto the entity, in the transaction that records them: the
-  /// backend's id always; synced only if no newer change of the entity is waiting.
+  /// The write-back rule of lifecycle.hpp, onto the event's entity if it has one here.
   void write_back(const event& e) {
-    if (e.entity_type.empty() || (e.status != status::completed && e.status != status::dead)) return;
-    auto found = entities_.find({e.entity_type, e.entity_id});
-    if (found == entities_.end()) return;
-    entity_record& row = found->second;
-    if (e.status == status::completed) {
-      if (!e.remote_id.empty()) row.remote_id = e.remote_id;
-      if (row.last_event == e.id) {
-        row.sync = sync_status::synced;
-        row.sync_error.clear();
-      }
-    } else {
-      row.sync_error = e.last_error;
-    }
-    ++row.version;
-    if (journal_) journal_->entities.push_back(found->first);
-  }
-
-  void index_entity(const entity_record& row) {
-    by_time_.insert({row.collection, row.user_id, row.occurred_at, row.id});
-    if (!row.natural_key.empty()) natural_keys_[{row.collection, row.user_id, row.natural_key}] = row.id;
-  }
-  void unindex_entity(const entity_record& row) {
-    by_time_.erase({row.collection, row.user_id, row.occurred_at, row.id});
-    if (!row.natural_key.empty()) natural_keys_.erase({row.collection, row.user_id, row.natural_key});
+    if (!lifecycle::writes_back(e)) return;
+    entity_index::key key{e.entity_type, e.entity_id};
+    entity_record* row = entities_.at(key);
+    if (row == nullptr) return;
+    lifecycle::write_back(e, *row);
+    if (journal_) journal_->entities.push_back(std::move(key));
   }
 
   void note(std::uint64_t seq) {
@@ -2960,7 +3156,7 @@ class memory_state {
   }
 
   void enqueue_ready(user_state& user, line& l, const event& e) {
-    l.ready_entry = {-static_cast<std::int64_t>(e.priority), e.seq};
+    l.ready_entry = lifecycle::claim_rank(e);
     user.ready.insert(l.ready_entry);
     user.ready_by_seq.insert(e.seq);
     l.queued = line::queue::ready;
@@ -2995,8 +3191,7 @@ class memory_state {
     }
   }
 
-  /// Leases that ran out belong to a claimer that died or hung: the event goes back to
-  /// pending, or to dead if the lost attempt was its last.
+  /// Leases that ran out, by lifecycle::lease_expiry.
   void expire_leases(timestamp now) {
     while (!leases_.empty() && leases_.begin()->first <= now) {
       const std::uint64_t seq = leases_.begin()->second;
@@ -3008,10 +3203,10 @@ class memory_state {
       e.lease = 0;
       e.lease_until = {};
       e.updated_at = now;
-      const bool last = e.attempts >= e.max_attempts;
-      e.last_error = last ? "lease expired during the last attempt" : "lease expired";
-      move_status(user, e, last ? status::dead : status::pending);
-      if (last) l.members.erase(seq);
+      const lifecycle::expiry expired = lifecycle::lease_expiry(e);
+      e.last_error = expired.message;
+      move_status(user, e, expired.to);
+      if (is_terminal(expired.to)) l.members.erase(seq);
       refresh(user, e.ordering_key, l);
       write_back(e);
       note(seq);
@@ -3041,14 +3236,23 @@ class memory_state {
   std::uint64_t next_seq_ = 1;
   std::uint64_t next_lease_ = 1;
 
-  using entity_key = std::pair<std::string, std::string>;  // (collection, id)
-  std::map<entity_key, entity_record> entities_;
-  std::map<std::tuple<std::string, std::string, std::string>, std::string> natural_keys_;  // (collection, user, key) -> id
-  std::set<std::tuple<std::string, std::string, timestamp, std::string>> by_time_;  // (collection, user, occurred_at, id)
+  entity_index entities_;
   change_journal* journal_ = nullptr;
 };
 
 }  // namespace detail
+
+}  // namespace outbox
+
+// ---- outbox/storage/memory.hpp -------------------------------------------------------------------
+/// \file
+/// `outbox::memory_storage`: a thread-safe storage that keeps everything in memory. Fast and
+/// exact, but gone with the process: for tests, caches of data that can be rebuilt, and as the
+/// reference the durable storages are checked against. Its index is detail/memory_state.hpp.
+
+
+
+namespace outbox {
 
 /// A thread-safe, in-memory `outbox::storage` and `outbox::entity_storage`. Movable; every
 /// operation takes one mutex, so each is atomic.
@@ -3081,8 +3285,13 @@ class memory_storage {
   result<std::vector<event>> query(const event_query& q) {
     return locked([&](auto& s) { return result<std::vector<event>>(s.query(q)); });
   }
+  /// Counts and ages for `user` (all users if none), aged at `now`: the shape every storage and
+  /// the outbox share. `now` is the outbox's clock; without it, the wall clock.
   result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
     return locked([&](auto& s) { return result<event_stats>(s.stats(user, now)); });
+  }
+  result<event_stats> stats(std::optional<std::string_view> user = std::nullopt) {
+    return stats(user, system_clock{}.now());
   }
   result<std::optional<timestamp>> next_wake(std::string_view user, timestamp /*now*/) {
     return locked([&](auto& s) { return result<std::optional<timestamp>>(s.next_wake(user)); });
@@ -3992,61 +4201,9 @@ class seq_sizes {
 
 }  // namespace outbox::detail
 
-// ---- outbox/storage/file.hpp ---------------------------------------------------------------------
+// ---- outbox/storage/file_options.hpp -------------------------------------------------------------
 /// \file
-/// `outbox::file_storage`: a crash-safe, append-only log in one directory, needing nothing but
-/// the standard library and POSIX. For hosts that cannot or will not link SQLite.
-///
-///     auto storage = outbox::file_storage::open("/var/lib/app/outbox").value();
-///
-/// Every operation that changes state appends one group of checksummed records (the new state
-/// of each event and entity it touched, then a commit record) to the active segment file, and
-/// returns once the group is durable under the sync policy. Opening replays the segments into the
-/// same in-memory index `memory_storage` uses, so claim order and per-key rules are identical.
-///
-/// Durability (`file_options::sync`): `group` (default) and `every_commit` return after
-/// `fdatasync`, so nothing acknowledged is lost on power loss; `group` lets concurrent callers
-/// share one sync (the caller leading a sync first waits, at most min(last sync / 2, 250 us), for
-/// as many callers as the last sync served). `none` returns after `write`: safe from a process
-/// crash (`kill -9`), not from power loss.
-///
-/// Preallocation (`file_options::preallocate_bytes`): the active segment is kept zero-filled
-/// some way past the log's end, and records overwrite those zeros in place. A sync of data
-/// written into blocks the file already has flushes only that data: the file's size and block
-/// map do not change, so the file system has no metadata to commit with it. Appending past the
-/// end instead changes the size on every write, and every `fdatasync` then commits metadata
-/// too. The zeros are written a chunk at a time, with the data that needed them and under the
-/// same sync. A zero tail is not a record (a record's length is never 0): opening reads it as
-/// free space, a sealed segment is cut back to its last record, and so is the active one when
-/// the storage closes.
-///
-/// An append of `overlap_min_events` or more logs its events, hands their indexing to a helper
-/// thread (one per storage, started on first use) and writes and syncs them itself meanwhile;
-/// it returns once they are both synced and indexed. Until the helper is done, every other
-/// operation waits, so none sees memory and log disagree.
-///
-/// Recovery: a torn tail (a crash mid-write) is truncated back to the last whole group and
-/// reported in `recovery()`. An unreadable record followed by readable ones is corruption:
-/// opening fails with `errc::corrupt_data` naming the file and offset, unless
-/// `file_options::salvage` asks to skip unreadable stretches (the groups they interrupt are
-/// dropped) and keep every readable group.
-///
-/// Compaction: once superseded records outweigh live ones (and pass a floor), the live state is
-/// written to a new segment, synced, renamed into place and the directory synced, then the old
-/// segments are deleted. A crash at any step leaves either the old or the new state.
-///
-/// One process owns a directory at a time (`flock` on `LOCK`); files are created 0600.
-/// After a failed write or sync the storage refuses further work (`errc::disk_full` when the
-/// disk, a quota or the file size limit had no room, else `errc::io_error`): the state of the
-/// file is unknown, so reopen it, which recovers from what is on disk.
-///
-/// A full disk: preallocation is best effort (the zeros that fit, so records fill the disk to
-/// its end), and a compaction or a new segment that does not fit is given up before it changes
-/// anything, its temporary file removed; the storage goes on and counts it in
-/// `usage::failed_maintenance`. A compaction first cuts the active segment's zeros, whose room
-/// the snapshot may need.
-
-
+/// The options of `outbox::file_storage` and what its opening reports (storage/file.hpp).
 
 
 namespace outbox {
@@ -4073,6 +4230,19 @@ struct file_recovery {
   std::uint64_t salvaged_skips = 0;        ///< unreadable stretches skipped (salvage only)
   std::vector<std::string> notes;          ///< human-readable account of the above
 };
+
+}  // namespace outbox
+
+// ---- outbox/detail/file_log.hpp ------------------------------------------------------------------
+/// \file
+/// The file storage's log on disk (storage/file.hpp): POSIX file helpers, and `segment_log`,
+/// which opens a directory's segments, replays them into a `memory_state`, starts and seals
+/// segments, and compacts. The storage adds group commit and the operations on top.
+
+
+
+
+namespace outbox {
 
 namespace detail::file {
 
@@ -4197,7 +4367,511 @@ inline std::optional<std::uint64_t> segment_number(const std::string& name) {
   return std::stoull(digits);
 }
 
+/// The log's state on disk and in memory, and the steps that open, extend and compact it. Not
+/// synchronised: the storage holds its mutex around every use.
+struct segment_log {
+  std::filesystem::path dir;
+  file_options options;
+  detail::file::fd lock_file;
+  file_recovery recovery;
+  memory_state memory;
+  std::optional<outbox::error> broken;  // set once the files' state is unknown: reopen
+
+  // The log: segment numbers in order; the last one is active (appended to).
+  std::vector<std::uint64_t> segments;
+  detail::file::fd active;
+  std::uint64_t active_bytes = 0;     // where its log ends (the next group goes here)
+  std::uint64_t allocated_bytes = 0;  // its size on disk: the log, then zeros (preallocation)
+
+  // Space accounting for compaction: the size of the latest record of each live item.
+  detail::seq_sizes event_bytes;
+  std::map<std::pair<std::string, std::string>, std::uint32_t> entity_bytes;
+  std::uint64_t total_bytes = 0;
+  std::uint64_t live_bytes = 0;
+  std::uint64_t compactions = 0;
+  std::uint64_t failed_maintenance = 0;  // rolls and compactions given up without a change
+  std::uint64_t compact_again_at = 0;    // dead bytes to wait for after a failed compaction
+  bool unreadable_last = false;  // the last segment's header was unreadable (salvage kept going)
+
+  segment_log(std::filesystem::path directory, file_options o) : dir(std::move(directory)), options(o) {}
+
+  std::filesystem::path path_of(std::uint64_t number) const { return dir / detail::file::segment_name(number); }
+
+  // ---- opening ---------------------------------------------------------------------------
+
+  result<void> open() {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return outbox::error(errc::io_error, "creating " + dir.string() + ": " + ec.message());
+    ::chmod(dir.c_str(), 0700);
+    const auto lock_path = dir / "LOCK";
+    lock_file = fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock_file) return os_error("opening", lock_path);
+    if (::flock(lock_file.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK)
+        return outbox::error(errc::already_open, dir.string() + " is in use by another file_storage (LOCK is held)");
+      return os_error("locking", lock_path);
+    }
+
+    // A leftover .tmp is a compaction that never got renamed: the old segments are the state.
+    std::vector<std::uint64_t> found;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
+        std::filesystem::remove(entry.path(), ec);
+        continue;
+      }
+      if (auto n = segment_number(name)) found.push_back(*n);
+    }
+    if (ec) return outbox::error(errc::io_error, "listing " + dir.string() + ": " + ec.message());
+    std::sort(found.begin(), found.end());
+
+    // Start from the newest segment that begins with a snapshot: it holds the whole state.
+    std::size_t first = 0;
+    std::vector<std::string> contents(found.size());
+    for (std::size_t i = found.size(); i-- > 0;) {
+      auto bytes = read_file(path_of(found[i]));
+      if (!bytes) return bytes.error();
+      contents[i] = std::move(*bytes);
+      if (log::scan_segment(std::string_view(contents[i]).substr(0, std::min<std::size_t>(contents[i].size(), 1 << 20)),
+                                    false)
+              .snapshot) {
+        first = i;
+        break;
+      }
+    }
+    std::uint64_t log_end = 0;  // of the last segment: its zeros, if any, follow
+    for (std::size_t i = first; i < found.size(); ++i) {
+      const bool last = i + 1 == found.size();
+      auto replayed = replay(found[i], contents[i], last);
+      if (!replayed) return replayed.error();
+      log_end = *replayed;
+    }
+    // Segments before the snapshot are garbage from a compaction that crashed before deleting.
+    for (std::size_t i = 0; i < first; ++i) std::filesystem::remove(path_of(found[i]), ec);
+    segments.assign(found.begin() + static_cast<std::ptrdiff_t>(first), found.end());
+
+    memory.set_next_lease(lifecycle::random_lease_start());
+    if (segments.empty()) return start_segment(1, {});
+    if (unreadable_last) return start_segment(segments.back() + 1, {});  // never append after garbage
+    return open_active(log_end);
+  }
+
+  /// Replays one segment; returns where its readable log ends.
+  result<std::uint64_t> replay(std::uint64_t number, const std::string& bytes, bool last) {
+    const auto path = path_of(number);
+    auto scan = log::scan_segment(bytes, options.salvage);
+    if (scan.bad_offset) {
+      const bool torn = last && !scan.valid_after_bad && !scan.bad_header;
+      if (!torn && !options.salvage) {
+        return outbox::error(errc::corrupt_data, path.string() + ": unreadable record at offset " +
+                                                     std::to_string(*scan.bad_offset) +
+                                                     (scan.bad_header ? " (segment header)" : "") +
+                                                     "; open with file_options::salvage to keep the readable groups");
+      }
+      if (!torn) {
+        ++recovery.salvaged_skips;
+        recovery.notes.push_back("salvaged " + path.string() + ": skipped unreadable data from offset " +
+                                 std::to_string(*scan.bad_offset));
+      }
+    }
+    for (std::size_t i = 0; i < scan.groups.size(); ++i) {
+      const auto contradiction = apply_group(scan.groups[i]);
+      if (!contradiction) continue;
+      const std::string where = path.string() + ": the group at offset " + std::to_string(scan.group_offsets[i]);
+      if (!options.salvage)
+        return outbox::error(errc::corrupt_data, where + " contradicts the log before it: " + *contradiction +
+                                                     "; open with file_options::salvage to keep the rest");
+      ++recovery.salvaged_skips;
+      recovery.notes.push_back("salvaged " + where + ": left out what contradicts the log before it (" + *contradiction + ")");
+    }
+    recovery.groups_replayed += scan.groups.size();
+    total_bytes += scan.valid_end;
+    // Zeros after the log are preallocated space, not a record; torn bytes end at the last
+    // byte that is not zero.
+    std::size_t written_end = bytes.size();
+    while (written_end > scan.valid_end && bytes[written_end - 1] == '\0') --written_end;
+    if (last && written_end > scan.valid_end && !scan.bad_header) {
+      // A crash mid-write: cut back to the last whole group.
+      const std::uint64_t cut = written_end - scan.valid_end;
+      fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+      if (!f || ::ftruncate(f.get(), static_cast<off_t>(scan.valid_end)) != 0 || ::fsync(f.get()) != 0)
+        return os_error("truncating the torn tail of", path);
+      recovery.torn_bytes_truncated += cut;
+      recovery.torn_file = path.string();
+      recovery.notes.push_back("truncated a torn tail of " + std::to_string(cut) + " bytes from " + path.string() +
+                               " at offset " + std::to_string(scan.valid_end));
+    } else if (!last && bytes.size() > scan.valid_end && !options.salvage) {
+      return outbox::error(errc::corrupt_data, path.string() + ": incomplete group at offset " +
+                                                   std::to_string(scan.valid_end) + " in a sealed segment");
+    } else if (!last && bytes.size() > scan.valid_end && !scan.bad_offset) {  // say what salvage dropped
+      ++recovery.salvaged_skips;
+      recovery.notes.push_back("salvaged " + path.string() + ": dropped an incomplete group at offset " +
+                               std::to_string(scan.valid_end) + " of a sealed segment");
+    }
+    if (last && scan.bad_header && bytes.size() >= log::header_size) unreadable_last = true;
+    if (scan.bad_header && last && bytes.size() < log::header_size) {
+      // A segment whose creation was cut short: start it again.
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    }
+    return scan.valid_end;
+  }
+
+  /// Replays one group into memory. A record that contradicts the state (an event id or a
+  /// natural key already held by another live item: the log was checksummed, but not written
+  /// by this storage) is left out, and the first such is described in the return value.
+  std::optional<std::string> apply_group(std::vector<log::record>& group) {
+    std::optional<std::string> contradiction;
+    for (auto& rec : group) {
+      if (auto* m = std::get_if<log::marker>(&rec)) {
+        if (m->type == log::record_type::snapshot) {
+          memory = memory_state();
+          event_bytes.clear();
+          entity_bytes.clear();
+          live_bytes = 0;
+          total_bytes = 0;
+        }
+        memory.set_next_seq(m->next_seq);
+      } else if (auto* e = std::get_if<event>(&rec)) {
+        if (!memory.restore_event(*e)) {
+          if (!contradiction) contradiction = "event " + e->id.to_string() + " logged under seq " + std::to_string(e->seq) + " while another event holds that id";
+          continue;
+        }
+        account_event(e->seq, record_size(*e));
+      } else if (auto* seq = std::get_if<std::uint64_t>(&rec)) {
+        forget_event(*seq);
+        memory.restore_removed_event(*seq);
+      } else if (auto* row = std::get_if<entity_record>(&rec)) {
+        if (!memory.restore_entity(*row)) {
+          if (!contradiction) contradiction = "entity " + row->collection + "/" + row->id + " logged with natural key \"" + row->natural_key + "\" while another row of its user holds it";
+          continue;
+        }
+        account_entity({row->collection, row->id}, record_size(*row));
+      } else if (auto* gone = std::get_if<log::removed_entity>(&rec)) {
+        forget_entity({gone->collection, gone->id});
+        memory.restore_removed_entity({gone->collection, gone->id});
+      }
+    }
+    return contradiction;
+  }
+
+  static std::uint32_t record_size(const event& e) {
+    return static_cast<std::uint32_t>(log::event_record_size(e));
+  }
+  static std::uint32_t record_size(const entity_record& r) {
+    return static_cast<std::uint32_t>(log::entity_record_size(r));
+  }
+  void account_event(std::uint64_t seq, std::uint32_t bytes) {
+    live_bytes -= event_bytes.set(seq, bytes);
+    live_bytes += bytes;
+  }
+  void forget_event(std::uint64_t seq) { live_bytes -= event_bytes.erase(seq); }
+  void account_entity(const std::pair<std::string, std::string>& key, std::uint32_t bytes) {
+    auto [it, fresh] = entity_bytes.try_emplace(key, bytes);
+    if (!fresh) live_bytes -= it->second;
+    it->second = bytes;
+    live_bytes += bytes;
+  }
+  void forget_entity(const std::pair<std::string, std::string>& key) {
+    auto it = entity_bytes.find(key);
+    if (it == entity_bytes.end()) return;
+    live_bytes -= it->second;
+    entity_bytes.erase(it);
+  }
+
+  /// Makes the last segment active; its log ends at `log_end`, zeros (if any) follow.
+  result<void> open_active(std::uint64_t log_end) {
+    const auto path = path_of(segments.back());
+    active = fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    if (!active) return os_error("opening", path);
+    struct stat st {};
+    if (::fstat(active.get(), &st) != 0) return os_error("inspecting", path);
+    allocated_bytes = static_cast<std::uint64_t>(st.st_size);
+    active_bytes = std::min(log_end, allocated_bytes);
+    if (active_bytes < log::header_size) {
+      // Empty (its creation was cut short): write the header again.
+      if (::ftruncate(active.get(), 0) != 0) return os_error("resetting", path);
+      const std::string header = log::segment_header();
+      if (auto w = write_at(active.get(), header, 0, path); !w) return w;
+      if (auto s = sync_file(active.get(), path); !s) return s;
+      active_bytes = allocated_bytes = header.size();
+    }
+    return {};
+  }
+
+  /// Creates segment `number` holding the header and `initial` records, synced, and makes it
+  /// active. Written under a temporary name and renamed, so it appears whole or not at all.
+  /// A failure up to the rename (a full disk, say) changes nothing and removes the temporary
+  /// file: `*clean` is then true. After the rename the new segment is on disk but may not be
+  /// in memory: `*clean` is false, and the storage must be reopened.
+  result<void> start_segment(std::uint64_t number, std::string_view initial, bool* clean = nullptr) {
+    const auto path = path_of(number);
+    const auto tmp = std::filesystem::path(path.string() + ".tmp");
+    if (clean) *clean = true;
+    auto written = [&]() -> result<void> {
+      fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      if (!f) return os_error("creating", tmp);
+      if (auto w = write_at(f.get(), log::segment_header(), 0, tmp); !w) return w;
+      if (auto w = write_at(f.get(), initial, log::header_size, tmp); !w) return w;
+      return sync_file(f.get(), tmp);
+    }();
+    if (written && ::rename(tmp.c_str(), path.c_str()) != 0) written = os_error("renaming", tmp);
+    if (!written) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);  // its room back, on a full disk
+      return written;
+    }
+    if (clean) *clean = false;
+    if (auto d = sync_directory(dir); !d) return d;
+    segments.push_back(number);
+    total_bytes += log::header_size + initial.size();
+    return open_active(log::header_size + initial.size());
+  }
+
+  /// Counts a failed roll or compaction; one that left the files unknown breaks the storage.
+  outbox::error maintenance_failed(const outbox::error& e, bool clean) {
+    ++failed_maintenance;
+    if (!clean && !broken) broken = outbox::error(e.code, e.message + " (reopen the storage to recover)");
+    return e;
+  }
+
+  /// Cuts the active segment's preallocated zeros off, durably, before a later segment
+  /// exists: only the last segment may end in zeros.
+  result<void> seal_active() {
+    if (allocated_bytes <= active_bytes) return {};
+    const auto path = path_of(segments.back());
+    if (::ftruncate(active.get(), static_cast<off_t>(active_bytes)) != 0 || ::fsync(active.get()) != 0)
+      return os_error("sealing", path);
+    allocated_bytes = active_bytes;
+    return {};
+  }
+
+  /// Writes the live state to a new segment (tmp, sync, rename, sync dir), then deletes the old.
+  /// Each live item is written in the state its latest record holds, so its record is the
+  /// size `event_bytes` / `entity_bytes` already say, and `live_bytes` stays what it is: the
+  /// accounting needs no rebuilding, and the snapshot's buffer is sized once from it.
+  result<void> compact_locked() {
+    // The active segment's zeros go first: they are room the snapshot may need on a full disk,
+    // and the segment is deleted after a compaction anyway.
+    if (auto sealed = seal_active(); !sealed) return maintenance_failed(sealed.error(), false);
+    std::string snapshot;
+    snapshot.reserve(live_bytes + 2 * (log::frame_overhead + 9));
+    log::put_marker(snapshot, log::record_type::snapshot, memory.next_seq());
+    for (const auto& entry : memory.events()) log::put_event(snapshot, entry.second);
+    for (const auto& entry : memory.entities()) log::put_entity(snapshot, entry.second);
+    log::put_marker(snapshot, log::record_type::commit, memory.next_seq());
+    const std::vector<std::uint64_t> old = segments;
+    bool clean = true;
+    if (auto started = start_segment(segments.back() + 1, snapshot, &clean); !started)
+      return maintenance_failed(started.error(), clean);
+    total_bytes = log::header_size + snapshot.size();
+    std::error_code ec;
+    for (auto n : old) std::filesystem::remove(path_of(n), ec);
+    segments.erase(segments.begin(), segments.end() - 1);
+    ++compactions;
+    compact_again_at = 0;
+    if (auto synced = sync_directory(dir); !synced) return maintenance_failed(synced.error(), false);
+    return {};
+  }
+};
+
 }  // namespace detail::file
+
+}  // namespace outbox
+
+// ---- outbox/detail/group_commit.hpp --------------------------------------------------------------
+/// \file
+/// Group commit, written once for every durable storage: callers queue their work, one of them
+/// (the leader) makes the work of all queued callers durable at once (one write and sync, one
+/// COMMIT), and each caller returns once its own work is settled: durable, or failed with the
+/// error its storage gives it.
+///
+/// The storage owns the mutex that guards its queue, and supplies only its engine's steps, as a
+/// `Steps` object passed to `await`:
+///
+///     Batch take(std::size_t queued);   // locked: take the oldest queued members (their
+///                                       //   number is `Batch::members`)
+///     bool write(Batch&);               // unlocked: make them durable; false if the group
+///                                       //   failed as a whole (the storage now refuses work)
+///     void finish(Batch&, bool written);// locked, still leading: account for the write
+///     bool stopped();                   // locked: the storage refuses work (waiters return)
+///
+/// Per-member failure isolation is the storage's: a `write` that settles every member with its
+/// own outcome (SQLite re-runs a failed group with a savepoint per member) returns true.
+///
+/// The gathering rule. A new leader first waits, briefly, for the callers the last group
+/// released: they come back with their next call while the leader would otherwise already be
+/// writing without them, and would then wait for the group after it; groups would settle into
+/// alternating halves, each caller paying two syncs per call. So before taking the queue a
+/// leader waits until as many members are queued as it expects (see `expectation`), for at most
+/// half the last group's write and never longer than the storage's `max_gather`: at most half a
+/// sync. A lone caller (an expectation of one) never waits.
+
+
+namespace outbox::detail {
+
+class group_commit {
+ public:
+  /// How many members the next leader waits for.
+  enum class expectation : std::uint8_t {
+    last_group,   ///< as many as the last group carried
+    outstanding,  ///< those, and the members queued while it was written
+  };
+  struct tuning {
+    std::chrono::nanoseconds max_gather{};  ///< the longest a leader waits; zero: never
+    expectation expect = expectation::last_group;
+  };
+
+  explicit group_commit(tuning t) noexcept : tuning_(t) {}
+
+  /// Under the storage's mutex: one more member is queued. Returns its ticket, for `await`.
+  std::uint64_t join() {
+    ++queued_;
+    if (gathering_ && queued_ >= expected_) gather_cv_.notify_one();
+    return ++joined_;
+  }
+
+  /// Under the storage's mutex (held in `lock`): returns once member `ticket` is settled (true)
+  /// or the storage stopped (false). Leads groups while no one else does.
+  template <class Steps>
+  bool await(std::unique_lock<std::mutex>& lock, std::uint64_t ticket, Steps& steps) {
+    while (settled_ < ticket) {
+      if (steps.stopped()) return false;
+      if (leading_) {
+        settled_cv_.wait(lock);
+        continue;
+      }
+      lead(lock, steps);
+    }
+    return true;
+  }
+
+  /// Nobody leads and every member joined is settled.
+  [[nodiscard]] bool idle() const noexcept { return !leading_ && settled_ == joined_; }
+  /// Every member joined is settled (the group being finished included).
+  [[nodiscard]] bool all_settled() const noexcept { return settled_ == joined_; }
+  /// Waits, under the storage's mutex, until a group finishes.
+  void wait_for_group(std::unique_lock<std::mutex>& lock) { settled_cv_.wait(lock); }
+
+ private:
+  template <class Steps>
+  void lead(std::unique_lock<std::mutex>& lock, Steps& steps) {
+    leading_ = true;
+    gather(lock);
+    auto batch = steps.take(queued_);
+    const std::size_t taken = batch.members;
+    queued_ -= taken;
+    lock.unlock();
+    const auto started = std::chrono::steady_clock::now();
+    bool written = false;
+    try {
+      written = steps.write(batch);
+    } catch (...) {
+      lock.lock();
+      release(steps, batch, false, taken, {});
+      throw;
+    }
+    const auto took = std::chrono::steady_clock::now() - started;
+    lock.lock();
+    release(steps, batch, written, taken, took);
+  }
+
+  template <class Steps, class Batch>
+  void release(Steps& steps, Batch& batch, bool written, std::size_t taken, std::chrono::nanoseconds took) {
+    if (written) settled_ += taken;
+    steps.finish(batch, written);
+    if (written) {
+      expected_ = tuning_.expect == expectation::outstanding ? taken + queued_ : taken;
+      last_took_ = took;
+    }
+    leading_ = false;
+    settled_cv_.notify_all();
+  }
+
+  void gather(std::unique_lock<std::mutex>& lock) {
+    if (expected_ <= 1 || queued_ >= expected_) return;
+    const auto budget = std::min<std::chrono::nanoseconds>(last_took_ / 2, tuning_.max_gather);
+    if (budget <= std::chrono::nanoseconds::zero()) return;
+    gathering_ = true;
+    gather_cv_.wait_for(lock, budget, [&] { return queued_ >= expected_; });
+    gathering_ = false;
+  }
+
+  tuning tuning_;
+  std::condition_variable settled_cv_;  // a group finished
+  std::condition_variable gather_cv_;   // a gathering leader waits here for members
+  std::uint64_t joined_ = 0;
+  std::uint64_t settled_ = 0;
+  std::size_t queued_ = 0;
+  bool leading_ = false;
+  bool gathering_ = false;
+  std::size_t expected_ = 0;
+  std::chrono::nanoseconds last_took_{0};
+};
+
+}  // namespace outbox::detail
+
+// ---- outbox/storage/file.hpp ---------------------------------------------------------------------
+/// \file
+/// `outbox::file_storage`: a crash-safe, append-only log in one directory, needing nothing but
+/// the standard library and POSIX. For hosts that cannot or will not link SQLite.
+///
+///     auto storage = outbox::file_storage::open("/var/lib/app/outbox").value();
+///
+/// Every operation that changes state appends one group of checksummed records (the new state
+/// of each event and entity it touched, then a commit record) to the active segment file, and
+/// returns once the group is durable under the sync policy. Opening replays the segments into the
+/// same in-memory index `memory_storage` uses (detail/memory_state.hpp), so claim order and
+/// per-key rules are identical.
+///
+/// Durability (`file_options::sync`): `group` (default) and `every_commit` return after
+/// `fdatasync`, so nothing acknowledged is lost on power loss; `group` lets concurrent callers
+/// share one sync (detail/group_commit.hpp: the caller leading a sync first waits, at most
+/// min(last sync / 2, 250 us), for as many callers as the last sync served). `none` returns
+/// after `write`: safe from a process crash (`kill -9`), not from power loss.
+///
+/// Preallocation (`file_options::preallocate_bytes`): the active segment is kept zero-filled
+/// some way past the log's end, and records overwrite those zeros in place. A sync of data
+/// written into blocks the file already has flushes only that data: the file's size and block
+/// map do not change, so the file system has no metadata to commit with it. Appending past the
+/// end instead changes the size on every write, and every `fdatasync` then commits metadata
+/// too. The zeros are written a chunk at a time, with the data that needed them and under the
+/// same sync. A zero tail is not a record (a record's length is never 0): opening reads it as
+/// free space, a sealed segment is cut back to its last record, and so is the active one when
+/// the storage closes.
+///
+/// An append of `overlap_min_events` or more logs its events, hands their indexing to a helper
+/// thread (one per storage, started on first use) and writes and syncs them itself meanwhile;
+/// it returns once they are both synced and indexed. Until the helper is done, every other
+/// operation waits, so none sees memory and log disagree.
+///
+/// Recovery: a torn tail (a crash mid-write) is truncated back to the last whole group and
+/// reported in `recovery()`. An unreadable record followed by readable ones is corruption:
+/// opening fails with `errc::corrupt_data` naming the file and offset, unless
+/// `file_options::salvage` asks to skip unreadable stretches (the groups they interrupt are
+/// dropped) and keep every readable group.
+///
+/// Compaction: once superseded records outweigh live ones (and pass a floor), the live state is
+/// written to a new segment, synced, renamed into place and the directory synced, then the old
+/// segments are deleted. A crash at any step leaves either the old or the new state.
+///
+/// One process owns a directory at a time (`flock` on `LOCK`); files are created 0600.
+/// After a failed write or sync the storage refuses further work (`errc::disk_full` when the
+/// disk, a quota or the file size limit had no room, else `errc::io_error`): the state of the
+/// file is unknown, so reopen it, which recovers from what is on disk.
+///
+/// A full disk: preallocation is best effort (the zeros that fit, so records fill the disk to
+/// its end), and a compaction or a new segment that does not fit is given up before it changes
+/// anything, its temporary file removed; the storage goes on and counts it in
+/// `usage::failed_maintenance`. A compaction first cuts the active segment's zeros, whose room
+/// the snapshot may need.
+
+
+
+
+namespace outbox {
+
 
 /// A durable `outbox::storage` and `outbox::entity_storage` on plain files. Movable; thread-safe.
 class file_storage {
@@ -4280,8 +4954,13 @@ class file_storage {
   result<std::vector<event>> query(const event_query& q) {
     return s_->read([&](auto& m) { return result<std::vector<event>>(m.query(q)); });
   }
+  /// Counts and ages for `user` (all users if none), aged at `now`: the shape every storage and
+  /// the outbox share. `now` is the outbox's clock; without it, the wall clock.
   result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
     return s_->read([&](auto& m) { return result<event_stats>(m.stats(user, now)); });
+  }
+  result<event_stats> stats(std::optional<std::string_view> user = std::nullopt) {
+    return stats(user, system_clock{}.now());
   }
   result<std::optional<timestamp>> next_wake(std::string_view user, timestamp) {
     return s_->read([&](auto& m) { return result<std::optional<timestamp>>(m.next_wake(user)); });
@@ -4322,49 +5001,27 @@ class file_storage {
   explicit file_storage(std::unique_ptr<state> s) : s_(std::move(s)) {}
 
 
-  struct state {
-    std::filesystem::path dir;
-    file_options options;
-    detail::file::fd lock_file;
-    file_recovery recovery;
+  struct state : detail::file::segment_log {
 
-    std::mutex mutex;  // guards everything below
-    std::condition_variable cv;
-    detail::memory_state memory;
+    std::mutex mutex;  // guards everything, the log's state included
     detail::change_journal journal;
 
-    // The log: segment numbers in order; the last one is active (appended to).
-    std::vector<std::uint64_t> segments;
-    detail::file::fd active;
-    std::uint64_t active_bytes = 0;     // where its log ends (the next group goes here)
-    std::uint64_t allocated_bytes = 0;  // its size on disk: the log, then zeros (preallocation)
 
-    // Group commit: groups are serialised into `pending` under the mutex in the order they were
-    // applied to memory (in the same hold of the mutex: whoever takes it next sees memory and
-    // log agree); one leader at a time (`flushing`) writes and syncs them with the mutex
-    // released. The leader is one of the waiting callers.
+    // Group commit (detail/group_commit.hpp): groups are serialised into `pending` under the
+    // mutex in the order they were applied to memory (in the same hold of the mutex: whoever
+    // takes it next sees memory and log agree); one leader at a time writes and syncs them with
+    // the mutex released. The leader is one of the waiting callers. Under sync_policy::group it
+    // first gathers, for at most 250 us, as many groups as the last flush carried.
     std::string pending;
     std::vector<std::size_t> groups_in_pending;  // end offset of each group in `pending`
     std::string spare;                           // the last flush's buffer, reused for `pending`
-    std::uint64_t groups_applied = 0;
-    std::uint64_t groups_durable = 0;
-    bool flushing = false;
-    std::optional<outbox::error> broken;
+    detail::group_commit commit_group;
 
-    // A leader under sync_policy::group first waits, briefly, for as many groups as the last
-    // flush carried: the callers that flush released come back with their next save while it
-    // would otherwise already be syncing without them, and would have to wait for the flush
-    // after it. See gather().
-    std::condition_variable gather_cv;
-    bool gathering = false;
-    std::size_t last_flush_groups = 0;
-    std::chrono::nanoseconds last_flush_time{0};
-
-    /// One leader's work: bytes of whole groups, and what they make durable.
+    /// One leader's work: bytes of whole groups, and where they go.
     struct flush_job {
       std::string bytes;
-      std::size_t groups = 0;
-      std::uint64_t target = 0;  // groups_durable once written
+      std::size_t members = 0;  // groups
+      result<void> written;
       int file = -1;
       std::filesystem::path path;
       std::uint64_t offset = 0;  // where the bytes go: the log's end
@@ -4383,19 +5040,13 @@ class file_storage {
     std::uint64_t index_jobs_done = 0;
     bool indexer_stop = false;
 
-    // Space accounting for compaction: the size of the latest record of each live item.
-    detail::seq_sizes event_bytes;
-    std::map<std::pair<std::string, std::string>, std::uint32_t> entity_bytes;
-    std::uint64_t total_bytes = 0;
-    std::uint64_t live_bytes = 0;
-    std::uint64_t compactions = 0;
-    std::uint64_t failed_maintenance = 0;  // rolls and compactions given up without a change
-    std::uint64_t compact_again_at = 0;    // dead bytes to wait for after a failed compaction
     std::uint64_t syncs = 0;
     std::uint64_t writes = 0;
-    bool unreadable_last = false;  // the last segment's header was unreadable (salvage kept going)
 
-    state(std::filesystem::path directory, file_options o) : dir(std::move(directory)), options(o) {}
+    state(std::filesystem::path directory, file_options o)
+        : segment_log(std::move(directory), o),
+          commit_group({o.sync == file_options::sync_policy::group ? std::chrono::microseconds(250) : std::chrono::microseconds(0),
+                        detail::group_commit::expectation::last_group}) {}
     state(const state&) = delete;
     state& operator=(const state&) = delete;
     ~state() {
@@ -4413,241 +5064,6 @@ class file_storage {
         const int cut = ::ftruncate(active.get(), static_cast<off_t>(active_bytes));
         static_cast<void>(cut);
       }
-    }
-
-    std::filesystem::path path_of(std::uint64_t number) const { return dir / detail::file::segment_name(number); }
-
-    // ---- opening ---------------------------------------------------------------------------
-
-    result<void> open() {
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      if (ec) return outbox::error(errc::io_error, "creating " + dir.string() + ": " + ec.message());
-      ::chmod(dir.c_str(), 0700);
-      const auto lock_path = dir / "LOCK";
-      lock_file = detail::file::fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-      if (!lock_file) return detail::file::os_error("opening", lock_path);
-      if (::flock(lock_file.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
-          return outbox::error(errc::already_open, dir.string() + " is in use by another file_storage (LOCK is held)");
-        return detail::file::os_error("locking", lock_path);
-      }
-
-      // A leftover .tmp is a compaction that never got renamed: the old segments are the state.
-      std::vector<std::uint64_t> found;
-      for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-        const std::string name = entry.path().filename().string();
-        if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
-          std::filesystem::remove(entry.path(), ec);
-          continue;
-        }
-        if (auto n = detail::file::segment_number(name)) found.push_back(*n);
-      }
-      if (ec) return outbox::error(errc::io_error, "listing " + dir.string() + ": " + ec.message());
-      std::sort(found.begin(), found.end());
-
-      // Start from the newest segment that begins with a snapshot: it holds the whole state.
-      std::size_t first = 0;
-      std::vector<std::string> contents(found.size());
-      for (std::size_t i = found.size(); i-- > 0;) {
-        auto bytes = detail::file::read_file(path_of(found[i]));
-        if (!bytes) return bytes.error();
-        contents[i] = std::move(*bytes);
-        if (detail::log::scan_segment(std::string_view(contents[i]).substr(0, std::min<std::size_t>(contents[i].size(), 1 << 20)),
-                                      false)
-                .snapshot) {
-          first = i;
-          break;
-        }
-      }
-      std::uint64_t log_end = 0;  // of the last segment: its zeros, if any, follow
-      for (std::size_t i = first; i < found.size(); ++i) {
-        const bool last = i + 1 == found.size();
-        auto replayed = replay(found[i], contents[i], last);
-        if (!replayed) return replayed.error();
-        log_end = *replayed;
-      }
-      // Segments before the snapshot are garbage from a compaction that crashed before deleting.
-      for (std::size_t i = 0; i < first; ++i) std::filesystem::remove(path_of(found[i]), ec);
-      segments.assign(found.begin() + static_cast<std::ptrdiff_t>(first), found.end());
-
-      std::random_device rd;
-      memory.set_next_lease((static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL);
-      if (segments.empty()) return start_segment(1, {});
-      if (unreadable_last) return start_segment(segments.back() + 1, {});  // never append after garbage
-      return open_active(log_end);
-    }
-
-    /// Replays one segment; returns where its readable log ends.
-    result<std::uint64_t> replay(std::uint64_t number, const std::string& bytes, bool last) {
-      const auto path = path_of(number);
-      auto scan = detail::log::scan_segment(bytes, options.salvage);
-      if (scan.bad_offset) {
-        const bool torn = last && !scan.valid_after_bad && !scan.bad_header;
-        if (!torn && !options.salvage) {
-          return outbox::error(errc::corrupt_data, path.string() + ": unreadable record at offset " +
-                                                       std::to_string(*scan.bad_offset) +
-                                                       (scan.bad_header ? " (segment header)" : "") +
-                                                       "; open with file_options::salvage to keep the readable groups");
-        }
-        if (!torn) {
-          ++recovery.salvaged_skips;
-          recovery.notes.push_back("salvaged " + path.string() + ": skipped unreadable data from offset " +
-                                   std::to_string(*scan.bad_offset));
-        }
-      }
-      for (std::size_t i = 0; i < scan.groups.size(); ++i) {
-        const auto contradiction = apply_group(scan.groups[i]);
-        if (!contradiction) continue;
-        const std::string where = path.string() + ": the group at offset " + std::to_string(scan.group_offsets[i]);
-        if (!options.salvage)
-          return outbox::error(errc::corrupt_data, where + " contradicts the log before it: " + *contradiction +
-                                                       "; open with file_options::salvage to keep the rest");
-        ++recovery.salvaged_skips;
-        recovery.notes.push_back("salvaged " + where + ": left out what contradicts the log before it (" + *contradiction + ")");
-      }
-      recovery.groups_replayed += scan.groups.size();
-      total_bytes += scan.valid_end;
-      // Zeros after the log are preallocated space, not a record; torn bytes end at the last
-      // byte that is not zero.
-      std::size_t written_end = bytes.size();
-      while (written_end > scan.valid_end && bytes[written_end - 1] == '\0') --written_end;
-      if (last && written_end > scan.valid_end && !scan.bad_header) {
-        // A crash mid-write: cut back to the last whole group.
-        const std::uint64_t cut = written_end - scan.valid_end;
-        detail::file::fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-        if (!f || ::ftruncate(f.get(), static_cast<off_t>(scan.valid_end)) != 0 || ::fsync(f.get()) != 0)
-          return detail::file::os_error("truncating the torn tail of", path);
-        recovery.torn_bytes_truncated += cut;
-        recovery.torn_file = path.string();
-        recovery.notes.push_back("truncated a torn tail of " + std::to_string(cut) + " bytes from " + path.string() +
-                                 " at offset " + std::to_string(scan.valid_end));
-      } else if (!last && bytes.size() > scan.valid_end && !options.salvage) {
-        return outbox::error(errc::corrupt_data, path.string() + ": incomplete group at offset " +
-                                                     std::to_string(scan.valid_end) + " in a sealed segment");
-      } else if (!last && bytes.size() > scan.valid_end && !scan.bad_offset) {  // say what salvage dropped
-        ++recovery.salvaged_skips;
-        recovery.notes.push_back("salvaged " + path.string() + ": dropped an incomplete group at offset " +
-                                 std::to_string(scan.valid_end) + " of a sealed segment");
-      }
-      if (last && scan.bad_header && bytes.size() >= detail::log::header_size) unreadable_last = true;
-      if (scan.bad_header && last && bytes.size() < detail::log::header_size) {
-        // A segment whose creation was cut short: start it again.
-        std::error_code ec;
-        std::filesystem::remove(path, ec);
-      }
-      return scan.valid_end;
-    }
-
-    /// Replays one group into memory. A record that contradicts the state (an event id or a
-    /// natural key already held by another live item: the log was checksummed, but not written
-    /// by this storage) is left out, and the first such is described in the return value.
-    std::optional<std::string> apply_group(std::vector<detail::log::record>& group) {
-      std::optional<std::string> contradiction;
-      for (auto& rec : group) {
-        if (auto* m = std::get_if<detail::log::marker>(&rec)) {
-          if (m->type == detail::log::record_type::snapshot) {
-            memory = detail::memory_state();
-            event_bytes.clear();
-            entity_bytes.clear();
-            live_bytes = 0;
-            total_bytes = 0;
-          }
-          memory.set_next_seq(m->next_seq);
-        } else if (auto* e = std::get_if<event>(&rec)) {
-          if (!memory.restore_event(*e)) {
-            if (!contradiction) contradiction = "event " + e->id.to_string() + " logged under seq " + std::to_string(e->seq) + " while another event holds that id";
-            continue;
-          }
-          account_event(e->seq, record_size(*e));
-        } else if (auto* seq = std::get_if<std::uint64_t>(&rec)) {
-          forget_event(*seq);
-          memory.restore_removed_event(*seq);
-        } else if (auto* row = std::get_if<entity_record>(&rec)) {
-          if (!memory.restore_entity(*row)) {
-            if (!contradiction) contradiction = "entity " + row->collection + "/" + row->id + " logged with natural key \"" + row->natural_key + "\" while another row of its user holds it";
-            continue;
-          }
-          account_entity({row->collection, row->id}, record_size(*row));
-        } else if (auto* gone = std::get_if<detail::log::removed_entity>(&rec)) {
-          forget_entity({gone->collection, gone->id});
-          memory.restore_removed_entity({gone->collection, gone->id});
-        }
-      }
-      return contradiction;
-    }
-
-    static std::uint32_t record_size(const event& e) {
-      return static_cast<std::uint32_t>(detail::log::event_record_size(e));
-    }
-    static std::uint32_t record_size(const entity_record& r) {
-      return static_cast<std::uint32_t>(detail::log::entity_record_size(r));
-    }
-    void account_event(std::uint64_t seq, std::uint32_t bytes) {
-      live_bytes -= event_bytes.set(seq, bytes);
-      live_bytes += bytes;
-    }
-    void forget_event(std::uint64_t seq) { live_bytes -= event_bytes.erase(seq); }
-    void account_entity(const std::pair<std::string, std::string>& key, std::uint32_t bytes) {
-      auto [it, fresh] = entity_bytes.try_emplace(key, bytes);
-      if (!fresh) live_bytes -= it->second;
-      it->second = bytes;
-      live_bytes += bytes;
-    }
-    void forget_entity(const std::pair<std::string, std::string>& key) {
-      auto it = entity_bytes.find(key);
-      if (it == entity_bytes.end()) return;
-      live_bytes -= it->second;
-      entity_bytes.erase(it);
-    }
-
-    /// Makes the last segment active; its log ends at `log_end`, zeros (if any) follow.
-    result<void> open_active(std::uint64_t log_end) {
-      const auto path = path_of(segments.back());
-      active = detail::file::fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-      if (!active) return detail::file::os_error("opening", path);
-      struct stat st {};
-      if (::fstat(active.get(), &st) != 0) return detail::file::os_error("inspecting", path);
-      allocated_bytes = static_cast<std::uint64_t>(st.st_size);
-      active_bytes = std::min(log_end, allocated_bytes);
-      if (active_bytes < detail::log::header_size) {
-        // Empty (its creation was cut short): write the header again.
-        if (::ftruncate(active.get(), 0) != 0) return detail::file::os_error("resetting", path);
-        const std::string header = detail::log::segment_header();
-        if (auto w = detail::file::write_at(active.get(), header, 0, path); !w) return w;
-        if (auto s = detail::file::sync_file(active.get(), path); !s) return s;
-        active_bytes = allocated_bytes = header.size();
-      }
-      return {};
-    }
-
-    /// Creates segment `number` holding the header and `initial` records, synced, and makes it
-    /// active. Written under a temporary name and renamed, so it appears whole or not at all.
-    /// A failure up to the rename (a full disk, say) changes nothing and removes the temporary
-    /// file: `*clean` is then true. After the rename the new segment is on disk but may not be
-    /// in memory: `*clean` is false, and the storage must be reopened.
-    result<void> start_segment(std::uint64_t number, std::string_view initial, bool* clean = nullptr) {
-      const auto path = path_of(number);
-      const auto tmp = std::filesystem::path(path.string() + ".tmp");
-      if (clean) *clean = true;
-      auto written = [&]() -> result<void> {
-        detail::file::fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-        if (!f) return detail::file::os_error("creating", tmp);
-        if (auto w = detail::file::write_at(f.get(), detail::log::segment_header(), 0, tmp); !w) return w;
-        if (auto w = detail::file::write_at(f.get(), initial, detail::log::header_size, tmp); !w) return w;
-        return detail::file::sync_file(f.get(), tmp);
-      }();
-      if (written && ::rename(tmp.c_str(), path.c_str()) != 0) written = detail::file::os_error("renaming", tmp);
-      if (!written) {
-        std::error_code ignored;
-        std::filesystem::remove(tmp, ignored);  // its room back, on a full disk
-        return written;
-      }
-      if (clean) *clean = false;
-      if (auto d = detail::file::sync_directory(dir); !d) return d;
-      segments.push_back(number);
-      total_bytes += detail::log::header_size + initial.size();
-      return open_active(detail::log::header_size + initial.size());
     }
 
     // ---- operations ------------------------------------------------------------------------
@@ -4727,8 +5143,7 @@ class file_storage {
     /// Counts the group just serialised into `pending`; returns its ticket.
     std::uint64_t group_queued() {
       ++writes;
-      if (gathering && groups_in_pending.size() >= last_flush_groups) gather_cv.notify_one();
-      return ++groups_applied;
+      return commit_group.join();
     }
 
     void serialise_journal() {
@@ -4765,57 +5180,46 @@ class file_storage {
       groups_in_pending.push_back(pending.size());
     }
 
-    result<void> wait_durable(std::unique_lock<std::mutex>& lock, std::uint64_t ticket) {
-      while (groups_durable < ticket) {
-        if (broken) return *broken;
-        if (flushing) {
-          cv.wait(lock);
-          continue;
-        }
-        // Our group is neither durable nor in flight, so it is in `pending`: lead a flush.
-        flushing = true;
-        gather(lock);
-        flush_job job = take_batch_locked();
-        lock.unlock();
-        const auto started = std::chrono::steady_clock::now();
-        auto written = write_batch(job);
-        const auto took = std::chrono::steady_clock::now() - started;
-        lock.lock();
-        index_ready(lock);  // finishing may compact, which reads memory
-        finish_flush_locked(job, written, took);
+    /// The file storage's steps of a group commit: take the pending groups, write and sync them,
+    /// account for them.
+    struct flush_steps {
+      state& s;
+      std::unique_lock<std::mutex>& lock;
+      flush_job take(std::size_t /*queued*/) { return s.take_batch_locked(); }
+      bool write(flush_job& job) {
+        job.written = s.write_batch(job);
+        return job.written.has_value();
       }
+      void finish(flush_job& job, bool /*written*/) {
+        s.index_ready(lock);  // finishing may compact, which reads memory
+        s.finish_flush_locked(job);
+      }
+      [[nodiscard]] bool stopped() const noexcept { return s.broken.has_value(); }
+    };
+
+    /// Returns once group `ticket` is durable, leading flushes while no one else does.
+    result<void> wait_durable(std::unique_lock<std::mutex>& lock, std::uint64_t ticket) {
+      flush_steps steps{*this, lock};
+      if (!commit_group.await(lock, ticket, steps)) return *broken;
       return {};
     }
 
-    /// The leader's wait for the callers the last flush released (sync_policy::group): until
-    /// as many groups are pending as that flush carried, for at most half the last flush's time
-    /// and never over 250 us. Alone, a caller's own group is all the last flush carried: no wait.
-    void gather(std::unique_lock<std::mutex>& lock) {
-      if (options.sync != file_options::sync_policy::group || groups_in_pending.size() >= last_flush_groups) return;
-      const auto limit = std::min<std::chrono::nanoseconds>(last_flush_time / 2, std::chrono::microseconds(250));
-      gathering = true;
-      gather_cv.wait_for(lock, limit, [&] { return groups_in_pending.size() >= last_flush_groups; });
-      gathering = false;
-    }
-
     /// Moves the groups of one flush out of `pending` (all of them; one under every_commit).
-    /// Call with `flushing` just set by the caller, and at least one group pending.
+    /// Called by the leader, with at least one group pending.
     flush_job take_batch_locked() {
       flush_job job;
-      job.groups = options.sync == file_options::sync_policy::every_commit ? 1 : groups_in_pending.size();
-      if (job.groups == groups_in_pending.size()) {
+      job.members = options.sync == file_options::sync_policy::every_commit ? 1 : groups_in_pending.size();
+      if (job.members == groups_in_pending.size()) {
         job.bytes.swap(pending);
         pending.swap(spare);  // an empty buffer that kept its capacity
         groups_in_pending.clear();
       } else {
-        const std::size_t take_bytes = groups_in_pending[job.groups - 1];
+        const std::size_t take_bytes = groups_in_pending[job.members - 1];
         job.bytes.assign(pending, 0, take_bytes);
         pending.erase(0, take_bytes);
-        groups_in_pending.erase(groups_in_pending.begin(), groups_in_pending.begin() + static_cast<std::ptrdiff_t>(job.groups));
+        groups_in_pending.erase(groups_in_pending.begin(), groups_in_pending.begin() + static_cast<std::ptrdiff_t>(job.members));
         for (auto& end : groups_in_pending) end -= take_bytes;
       }
-      // Only one flush runs at a time, so every group not pending is durable or in this one.
-      job.target = groups_durable + job.groups;
       job.file = active.get();  // segments roll only when nothing is pending or in flight
       job.path = path_of(segments.back());
       job.offset = active_bytes;
@@ -4838,22 +5242,17 @@ class file_storage {
       return written;
     }
 
-    void finish_flush_locked(flush_job& job, const result<void>& written, std::chrono::nanoseconds took) {
-      flushing = false;
-      if (!written) {
-        broken = outbox::error(written.error().code, written.error().message + " (reopen the storage to recover)");
+    void finish_flush_locked(flush_job& job) {
+      if (!job.written) {
+        broken = outbox::error(job.written.error().code, job.written.error().message + " (reopen the storage to recover)");
       } else {
         ++syncs;
-        groups_durable = job.target;
         active_bytes += job.bytes.size();
         allocated_bytes = std::max(allocated_bytes, active_bytes + job.zeros);
-        last_flush_groups = job.groups;
-        last_flush_time = took;
         maintain_locked();
       }
       job.bytes.clear();
       if (job.bytes.capacity() > spare.capacity()) spare.swap(job.bytes);
-      cv.notify_all();
     }
 
     /// Starts the indexer thread if it is not running; false if the system has no thread for it.
@@ -4887,8 +5286,8 @@ class file_storage {
     void wait_idle(std::unique_lock<std::mutex>& lock) {
       for (;;) {
         index_ready(lock);
-        if (broken || (!flushing && groups_durable == groups_applied)) return;
-        cv.wait(lock);
+        if (broken || commit_group.idle()) return;
+        commit_group.wait_for_group(lock);
       }
     }
 
@@ -4899,7 +5298,7 @@ class file_storage {
     /// compaction is tried again once `compact_min_dead_bytes` more garbage has built up. A
     /// failure that leaves the files in an unknown state breaks the storage until reopened.
     void maintain_locked() {
-      if (groups_durable != groups_applied) return;
+      if (!commit_group.all_settled()) return;
       const std::uint64_t dead = total_bytes > live_bytes ? total_bytes - live_bytes : 0;
       if (dead >= std::max(options.compact_min_dead_bytes, compact_again_at) &&
           static_cast<double>(dead) > static_cast<double>(live_bytes) * options.compact_dead_ratio) {
@@ -4917,51 +5316,6 @@ class file_storage {
       }
     }
 
-    /// Counts a failed roll or compaction; one that left the files unknown breaks the storage.
-    outbox::error maintenance_failed(const outbox::error& e, bool clean) {
-      ++failed_maintenance;
-      if (!clean && !broken) broken = outbox::error(e.code, e.message + " (reopen the storage to recover)");
-      return e;
-    }
-
-    /// Cuts the active segment's preallocated zeros off, durably, before a later segment
-    /// exists: only the last segment may end in zeros.
-    result<void> seal_active() {
-      if (allocated_bytes <= active_bytes) return {};
-      const auto path = path_of(segments.back());
-      if (::ftruncate(active.get(), static_cast<off_t>(active_bytes)) != 0 || ::fsync(active.get()) != 0)
-        return detail::file::os_error("sealing", path);
-      allocated_bytes = active_bytes;
-      return {};
-    }
-
-    /// Writes the live state to a new segment (tmp, sync, rename, sync dir), then deletes the old.
-    /// Each live item is written in the state its latest record holds, so its record is the
-    /// size `event_bytes` / `entity_bytes` already say, and `live_bytes` stays what it is: the
-    /// accounting needs no rebuilding, and the snapshot's buffer is sized once from it.
-    result<void> compact_locked() {
-      // The active segment's zeros go first: they are room the snapshot may need on a full disk,
-      // and the segment is deleted after a compaction anyway.
-      if (auto sealed = seal_active(); !sealed) return maintenance_failed(sealed.error(), false);
-      std::string snapshot;
-      snapshot.reserve(live_bytes + 2 * (detail::log::frame_overhead + 9));
-      detail::log::put_marker(snapshot, detail::log::record_type::snapshot, memory.next_seq());
-      for (const auto& entry : memory.events()) detail::log::put_event(snapshot, entry.second);
-      for (const auto& entry : memory.entities()) detail::log::put_entity(snapshot, entry.second);
-      detail::log::put_marker(snapshot, detail::log::record_type::commit, memory.next_seq());
-      const std::vector<std::uint64_t> old = segments;
-      bool clean = true;
-      if (auto started = start_segment(segments.back() + 1, snapshot, &clean); !started)
-        return maintenance_failed(started.error(), clean);
-      total_bytes = detail::log::header_size + snapshot.size();
-      std::error_code ec;
-      for (auto n : old) std::filesystem::remove(path_of(n), ec);
-      segments.erase(segments.begin(), segments.end() - 1);
-      ++compactions;
-      compact_again_at = 0;
-      if (auto synced = detail::file::sync_directory(dir); !synced) return maintenance_failed(synced.error(), false);
-      return {};
-    }
   };
 
   std::unique_ptr<state> s_;

@@ -12,7 +12,7 @@
 // that the replayed index agrees with itself, and then runs the delivery operations over it;
 // that mode looks for what a decodable but inconsistent log does to the index.
 #include <outbox/detail/log_format.hpp>
-#include <outbox/storage/memory.hpp>
+#include <outbox/detail/memory_state.hpp>
 
 #include <cstddef>
 #include <cstdint>

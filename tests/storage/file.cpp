@@ -16,6 +16,7 @@
 #include "support/fixture.hpp"
 #include "support/many_events.hpp"
 #include "support/small_filesystem.hpp"
+#include "support/stats_shape.hpp"
 #include "support/temp_file_storage.hpp"
 
 using namespace outbox_test;
@@ -644,4 +645,9 @@ TEST_CASE("a compaction may use the room its own preallocation took", "[storage]
   REQUIRE(s.compact().has_value());
   CHECK(s.disk_usage().compactions == 1);
   for (const auto& e : events) CHECK(s.find(e.id).value().has_value());
+}
+
+TEST_CASE("file storage stats: stats(), stats(user) and stats(user, now)", "[storage][file][stats]") {
+  temp_file_storage s;
+  outbox_test::check_stats_shape(s);
 }

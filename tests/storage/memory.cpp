@@ -2,6 +2,8 @@
 #include <outbox/outbox.hpp>
 #include <outbox/testing/storage_conformance.hpp>
 
+#include "support/stats_shape.hpp"
+
 namespace {
 struct memory_storage_factory {
   using storage_type = outbox::memory_storage;
@@ -22,4 +24,9 @@ TEST_CASE("a moved memory storage keeps its events", "[storage][memory]") {
   REQUIRE(found.has_value());
   REQUIRE(found->has_value());
   CHECK((*found)->seq == batch[0].seq);
+}
+
+TEST_CASE("memory storage stats: stats(), stats(user) and stats(user, now)", "[storage][memory][stats]") {
+  outbox::memory_storage s;
+  outbox_test::check_stats_shape(s);
 }

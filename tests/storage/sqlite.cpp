@@ -12,6 +12,7 @@
 
 #include "support/fixture.hpp"
 #include "support/small_filesystem.hpp"
+#include "support/stats_shape.hpp"
 #include "support/temp_sqlite.hpp"
 
 using namespace outbox_test;
@@ -674,4 +675,9 @@ TEST_CASE("a database damaged inside a table is a corrupt_data error, not a cras
   REQUIRE_FALSE(claim.has_value());
   CHECK(claim.error() == errc::corrupt_data);
   CHECK(claimed.empty());
+}
+
+TEST_CASE("sqlite storage stats: stats(), stats(user) and stats(user, now)", "[storage][sqlite][stats]") {
+  temp_sqlite_storage s;
+  outbox_test::check_stats_shape(s);
 }

@@ -8,13 +8,14 @@
 /// Every operation that changes state appends one group of checksummed records (the new state
 /// of each event and entity it touched, then a commit record) to the active segment file, and
 /// returns once the group is durable under the sync policy. Opening replays the segments into the
-/// same in-memory index `memory_storage` uses, so claim order and per-key rules are identical.
+/// same in-memory index `memory_storage` uses (detail/memory_state.hpp), so claim order and
+/// per-key rules are identical.
 ///
 /// Durability (`file_options::sync`): `group` (default) and `every_commit` return after
 /// `fdatasync`, so nothing acknowledged is lost on power loss; `group` lets concurrent callers
-/// share one sync (the caller leading a sync first waits, at most min(last sync / 2, 250 us), for
-/// as many callers as the last sync served). `none` returns after `write`: safe from a process
-/// crash (`kill -9`), not from power loss.
+/// share one sync (detail/group_commit.hpp: the caller leading a sync first waits, at most
+/// min(last sync / 2, 250 us), for as many callers as the last sync served). `none` returns
+/// after `write`: safe from a process crash (`kill -9`), not from power loss.
 ///
 /// Preallocation (`file_options::preallocate_bytes`): the active segment is kept zero-filled
 /// some way past the log's end, and records overwrite those zeros in place. A sync of data
@@ -67,7 +68,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -76,163 +76,20 @@
 #include <utility>
 #include <vector>
 
+#include "outbox/detail/change_journal.hpp"
+#include "outbox/detail/file_log.hpp"
+#include "outbox/detail/group_commit.hpp"
 #include "outbox/detail/log_format.hpp"
-#include "outbox/detail/seq_sizes.hpp"
+#include "outbox/detail/memory_state.hpp"
+#include "outbox/clock.hpp"
 #include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/storage.hpp"
-#include "outbox/storage/memory.hpp"
+#include "outbox/storage/file_options.hpp"
 
 namespace outbox {
 
-struct file_options {
-  enum class sync_policy : std::uint8_t {
-    group,         ///< fdatasync before returning; concurrent callers share one (default)
-    every_commit,  ///< one fdatasync per operation
-    none,          ///< write() only: survives a process crash, not power loss
-  };
-  sync_policy sync = sync_policy::group;
-  bool salvage = false;                            ///< open past corruption, dropping what it hides
-  std::uint64_t segment_bytes = 64ULL << 20;       ///< start a new segment beyond this size
-  std::uint64_t preallocate_bytes = 1ULL << 20;    ///< zeros kept ahead of the log's end (0: none; unused under sync none)
-  std::uint64_t compact_min_dead_bytes = 4ULL << 20;  ///< never compact for less garbage than this
-  double compact_dead_ratio = 1.0;                 ///< compact when dead bytes exceed live bytes times this
-};
-
-/// What opening found and did.
-struct file_recovery {
-  std::uint64_t groups_replayed = 0;
-  std::uint64_t torn_bytes_truncated = 0;  ///< bytes of an incomplete last group, cut off
-  std::string torn_file;                   ///< where, if any
-  std::uint64_t salvaged_skips = 0;        ///< unreadable stretches skipped (salvage only)
-  std::vector<std::string> notes;          ///< human-readable account of the above
-};
-
-namespace detail::file {
-
-/// An OS failure as a typed error naming the file. No space (ENOSPC), a quota (EDQUOT) and a file
-/// size limit (EFBIG: RLIMIT_FSIZE, or the file system's largest file) are all disk_full: the
-/// write did not fit, and room must be made before writing again.
-inline outbox::error os_error(std::string_view what, const std::filesystem::path& path, int err = errno) {
-  const errc code = err == ENOSPC || err == EDQUOT || err == EFBIG ? errc::disk_full : errc::io_error;
-  return outbox::error(code, std::string(what) + " " + path.string() + ": " + std::strerror(err));
-}
-
-/// A file descriptor that closes itself.
-class fd {
- public:
-  fd() = default;
-  explicit fd(int value) : value_(value) {}
-  fd(fd&& other) noexcept : value_(std::exchange(other.value_, -1)) {}
-  fd& operator=(fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      value_ = std::exchange(other.value_, -1);
-    }
-    return *this;
-  }
-  fd(const fd&) = delete;
-  fd& operator=(const fd&) = delete;
-  ~fd() { reset(); }
-  void reset() noexcept {
-    if (value_ >= 0) ::close(value_);
-    value_ = -1;
-  }
-  [[nodiscard]] int get() const noexcept { return value_; }
-  explicit operator bool() const noexcept { return value_ >= 0; }
-
- private:
-  int value_ = -1;
-};
-
-/// Writes all of `data` at `offset`: false if it stopped short (errno says why). `*written`
-/// is how far it got.
-inline bool put_at(int file, std::string_view data, std::uint64_t offset, std::uint64_t* written = nullptr) {
-  std::uint64_t done = 0;
-  bool whole = true;
-  while (done < data.size()) {
-    const ssize_t n = ::pwrite(file, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      whole = false;
-      break;
-    }
-    done += static_cast<std::uint64_t>(n);
-  }
-  if (written) *written = done;
-  return whole;
-}
-
-/// Writes `bytes` at `offset`.
-inline result<void> write_at(int file, std::string_view bytes, std::uint64_t offset, const std::filesystem::path& path) {
-  if (!put_at(file, bytes, offset)) return os_error("writing", path);
-  return {};
-}
-
-/// Writes up to `zeros` zero bytes at `offset` and returns how many it wrote. Preallocation is
-/// an optimisation, so it never fails: on a full disk it stops where the room ends, and a real
-/// I/O error shows in the sync that follows.
-inline std::uint64_t preallocate(int file, std::uint64_t offset, std::uint64_t zeros) {
-  static constexpr char zero_block[1 << 16] = {};
-  std::uint64_t done = 0;
-  while (done < zeros) {
-    const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(zeros - done, sizeof zero_block));
-    std::uint64_t written = 0;
-    const bool whole = put_at(file, std::string_view(zero_block, chunk), offset + done, &written);
-    done += written;
-    if (!whole) break;
-  }
-  return done;
-}
-
-inline result<void> sync_file(int file, const std::filesystem::path& path) {
-  if (::fdatasync(file) != 0) return os_error("syncing", path);
-  return {};
-}
-
-inline result<void> sync_directory(const std::filesystem::path& dir) {
-  fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d) return os_error("opening directory", dir);
-  if (::fsync(d.get()) != 0) return os_error("syncing directory", dir);
-  return {};
-}
-
-inline result<std::string> read_file(const std::filesystem::path& path) {
-  fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!f) return os_error("opening", path);
-  std::string data;
-  char buffer[1 << 16];
-  while (true) {
-    const ssize_t n = ::read(f.get(), buffer, sizeof buffer);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return os_error("reading", path);
-    }
-    if (n == 0) break;
-    data.append(buffer, static_cast<std::size_t>(n));
-  }
-  return data;
-}
-
-inline std::string segment_name(std::uint64_t number) {
-  std::string digits = std::to_string(number);
-  return "segment-" + std::string(digits.size() < 10 ? 10 - digits.size() : 0, '0') + digits + ".log";
-}
-
-/// The segment number of "segment-0000000042.log", or nullopt.
-inline std::optional<std::uint64_t> segment_number(const std::string& name) {
-  constexpr std::string_view prefix = "segment-", suffix = ".log";
-  if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
-      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-    return std::nullopt;
-  const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-  if (digits.empty() || digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    return std::nullopt;
-  return std::stoull(digits);
-}
-
-}  // namespace detail::file
 
 /// A durable `outbox::storage` and `outbox::entity_storage` on plain files. Movable; thread-safe.
 class file_storage {
@@ -315,8 +172,13 @@ class file_storage {
   result<std::vector<event>> query(const event_query& q) {
     return s_->read([&](auto& m) { return result<std::vector<event>>(m.query(q)); });
   }
+  /// Counts and ages for `user` (all users if none), aged at `now`: the shape every storage and
+  /// the outbox share. `now` is the outbox's clock; without it, the wall clock.
   result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
     return s_->read([&](auto& m) { return result<event_stats>(m.stats(user, now)); });
+  }
+  result<event_stats> stats(std::optional<std::string_view> user = std::nullopt) {
+    return stats(user, system_clock{}.now());
   }
   result<std::optional<timestamp>> next_wake(std::string_view user, timestamp) {
     return s_->read([&](auto& m) { return result<std::optional<timestamp>>(m.next_wake(user)); });
@@ -357,49 +219,27 @@ class file_storage {
   explicit file_storage(std::unique_ptr<state> s) : s_(std::move(s)) {}
 
 
-  struct state {
-    std::filesystem::path dir;
-    file_options options;
-    detail::file::fd lock_file;
-    file_recovery recovery;
+  struct state : detail::file::segment_log {
 
-    std::mutex mutex;  // guards everything below
-    std::condition_variable cv;
-    detail::memory_state memory;
+    std::mutex mutex;  // guards everything, the log's state included
     detail::change_journal journal;
 
-    // The log: segment numbers in order; the last one is active (appended to).
-    std::vector<std::uint64_t> segments;
-    detail::file::fd active;
-    std::uint64_t active_bytes = 0;     // where its log ends (the next group goes here)
-    std::uint64_t allocated_bytes = 0;  // its size on disk: the log, then zeros (preallocation)
 
-    // Group commit: groups are serialised into `pending` under the mutex in the order they were
-    // applied to memory (in the same hold of the mutex: whoever takes it next sees memory and
-    // log agree); one leader at a time (`flushing`) writes and syncs them with the mutex
-    // released. The leader is one of the waiting callers.
+    // Group commit (detail/group_commit.hpp): groups are serialised into `pending` under the
+    // mutex in the order they were applied to memory (in the same hold of the mutex: whoever
+    // takes it next sees memory and log agree); one leader at a time writes and syncs them with
+    // the mutex released. The leader is one of the waiting callers. Under sync_policy::group it
+    // first gathers, for at most 250 us, as many groups as the last flush carried.
     std::string pending;
     std::vector<std::size_t> groups_in_pending;  // end offset of each group in `pending`
     std::string spare;                           // the last flush's buffer, reused for `pending`
-    std::uint64_t groups_applied = 0;
-    std::uint64_t groups_durable = 0;
-    bool flushing = false;
-    std::optional<outbox::error> broken;
+    detail::group_commit commit_group;
 
-    // A leader under sync_policy::group first waits, briefly, for as many groups as the last
-    // flush carried: the callers that flush released come back with their next save while it
-    // would otherwise already be syncing without them, and would have to wait for the flush
-    // after it. See gather().
-    std::condition_variable gather_cv;
-    bool gathering = false;
-    std::size_t last_flush_groups = 0;
-    std::chrono::nanoseconds last_flush_time{0};
-
-    /// One leader's work: bytes of whole groups, and what they make durable.
+    /// One leader's work: bytes of whole groups, and where they go.
     struct flush_job {
       std::string bytes;
-      std::size_t groups = 0;
-      std::uint64_t target = 0;  // groups_durable once written
+      std::size_t members = 0;  // groups
+      result<void> written;
       int file = -1;
       std::filesystem::path path;
       std::uint64_t offset = 0;  // where the bytes go: the log's end
@@ -418,19 +258,13 @@ class file_storage {
     std::uint64_t index_jobs_done = 0;
     bool indexer_stop = false;
 
-    // Space accounting for compaction: the size of the latest record of each live item.
-    detail::seq_sizes event_bytes;
-    std::map<std::pair<std::string, std::string>, std::uint32_t> entity_bytes;
-    std::uint64_t total_bytes = 0;
-    std::uint64_t live_bytes = 0;
-    std::uint64_t compactions = 0;
-    std::uint64_t failed_maintenance = 0;  // rolls and compactions given up without a change
-    std::uint64_t compact_again_at = 0;    // dead bytes to wait for after a failed compaction
     std::uint64_t syncs = 0;
     std::uint64_t writes = 0;
-    bool unreadable_last = false;  // the last segment's header was unreadable (salvage kept going)
 
-    state(std::filesystem::path directory, file_options o) : dir(std::move(directory)), options(o) {}
+    state(std::filesystem::path directory, file_options o)
+        : segment_log(std::move(directory), o),
+          commit_group({o.sync == file_options::sync_policy::group ? std::chrono::microseconds(250) : std::chrono::microseconds(0),
+                        detail::group_commit::expectation::last_group}) {}
     state(const state&) = delete;
     state& operator=(const state&) = delete;
     ~state() {
@@ -448,241 +282,6 @@ class file_storage {
         const int cut = ::ftruncate(active.get(), static_cast<off_t>(active_bytes));
         static_cast<void>(cut);
       }
-    }
-
-    std::filesystem::path path_of(std::uint64_t number) const { return dir / detail::file::segment_name(number); }
-
-    // ---- opening ---------------------------------------------------------------------------
-
-    result<void> open() {
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      if (ec) return outbox::error(errc::io_error, "creating " + dir.string() + ": " + ec.message());
-      ::chmod(dir.c_str(), 0700);
-      const auto lock_path = dir / "LOCK";
-      lock_file = detail::file::fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-      if (!lock_file) return detail::file::os_error("opening", lock_path);
-      if (::flock(lock_file.get(), LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
-          return outbox::error(errc::already_open, dir.string() + " is in use by another file_storage (LOCK is held)");
-        return detail::file::os_error("locking", lock_path);
-      }
-
-      // A leftover .tmp is a compaction that never got renamed: the old segments are the state.
-      std::vector<std::uint64_t> found;
-      for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-        const std::string name = entry.path().filename().string();
-        if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
-          std::filesystem::remove(entry.path(), ec);
-          continue;
-        }
-        if (auto n = detail::file::segment_number(name)) found.push_back(*n);
-      }
-      if (ec) return outbox::error(errc::io_error, "listing " + dir.string() + ": " + ec.message());
-      std::sort(found.begin(), found.end());
-
-      // Start from the newest segment that begins with a snapshot: it holds the whole state.
-      std::size_t first = 0;
-      std::vector<std::string> contents(found.size());
-      for (std::size_t i = found.size(); i-- > 0;) {
-        auto bytes = detail::file::read_file(path_of(found[i]));
-        if (!bytes) return bytes.error();
-        contents[i] = std::move(*bytes);
-        if (detail::log::scan_segment(std::string_view(contents[i]).substr(0, std::min<std::size_t>(contents[i].size(), 1 << 20)),
-                                      false)
-                .snapshot) {
-          first = i;
-          break;
-        }
-      }
-      std::uint64_t log_end = 0;  // of the last segment: its zeros, if any, follow
-      for (std::size_t i = first; i < found.size(); ++i) {
-        const bool last = i + 1 == found.size();
-        auto replayed = replay(found[i], contents[i], last);
-        if (!replayed) return replayed.error();
-        log_end = *replayed;
-      }
-      // Segments before the snapshot are garbage from a compaction that crashed before deleting.
-      for (std::size_t i = 0; i < first; ++i) std::filesystem::remove(path_of(found[i]), ec);
-      segments.assign(found.begin() + static_cast<std::ptrdiff_t>(first), found.end());
-
-      std::random_device rd;
-      memory.set_next_lease((static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL);
-      if (segments.empty()) return start_segment(1, {});
-      if (unreadable_last) return start_segment(segments.back() + 1, {});  // never append after garbage
-      return open_active(log_end);
-    }
-
-    /// Replays one segment; returns where its readable log ends.
-    result<std::uint64_t> replay(std::uint64_t number, const std::string& bytes, bool last) {
-      const auto path = path_of(number);
-      auto scan = detail::log::scan_segment(bytes, options.salvage);
-      if (scan.bad_offset) {
-        const bool torn = last && !scan.valid_after_bad && !scan.bad_header;
-        if (!torn && !options.salvage) {
-          return outbox::error(errc::corrupt_data, path.string() + ": unreadable record at offset " +
-                                                       std::to_string(*scan.bad_offset) +
-                                                       (scan.bad_header ? " (segment header)" : "") +
-                                                       "; open with file_options::salvage to keep the readable groups");
-        }
-        if (!torn) {
-          ++recovery.salvaged_skips;
-          recovery.notes.push_back("salvaged " + path.string() + ": skipped unreadable data from offset " +
-                                   std::to_string(*scan.bad_offset));
-        }
-      }
-      for (std::size_t i = 0; i < scan.groups.size(); ++i) {
-        const auto contradiction = apply_group(scan.groups[i]);
-        if (!contradiction) continue;
-        const std::string where = path.string() + ": the group at offset " + std::to_string(scan.group_offsets[i]);
-        if (!options.salvage)
-          return outbox::error(errc::corrupt_data, where + " contradicts the log before it: " + *contradiction +
-                                                       "; open with file_options::salvage to keep the rest");
-        ++recovery.salvaged_skips;
-        recovery.notes.push_back("salvaged " + where + ": left out what contradicts the log before it (" + *contradiction + ")");
-      }
-      recovery.groups_replayed += scan.groups.size();
-      total_bytes += scan.valid_end;
-      // Zeros after the log are preallocated space, not a record; torn bytes end at the last
-      // byte that is not zero.
-      std::size_t written_end = bytes.size();
-      while (written_end > scan.valid_end && bytes[written_end - 1] == '\0') --written_end;
-      if (last && written_end > scan.valid_end && !scan.bad_header) {
-        // A crash mid-write: cut back to the last whole group.
-        const std::uint64_t cut = written_end - scan.valid_end;
-        detail::file::fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-        if (!f || ::ftruncate(f.get(), static_cast<off_t>(scan.valid_end)) != 0 || ::fsync(f.get()) != 0)
-          return detail::file::os_error("truncating the torn tail of", path);
-        recovery.torn_bytes_truncated += cut;
-        recovery.torn_file = path.string();
-        recovery.notes.push_back("truncated a torn tail of " + std::to_string(cut) + " bytes from " + path.string() +
-                                 " at offset " + std::to_string(scan.valid_end));
-      } else if (!last && bytes.size() > scan.valid_end && !options.salvage) {
-        return outbox::error(errc::corrupt_data, path.string() + ": incomplete group at offset " +
-                                                     std::to_string(scan.valid_end) + " in a sealed segment");
-      } else if (!last && bytes.size() > scan.valid_end && !scan.bad_offset) {  // say what salvage dropped
-        ++recovery.salvaged_skips;
-        recovery.notes.push_back("salvaged " + path.string() + ": dropped an incomplete group at offset " +
-                                 std::to_string(scan.valid_end) + " of a sealed segment");
-      }
-      if (last && scan.bad_header && bytes.size() >= detail::log::header_size) unreadable_last = true;
-      if (scan.bad_header && last && bytes.size() < detail::log::header_size) {
-        // A segment whose creation was cut short: start it again.
-        std::error_code ec;
-        std::filesystem::remove(path, ec);
-      }
-      return scan.valid_end;
-    }
-
-    /// Replays one group into memory. A record that contradicts the state (an event id or a
-    /// natural key already held by another live item: the log was checksummed, but not written
-    /// by this storage) is left out, and the first such is described in the return value.
-    std::optional<std::string> apply_group(std::vector<detail::log::record>& group) {
-      std::optional<std::string> contradiction;
-      for (auto& rec : group) {
-        if (auto* m = std::get_if<detail::log::marker>(&rec)) {
-          if (m->type == detail::log::record_type::snapshot) {
-            memory = detail::memory_state();
-            event_bytes.clear();
-            entity_bytes.clear();
-            live_bytes = 0;
-            total_bytes = 0;
-          }
-          memory.set_next_seq(m->next_seq);
-        } else if (auto* e = std::get_if<event>(&rec)) {
-          if (!memory.restore_event(*e)) {
-            if (!contradiction) contradiction = "event " + e->id.to_string() + " logged under seq " + std::to_string(e->seq) + " while another event holds that id";
-            continue;
-          }
-          account_event(e->seq, record_size(*e));
-        } else if (auto* seq = std::get_if<std::uint64_t>(&rec)) {
-          forget_event(*seq);
-          memory.restore_removed_event(*seq);
-        } else if (auto* row = std::get_if<entity_record>(&rec)) {
-          if (!memory.restore_entity(*row)) {
-            if (!contradiction) contradiction = "entity " + row->collection + "/" + row->id + " logged with natural key \"" + row->natural_key + "\" while another row of its user holds it";
-            continue;
-          }
-          account_entity({row->collection, row->id}, record_size(*row));
-        } else if (auto* gone = std::get_if<detail::log::removed_entity>(&rec)) {
-          forget_entity({gone->collection, gone->id});
-          memory.restore_removed_entity({gone->collection, gone->id});
-        }
-      }
-      return contradiction;
-    }
-
-    static std::uint32_t record_size(const event& e) {
-      return static_cast<std::uint32_t>(detail::log::event_record_size(e));
-    }
-    static std::uint32_t record_size(const entity_record& r) {
-      return static_cast<std::uint32_t>(detail::log::entity_record_size(r));
-    }
-    void account_event(std::uint64_t seq, std::uint32_t bytes) {
-      live_bytes -= event_bytes.set(seq, bytes);
-      live_bytes += bytes;
-    }
-    void forget_event(std::uint64_t seq) { live_bytes -= event_bytes.erase(seq); }
-    void account_entity(const std::pair<std::string, std::string>& key, std::uint32_t bytes) {
-      auto [it, fresh] = entity_bytes.try_emplace(key, bytes);
-      if (!fresh) live_bytes -= it->second;
-      it->second = bytes;
-      live_bytes += bytes;
-    }
-    void forget_entity(const std::pair<std::string, std::string>& key) {
-      auto it = entity_bytes.find(key);
-      if (it == entity_bytes.end()) return;
-      live_bytes -= it->second;
-      entity_bytes.erase(it);
-    }
-
-    /// Makes the last segment active; its log ends at `log_end`, zeros (if any) follow.
-    result<void> open_active(std::uint64_t log_end) {
-      const auto path = path_of(segments.back());
-      active = detail::file::fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-      if (!active) return detail::file::os_error("opening", path);
-      struct stat st {};
-      if (::fstat(active.get(), &st) != 0) return detail::file::os_error("inspecting", path);
-      allocated_bytes = static_cast<std::uint64_t>(st.st_size);
-      active_bytes = std::min(log_end, allocated_bytes);
-      if (active_bytes < detail::log::header_size) {
-        // Empty (its creation was cut short): write the header again.
-        if (::ftruncate(active.get(), 0) != 0) return detail::file::os_error("resetting", path);
-        const std::string header = detail::log::segment_header();
-        if (auto w = detail::file::write_at(active.get(), header, 0, path); !w) return w;
-        if (auto s = detail::file::sync_file(active.get(), path); !s) return s;
-        active_bytes = allocated_bytes = header.size();
-      }
-      return {};
-    }
-
-    /// Creates segment `number` holding the header and `initial` records, synced, and makes it
-    /// active. Written under a temporary name and renamed, so it appears whole or not at all.
-    /// A failure up to the rename (a full disk, say) changes nothing and removes the temporary
-    /// file: `*clean` is then true. After the rename the new segment is on disk but may not be
-    /// in memory: `*clean` is false, and the storage must be reopened.
-    result<void> start_segment(std::uint64_t number, std::string_view initial, bool* clean = nullptr) {
-      const auto path = path_of(number);
-      const auto tmp = std::filesystem::path(path.string() + ".tmp");
-      if (clean) *clean = true;
-      auto written = [&]() -> result<void> {
-        detail::file::fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-        if (!f) return detail::file::os_error("creating", tmp);
-        if (auto w = detail::file::write_at(f.get(), detail::log::segment_header(), 0, tmp); !w) return w;
-        if (auto w = detail::file::write_at(f.get(), initial, detail::log::header_size, tmp); !w) return w;
-        return detail::file::sync_file(f.get(), tmp);
-      }();
-      if (written && ::rename(tmp.c_str(), path.c_str()) != 0) written = detail::file::os_error("renaming", tmp);
-      if (!written) {
-        std::error_code ignored;
-        std::filesystem::remove(tmp, ignored);  // its room back, on a full disk
-        return written;
-      }
-      if (clean) *clean = false;
-      if (auto d = detail::file::sync_directory(dir); !d) return d;
-      segments.push_back(number);
-      total_bytes += detail::log::header_size + initial.size();
-      return open_active(detail::log::header_size + initial.size());
     }
 
     // ---- operations ------------------------------------------------------------------------
@@ -762,8 +361,7 @@ class file_storage {
     /// Counts the group just serialised into `pending`; returns its ticket.
     std::uint64_t group_queued() {
       ++writes;
-      if (gathering && groups_in_pending.size() >= last_flush_groups) gather_cv.notify_one();
-      return ++groups_applied;
+      return commit_group.join();
     }
 
     void serialise_journal() {
@@ -800,57 +398,46 @@ class file_storage {
       groups_in_pending.push_back(pending.size());
     }
 
-    result<void> wait_durable(std::unique_lock<std::mutex>& lock, std::uint64_t ticket) {
-      while (groups_durable < ticket) {
-        if (broken) return *broken;
-        if (flushing) {
-          cv.wait(lock);
-          continue;
-        }
-        // Our group is neither durable nor in flight, so it is in `pending`: lead a flush.
-        flushing = true;
-        gather(lock);
-        flush_job job = take_batch_locked();
-        lock.unlock();
-        const auto started = std::chrono::steady_clock::now();
-        auto written = write_batch(job);
-        const auto took = std::chrono::steady_clock::now() - started;
-        lock.lock();
-        index_ready(lock);  // finishing may compact, which reads memory
-        finish_flush_locked(job, written, took);
+    /// The file storage's steps of a group commit: take the pending groups, write and sync them,
+    /// account for them.
+    struct flush_steps {
+      state& s;
+      std::unique_lock<std::mutex>& lock;
+      flush_job take(std::size_t /*queued*/) { return s.take_batch_locked(); }
+      bool write(flush_job& job) {
+        job.written = s.write_batch(job);
+        return job.written.has_value();
       }
+      void finish(flush_job& job, bool /*written*/) {
+        s.index_ready(lock);  // finishing may compact, which reads memory
+        s.finish_flush_locked(job);
+      }
+      [[nodiscard]] bool stopped() const noexcept { return s.broken.has_value(); }
+    };
+
+    /// Returns once group `ticket` is durable, leading flushes while no one else does.
+    result<void> wait_durable(std::unique_lock<std::mutex>& lock, std::uint64_t ticket) {
+      flush_steps steps{*this, lock};
+      if (!commit_group.await(lock, ticket, steps)) return *broken;
       return {};
     }
 
-    /// The leader's wait for the callers the last flush released (sync_policy::group): until
-    /// as many groups are pending as that flush carried, for at most half the last flush's time
-    /// and never over 250 us. Alone, a caller's own group is all the last flush carried: no wait.
-    void gather(std::unique_lock<std::mutex>& lock) {
-      if (options.sync != file_options::sync_policy::group || groups_in_pending.size() >= last_flush_groups) return;
-      const auto limit = std::min<std::chrono::nanoseconds>(last_flush_time / 2, std::chrono::microseconds(250));
-      gathering = true;
-      gather_cv.wait_for(lock, limit, [&] { return groups_in_pending.size() >= last_flush_groups; });
-      gathering = false;
-    }
-
     /// Moves the groups of one flush out of `pending` (all of them; one under every_commit).
-    /// Call with `flushing` just set by the caller, and at least one group pending.
+    /// Called by the leader, with at least one group pending.
     flush_job take_batch_locked() {
       flush_job job;
-      job.groups = options.sync == file_options::sync_policy::every_commit ? 1 : groups_in_pending.size();
-      if (job.groups == groups_in_pending.size()) {
+      job.members = options.sync == file_options::sync_policy::every_commit ? 1 : groups_in_pending.size();
+      if (job.members == groups_in_pending.size()) {
         job.bytes.swap(pending);
         pending.swap(spare);  // an empty buffer that kept its capacity
         groups_in_pending.clear();
       } else {
-        const std::size_t take_bytes = groups_in_pending[job.groups - 1];
+        const std::size_t take_bytes = groups_in_pending[job.members - 1];
         job.bytes.assign(pending, 0, take_bytes);
         pending.erase(0, take_bytes);
-        groups_in_pending.erase(groups_in_pending.begin(), groups_in_pending.begin() + static_cast<std::ptrdiff_t>(job.groups));
+        groups_in_pending.erase(groups_in_pending.begin(), groups_in_pending.begin() + static_cast<std::ptrdiff_t>(job.members));
         for (auto& end : groups_in_pending) end -= take_bytes;
       }
-      // Only one flush runs at a time, so every group not pending is durable or in this one.
-      job.target = groups_durable + job.groups;
       job.file = active.get();  // segments roll only when nothing is pending or in flight
       job.path = path_of(segments.back());
       job.offset = active_bytes;
@@ -873,22 +460,17 @@ class file_storage {
       return written;
     }
 
-    void finish_flush_locked(flush_job& job, const result<void>& written, std::chrono::nanoseconds took) {
-      flushing = false;
-      if (!written) {
-        broken = outbox::error(written.error().code, written.error().message + " (reopen the storage to recover)");
+    void finish_flush_locked(flush_job& job) {
+      if (!job.written) {
+        broken = outbox::error(job.written.error().code, job.written.error().message + " (reopen the storage to recover)");
       } else {
         ++syncs;
-        groups_durable = job.target;
         active_bytes += job.bytes.size();
         allocated_bytes = std::max(allocated_bytes, active_bytes + job.zeros);
-        last_flush_groups = job.groups;
-        last_flush_time = took;
         maintain_locked();
       }
       job.bytes.clear();
       if (job.bytes.capacity() > spare.capacity()) spare.swap(job.bytes);
-      cv.notify_all();
     }
 
     /// Starts the indexer thread if it is not running; false if the system has no thread for it.
@@ -922,8 +504,8 @@ class file_storage {
     void wait_idle(std::unique_lock<std::mutex>& lock) {
       for (;;) {
         index_ready(lock);
-        if (broken || (!flushing && groups_durable == groups_applied)) return;
-        cv.wait(lock);
+        if (broken || commit_group.idle()) return;
+        commit_group.wait_for_group(lock);
       }
     }
 
@@ -934,7 +516,7 @@ class file_storage {
     /// compaction is tried again once `compact_min_dead_bytes` more garbage has built up. A
     /// failure that leaves the files in an unknown state breaks the storage until reopened.
     void maintain_locked() {
-      if (groups_durable != groups_applied) return;
+      if (!commit_group.all_settled()) return;
       const std::uint64_t dead = total_bytes > live_bytes ? total_bytes - live_bytes : 0;
       if (dead >= std::max(options.compact_min_dead_bytes, compact_again_at) &&
           static_cast<double>(dead) > static_cast<double>(live_bytes) * options.compact_dead_ratio) {
@@ -952,51 +534,6 @@ class file_storage {
       }
     }
 
-    /// Counts a failed roll or compaction; one that left the files unknown breaks the storage.
-    outbox::error maintenance_failed(const outbox::error& e, bool clean) {
-      ++failed_maintenance;
-      if (!clean && !broken) broken = outbox::error(e.code, e.message + " (reopen the storage to recover)");
-      return e;
-    }
-
-    /// Cuts the active segment's preallocated zeros off, durably, before a later segment
-    /// exists: only the last segment may end in zeros.
-    result<void> seal_active() {
-      if (allocated_bytes <= active_bytes) return {};
-      const auto path = path_of(segments.back());
-      if (::ftruncate(active.get(), static_cast<off_t>(active_bytes)) != 0 || ::fsync(active.get()) != 0)
-        return detail::file::os_error("sealing", path);
-      allocated_bytes = active_bytes;
-      return {};
-    }
-
-    /// Writes the live state to a new segment (tmp, sync, rename, sync dir), then deletes the old.
-    /// Each live item is written in the state its latest record holds, so its record is the
-    /// size `event_bytes` / `entity_bytes` already say, and `live_bytes` stays what it is: the
-    /// accounting needs no rebuilding, and the snapshot's buffer is sized once from it.
-    result<void> compact_locked() {
-      // The active segment's zeros go first: they are room the snapshot may need on a full disk,
-      // and the segment is deleted after a compaction anyway.
-      if (auto sealed = seal_active(); !sealed) return maintenance_failed(sealed.error(), false);
-      std::string snapshot;
-      snapshot.reserve(live_bytes + 2 * (detail::log::frame_overhead + 9));
-      detail::log::put_marker(snapshot, detail::log::record_type::snapshot, memory.next_seq());
-      for (const auto& entry : memory.events()) detail::log::put_event(snapshot, entry.second);
-      for (const auto& entry : memory.entities()) detail::log::put_entity(snapshot, entry.second);
-      detail::log::put_marker(snapshot, detail::log::record_type::commit, memory.next_seq());
-      const std::vector<std::uint64_t> old = segments;
-      bool clean = true;
-      if (auto started = start_segment(segments.back() + 1, snapshot, &clean); !started)
-        return maintenance_failed(started.error(), clean);
-      total_bytes = detail::log::header_size + snapshot.size();
-      std::error_code ec;
-      for (auto n : old) std::filesystem::remove(path_of(n), ec);
-      segments.erase(segments.begin(), segments.end() - 1);
-      ++compactions;
-      compact_again_at = 0;
-      if (auto synced = detail::file::sync_directory(dir); !synced) return maintenance_failed(synced.error(), false);
-      return {};
-    }
   };
 
   std::unique_ptr<state> s_;

@@ -9,13 +9,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
-#include <random>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "outbox/detail/lifecycle.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/storage.hpp"
@@ -23,24 +23,16 @@
 
 namespace outbox::detail::sqlite {
 
-/// Lease tokens: a fresh random start per open, so no token repeats across restarts.
-inline std::uint64_t random_lease_start() {
-  std::random_device rd;
-  return (static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3FFF'FFFF'FFFF'FFFFULL;
-}
-
 /// Events and their lines: each ordering key with undelivered events has one row in
 /// `outbox_keys` describing its head, kept up to date by every change to the line.
 struct claim_engine : connection {
   using connection::connection;
 
-  std::uint64_t next_lease = random_lease_start();
+  std::uint64_t next_lease = lifecycle::random_lease_start();
 
   result<void> insert_event(event& e, status_tally& tally) {
-    // Life-cycle rule, new-event validation: a new event has an id and is pending.
-    if (e.id.is_nil()) return error(errc::invalid_argument, "event id must not be nil");
-    if (e.status != status::pending)
-      return error(errc::invalid_argument, "a new event must be pending, got " + std::string(to_string(e.status)));
+    // New-event validation (lifecycle.hpp); the id's uniqueness is the table's constraint.
+    if (!lifecycle::acceptable_new(e)) return lifecycle::validate_new(e, false);
     {
       auto& s = insert_event_stmt;
       reset_on_exit reset{s};
@@ -49,7 +41,7 @@ struct claim_engine : connection {
       s.bind(10, e.created_at).bind(11, e.updated_at).bind(12, e.last_error);
       const int rc = s.step();
       if ((rc & 0xFF) == SQLITE_CONSTRAINT)
-        return error(errc::invalid_argument, "duplicate event id " + e.id.to_string());
+        return lifecycle::duplicate_id(e.id);
       if (rc != SQLITE_DONE) return failure(db, rc, "appending an event");
     }
     e.seq = static_cast<std::uint64_t>(sqlite3_last_insert_rowid(db));
@@ -123,9 +115,9 @@ struct claim_engine : connection {
     return step_done(u, db, "updating a line");
   }
 
-  /// Life-cycle rule, write-back: a delivered or dead event's outcome is written onto the entity
-  /// it came from, in the same transaction (the SQL of write_back_completed / write_back_dead in
-  /// statements.hpp says how).
+  /// The write-back rule (lifecycle::write_back, stated there) in SQL: a delivered or dead
+  /// event's outcome is written onto the entity it came from, in the same transaction
+  /// (write_back_completed / write_back_dead in statements.hpp).
   result<void> write_back(std::string_view entity_type, std::string_view entity_id, status to,
                           std::string_view remote_id, const event_id& id, std::string_view error_text) {
     if (entity_type.empty()) return {};
@@ -142,8 +134,8 @@ struct claim_engine : connection {
     return {};
   }
 
-  /// Life-cycle rule, lease expiry: an event whose lease ended goes back to pending, or to dead
-  /// (written back onto its entity) when the lease ended during its last attempt.
+  /// Lease expiry (lifecycle::lease_expiry): an event whose lease ended goes back to pending, or
+  /// to dead (written back onto its entity) when the lease ended during its last attempt.
   result<void> expire(timestamp now, status_tally& tally) {
     struct expired {
       std::int64_t seq;
@@ -161,21 +153,21 @@ struct claim_engine : connection {
       if (rc != SQLITE_DONE) return failure(db, rc, "reading expired leases");
     }
     for (const auto& x : list) {
-      const bool last = x.attempts >= x.max_attempts;
-      const std::string why = last ? "lease expired during the last attempt" : "lease expired";
-      expire_one.bind(1, x.seq).bind(2, static_cast<int>(last ? status::dead : status::pending)).bind(3, now).bind(4, why);
+      const lifecycle::expiry expired = lifecycle::lease_expiry(x.attempts, x.max_attempts);
+      const std::string why = expired.message;
+      expire_one.bind(1, x.seq).bind(2, static_cast<int>(expired.to)).bind(3, now).bind(4, why);
       if (auto d = step_done(expire_one, db, "expiring a lease"); !d) return d;
       if (auto r = refresh(x.user, x.key, x.seq, line_event::flight_ended); !r) return r;
-      tally.move(x.user, status::processing, last ? status::dead : status::pending);
-      if (last) {
+      tally.move(x.user, status::processing, expired.to);
+      if (expired.to == status::dead) {
         if (auto w = write_back(x.entity_type, x.entity_id, status::dead, {}, {}, why); !w) return w;
       }
     }
     return {};
   }
 
-  /// Life-cycle rule, claim order: expired leases first, due retries promoted, then ready heads
-  /// in (priority desc, seq) order (ready_heads_sql), one event per line.
+  /// The claim order (stated in lifecycle.hpp): expired leases first, due retries promoted, then
+  /// ready heads in (priority desc, seq) order (ready_heads_sql), one event per line.
   result<std::size_t> claim(const claim_request& request, std::vector<event>& out) {
     if (request.limit == 0) return std::size_t{0};
     status_tally tally;
@@ -208,13 +200,10 @@ struct claim_engine : connection {
     return heads.size();
   }
 
-  /// Life-cycle rule, record precondition: an outcome applies only under the lease it carries
-  /// (record_one's WHERE clause); a stale one is skipped, not an error.
+  /// The record precondition (lifecycle::may_record) in SQL: an outcome applies only under the
+  /// lease it carries (record_one's WHERE clause); a stale one is skipped, not an error.
   result<std::size_t> record(std::span<outcome> outcomes) {
-    for (const outcome& o : outcomes) {
-      if (o.to == status::processing)
-        return error(errc::invalid_argument, "an outcome cannot move an event to processing");
-    }
+    if (auto valid = lifecycle::check_outcomes(outcomes); !valid) return valid.error();
     std::size_t applied = 0;
     status_tally tally;
     for (outcome& o : outcomes) {

@@ -2,8 +2,10 @@
 /// \file
 /// Group commit on the SQLite connection: concurrent writers queue their work, one of them (the
 /// leader) runs the queued work of all in one transaction with one sync, and each caller returns
-/// once the commit that made its work durable is done. A write called inside an application's
-/// transaction on this connection joins that transaction instead.
+/// once the commit that made its work durable is done. The leader/follower protocol and its
+/// gathering rule are detail/group_commit.hpp's; this file supplies SQLite's steps (one
+/// transaction per group, a savepoint per member when one fails). A write called inside an
+/// application's transaction on this connection joins that transaction instead.
 
 #include <sqlite3.h>
 
@@ -18,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "outbox/detail/group_commit.hpp"
 #include "outbox/error.hpp"
 #include "outbox/storage/sqlite/connection.hpp"
 
@@ -51,7 +54,7 @@ class group_commit {
         return in_savepoint(work);
       }
     }
-    write_item item{std::function<result<void>()>(std::ref(work)), {}, false, {}};
+    write_item item{std::function<result<void>()>(std::ref(work)), {}, {}};
     if (!c_.options.group_commit) {
       auto lock = c_.lock_connection();
       const group_marker open{group_open_};
@@ -65,7 +68,6 @@ class group_commit {
   struct write_item {
     std::function<result<void>()> work;  // may run twice (see run_group_locked): must overwrite its outputs
     result<void> outcome;
-    bool done = false;
     status_tally changes;  // what `work` changed, applied to the stats cache once committed
   };
 
@@ -78,58 +80,41 @@ class group_commit {
     group_marker& operator=(const group_marker&) = delete;
   };
 
+  /// SQLite's steps of a group commit: the leader takes the queue and runs it as one
+  /// transaction, which settles every member with its own outcome (so the group never fails
+  /// whole, and the storage never stops).
+  struct group_steps {
+    group_commit& g;
+    struct batch {
+      std::vector<write_item*> items;
+      std::size_t members = 0;
+    };
+    batch take(std::size_t /*queued*/) {
+      batch b;
+      b.items.swap(g.queue_);
+      b.members = b.items.size();
+      return b;
+    }
+    bool write(batch& b) {
+      auto db_lock = g.c_.lock_connection();
+      const group_marker open{g.group_open_};
+      g.run_group_locked(b.items);
+      return true;
+    }
+    void finish(batch& /*b*/, bool /*written*/) {}
+    [[nodiscard]] bool stopped() const noexcept { return false; }
+  };
+
   /// Queues `item`; leads a group when no one else does, else waits for the leader that ran it.
+  /// A new leader gathers, for at most 200 µs, the writers the last commit released and those
+  /// that queued during it.
   result<void> queue_and_wait(write_item& item) {
     std::unique_lock lock(queue_mutex_);
     queue_.push_back(&item);
-    if (gathering_) arrivals_cv_.notify_one();
-    while (!item.done) {
-      if (!leading_) {
-        lead(lock);
-      } else {
-        queue_cv_.wait(lock);
-      }
-    }
+    const std::uint64_t ticket = commit_.join();
+    group_steps steps{*this};
+    commit_.await(lock, ticket, steps);  // true: a SQLite group settles each member
     return item.outcome;
-  }
-
-  /// Takes the queue (after gathering) and runs it as one group. Called and returns with `lock`.
-  void lead(std::unique_lock<std::mutex>& lock) {
-    leading_ = true;
-    gather(lock);
-    std::vector<write_item*> group;
-    group.swap(queue_);
-    lock.unlock();
-    const auto started = std::chrono::steady_clock::now();
-    {
-      auto db_lock = c_.lock_connection();
-      const group_marker open{group_open_};
-      run_group_locked(group);
-    }
-    const auto took = std::chrono::steady_clock::now() - started;
-    lock.lock();
-    for (auto* member : group) member->done = true;
-    // The members just released will be back with their next call, as will those that
-    // queued during this commit: the next leader waits for that many.
-    expected_group_ = group.size() + queue_.size();
-    last_commit_ = took;
-    leading_ = false;
-    queue_cv_.notify_all();
-  }
-
-  /// Before taking the queue, a new leader waits briefly for the writers the last commit
-  /// released. Without this, a leader swaps the queue out the instant the previous commit ends,
-  /// before those writers are back; they then form the group after, and commits settle into
-  /// two alternating halves of the writers, each waiting for two syncs per call. The wait is
-  /// bounded by half the last commit's duration (200 µs at most), so it costs at most half a
-  /// sync, and a lone writer (expected group of 1) never waits.
-  void gather(std::unique_lock<std::mutex>& lock) {
-    if (expected_group_ <= 1 || queue_.size() >= expected_group_) return;
-    const auto budget = std::min<std::chrono::steady_clock::duration>(last_commit_ / 2, std::chrono::microseconds(200));
-    gathering_ = true;
-    arrivals_cv_.wait_until(lock, std::chrono::steady_clock::now() + budget,
-                            [&] { return queue_.size() >= expected_group_; });
-    gathering_ = false;
   }
 
   template <class F>
@@ -149,8 +134,8 @@ class group_commit {
   }
 
   /// One transaction for the group; gives every member its own outcome, or the commit's
-  /// failure. Marking members done is the caller's job, under the queue's mutex, which is
-  /// what their threads read `done` under.
+  /// failure. Members read their outcome once the group commit settles them, under the
+  /// queue's mutex.
   ///
   /// First pass: every member straight into the transaction, without savepoints. A savepoint
   /// makes SQLite copy each page a member changes into a statement sub-journal (spilled to a
@@ -233,15 +218,11 @@ class group_commit {
   }
 
   connection& c_;
-  std::mutex queue_mutex_;
-  std::condition_variable queue_cv_;
+  std::mutex queue_mutex_;  // guards queue_ and commit_
   std::vector<write_item*> queue_;
-  bool leading_ = false;
+  outbox::detail::group_commit commit_{
+      {std::chrono::microseconds(200), outbox::detail::group_commit::expectation::outstanding}};
   std::atomic<bool> group_open_{false};  // a leader's transaction is open on the connection
-  std::condition_variable arrivals_cv_;  // a gathering leader waits here for writers
-  bool gathering_ = false;
-  std::size_t expected_group_ = 0;  // writers the next leader waits for
-  std::chrono::steady_clock::duration last_commit_{};
 };
 
 }  // namespace outbox::detail::sqlite

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "outbox/clock.hpp"
 #include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
@@ -169,7 +170,12 @@ class sqlite_storage {
 
   result<std::optional<event>> find(event_id id) { return s_->find(id); }
   result<std::vector<event>> query(const event_query& q) { return s_->query(q); }
+  /// Counts and ages for `user` (all users if none), aged at `now`: the shape every storage and
+  /// the outbox share. `now` is the outbox's clock; without it, the wall clock.
   result<event_stats> stats(std::optional<std::string_view> user, timestamp now) { return s_->stats(user, now); }
+  result<event_stats> stats(std::optional<std::string_view> user = std::nullopt) {
+    return stats(user, system_clock{}.now());
+  }
   result<std::optional<timestamp>> next_wake(std::string_view user, timestamp now) { return s_->next_wake(user, now); }
 
   result<std::size_t> reset(std::span<const event_id> ids, timestamp now) {

@@ -77,16 +77,16 @@ inline entity_record read_entity(const statement& s) {
 // ---- the named queries -------------------------------------------------------------------------
 
 /// The reads of a claim, in the order it runs them; explain_claim() shows their plans.
-// Claim order (one rule, stated for all storages in the life-cycle rules): per user, ready heads
-// by priority descending, then append order (seq); a line has at most one event in flight.
+// The claim order, stated once in detail/lifecycle.hpp: per user, ready heads by priority
+// descending, then append order (seq); a line has at most one event in flight.
 // The head's status (pending, or failed and due) comes along for the counts a claim moves.
 inline constexpr std::string_view ready_heads_sql =
     "SELECT k.head_seq, e.status FROM outbox_keys k JOIN outbox_events e ON e.seq = k.head_seq "
     "WHERE k.user_id = ?1 AND k.state = 0 ORDER BY k.priority DESC, k.head_seq LIMIT ?2";
 inline constexpr std::string_view promote_due_sql =
     "UPDATE outbox_keys SET state = 0 WHERE user_id = ?1 AND state = 1 AND ready_at <= ?2";
-// Lease expiry: claims in flight whose lease ended, oldest lease first (see expire() for the
-// rule on the last attempt).
+// Lease expiry: claims in flight whose lease ended, oldest lease first (the rule on the last
+// attempt is lifecycle::lease_expiry).
 // Named index: the status index would serve `status = 1` too, but not in lease order.
 inline constexpr std::string_view expired_leases_sql =
     "SELECT seq, attempts, max_attempts, user_id, ordering_key, entity_type, entity_id FROM outbox_events "
@@ -168,8 +168,8 @@ inline constexpr std::string_view oldest_due_sql =
     "UPDATE outbox_events SET status = 1, attempts = attempts + 1, lease = ?2, "                               \
     "lease_until = ?3, updated_at = ?4 WHERE seq = ?1 RETURNING " OUTBOX_SQLITE_EVENT_COLUMNS)                 \
   X(block_key, "UPDATE outbox_keys SET state = 2 WHERE user_id = ?1 AND ordering_key = ?2")                   \
-  /* Record precondition (lease fencing): an outcome applies only to an event still in flight */              \
-  /* under the lease it carries (WHERE ... status = 1 AND lease = ?2); a stale one changes nothing. */        \
+  /* Record precondition, lifecycle::may_record: an outcome applies only to an event still in */             \
+  /* flight under the lease it carries (WHERE ... status = 1 AND lease = ?2); a stale one changes nothing. */ \
   X(record_one,                                                                                                \
     "UPDATE outbox_events SET status = ?3, attempts = ?4, updated_at = ?5, "                                   \
     "retry_after = CASE WHEN ?3 = 3 THEN ?6 ELSE retry_after END, "                                            \
@@ -180,14 +180,14 @@ inline constexpr std::string_view oldest_due_sql =
     "RETURNING seq, user_id, ordering_key, entity_type, entity_id, last_error")                                \
   X(find_event, "SELECT " OUTBOX_SQLITE_EVENT_COLUMNS " FROM outbox_events WHERE id = ?1")                    \
   X(find_seq, "SELECT seq, status, attempts, user_id, ordering_key FROM outbox_events WHERE id = ?1")          \
-  /* Write-back rule, delivered: the remote id always; synced (and its error cleared) only when */            \
-  /* the delivered event is still the entity's last one. Every write-back bumps the version. */               \
+  /* Write-back rule, lifecycle::write_back, delivered: the remote id always; synced (and its */              \
+  /* error cleared) only when the delivered event is still the entity's last one; version + 1. */             \
   X(write_back_completed,                                                                                      \
     "UPDATE outbox_entities SET remote_id = CASE WHEN ?3 <> '' THEN ?3 ELSE remote_id END, "                   \
     "sync = CASE WHEN last_event = ?4 THEN 1 ELSE sync END, "                                                  \
     "sync_error = CASE WHEN last_event = ?4 THEN '' ELSE sync_error END, version = version + 1 "               \
     "WHERE collection = ?1 AND id = ?2")                                                                       \
-  /* Write-back rule, dead: the error is recorded on the entity. */                                           \
+  /* Write-back rule, lifecycle::write_back, dead: the error is recorded on the entity. */                     \
   X(write_back_dead,                                                                                           \
     "UPDATE outbox_entities SET sync_error = ?3, version = version + 1 WHERE collection = ?1 AND id = ?2")     \
   X(next_retry, "SELECT min(ready_at) FROM outbox_keys WHERE user_id = ?1 AND state = 1")                     \
