@@ -141,13 +141,7 @@ class storage_fixture {
  private:
   /// The outcome for `e` as claimed (its id, lease and attempts), moving it to `to` at `at`.
   [[nodiscard]] static outcome settle(const event& e, status to, timestamp at) {
-    outcome o;
-    o.id = e.id;
-    o.lease = e.lease;
-    o.to = to;
-    o.attempts = e.attempts;
-    o.at = at;
-    return o;
+    return outbox::detail::lifecycle::outcome_of(e, to, at);
   }
 
   std::string next_entity_payload() { return R"({"entity":)" + std::to_string(++made_) + "}"; }
