@@ -408,9 +408,9 @@ class file_storage {
         job.written = s.write_batch(job);
         return job.written.has_value();
       }
-      void finish(flush_job& job, bool /*written*/) {
+      void finish(flush_job& job, bool written) {
         s.index_ready(lock);  // finishing may compact, which reads memory
-        s.finish_flush_locked(job);
+        s.finish_flush_locked(job, written);
       }
       [[nodiscard]] bool stopped() const noexcept { return s.broken.has_value(); }
     };
@@ -460,9 +460,11 @@ class file_storage {
       return written;
     }
 
-    void finish_flush_locked(flush_job& job) {
-      if (!job.written) {
-        broken = outbox::error(job.written.error().code, job.written.error().message + " (reopen the storage to recover)");
+    /// `written` is false if the write failed, or threw before it could say (out of memory).
+    void finish_flush_locked(flush_job& job, bool written) {
+      if (!written) {
+        const outbox::error e = job.written ? outbox::error(errc::storage_failure, "writing the log failed") : job.written.error();
+        broken = outbox::error(e.code, e.message + " (reopen the storage to recover)");
       } else {
         ++syncs;
         active_bytes += job.bytes.size();
