@@ -49,27 +49,19 @@ class storage_fixture {
     return {user, now, now + lease, limit};
   }
 
+  // Outcomes as the outbox builds them (detail/lifecycle.hpp): the suite feeds storages the
+  // same values the engine does.
   [[nodiscard]] static outcome complete(const event& e, timestamp at, std::string remote_id = "r") {
-    outcome o = settle(e, status::completed, at);
-    o.remote_id = std::move(remote_id);
-    return o;
+    return outbox::detail::lifecycle::delivered(e, at, std::move(remote_id));
   }
   [[nodiscard]] static outcome fail(const event& e, timestamp at, timestamp retry_after, std::string why = "500") {
-    outcome o = settle(e, status::failed, at);
-    o.retry_after = retry_after;
-    o.error = std::move(why);
-    return o;
+    return outbox::detail::lifecycle::retry(e, at, std::move(why), retry_after);
   }
   [[nodiscard]] static outcome kill(const event& e, timestamp at, std::string why = "400") {
-    outcome o = fail(e, at, {}, std::move(why));
-    o.to = status::dead;
-    return o;
+    return outbox::detail::lifecycle::dead(e, at, std::move(why));
   }
   [[nodiscard]] static outcome release(const event& e, timestamp at) {
-    outcome o = settle(e, status::pending, at);
-    o.attempts = e.attempts - 1;
-    o.error = "offline";
-    return o;
+    return outbox::detail::lifecycle::released(e, at, "offline");
   }
 
   // ---- the entity half ------------------------------------------------------------------------
@@ -139,11 +131,6 @@ class storage_fixture {
   }
 
  private:
-  /// The outcome for `e` as claimed (its id, lease and attempts), moving it to `to` at `at`.
-  [[nodiscard]] static outcome settle(const event& e, status to, timestamp at) {
-    return outbox::detail::lifecycle::outcome_of(e, to, at);
-  }
-
   std::string next_entity_payload() { return R"({"entity":)" + std::to_string(++made_) + "}"; }
 
   int made_ = 0;
