@@ -393,9 +393,13 @@ int run(const config& cfg, const std::string& db) {
     while (!holding) {
       if (auto line = from_server.next(std::chrono::milliseconds(100)); line && line->rfind("holding ", 0) == 0)
         holding = std::move(line);
-      else if (from_server.closed() || !app->running()) {
-        std::cerr << "outbox_demo: no batch was held: the "
-                  << (from_server.closed() ? "backend" : "app") << " ended first\n";
+      else if (from_server.closed()) {
+        std::cerr << "outbox_demo: the backend ended before it held a batch (" << ending(server.stop()) << ")\n";
+        return 1;
+      } else if (!app->running()) {
+        const int status = app->wait();
+        std::cerr << "outbox_demo: " << (status == 0 ? "no batch was held before the app ended" : "the app failed")
+                  << " (" << ending(status) << ")\n";
         return 1;
       }
     }
