@@ -5,7 +5,6 @@ between the report markers of bench/README.md.
 
     scripts/bench_report.py RESULTS_DIR README CHART
 """
-import datetime
 import json
 import os
 import pathlib
@@ -47,12 +46,15 @@ BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 
 
 def load(results_dir: pathlib.Path):
-    """name -> {args: items_per_second}, from medians when there are repetitions."""
+    """name -> {args: items_per_second}, from medians when there are repetitions; the last
+    file's context; binary name -> the day it ran."""
     rows = {}
     context = {}
+    days = {}
     for path in sorted(results_dir.glob("*.json")):
         data = json.loads(path.read_text())
         context = data.get("context", context)
+        days[path.stem] = str(context.get("date", "?"))[:10]
         for b in data.get("benchmarks", []):
             if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
                 continue
@@ -66,7 +68,7 @@ def load(results_dir: pathlib.Path):
                             if a not in ("real_time", "manual_time", "process_time")
                             and not a.startswith(("min_time:", "iterations:", "repeats:")))
             rows.setdefault(base, {})[args] = ips
-    return rows, context
+    return rows, context, days
 
 
 def arg_value(args: str) -> float:
@@ -74,12 +76,17 @@ def arg_value(args: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+def arg_values(args: str):
+    """Every number of the arguments, in order: rows sort by the first, then the next."""
+    return tuple(float(v) for v in re.findall(r":(\d+)", args))
+
+
 def table(rows) -> str:
     lines = ["| outbox row | events/s | baseline | events/s | ratio |", "|---|---:|---|---:|---:|"]
     for outbox_name, baseline_name in PAIRS:
         if outbox_name not in rows:
             continue
-        for args in sorted(rows[outbox_name], key=arg_value):
+        for args in sorted(rows[outbox_name], key=arg_values):
             ours = rows[outbox_name][args]
             theirs = rows.get(baseline_name, {}).get(args)
             if theirs:
@@ -142,6 +149,7 @@ TARGETS = [
      "(the in-process server shares the cores)", ">= 0.8",
      lambda r: ratio(pick(r, "BM_http_transport_deliver", "batch:100", "in_flight:8"),
                      pick(r, "BM_baseline_raw_curl_multi", "batch:100", "in_flight:8")),
+     lambda v: v >= 0.8),
     ("NATS", "batch 100 into JetStream, transport / raw nats.c async publishes", ">= 0.8",
      lambda r: ratio(pick(r, "BM_nats_transport_send", "batch:100", "send_asap:0"),
                      pick(r, "BM_baseline_raw_nats_publish_async", "batch:100", "send_asap:0")),
@@ -199,15 +207,19 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     results_dir, readme, svg = (pathlib.Path(a) for a in sys.argv[1:])
-    rows, context = load(results_dir)
+    rows, context, days = load(results_dir)
     if not rows:
         print(f"bench_report: no results in {results_dir}", file=sys.stderr)
         return 1
     have_chart = chart(rows, svg)
     machine = (f"{context.get('num_cpus', os.cpu_count())} CPUs at {context.get('mhz_per_cpu', '?')} MHz, "
                f"{platform.system()} {platform.release()} {platform.machine()}")
+    if len(set(days.values())) == 1:
+        when = f"on {next(iter(days.values()))}"
+    else:  # `scripts/bench NAME...` reran some binaries and kept the others' results
+        when = "(" + ", ".join(f"{name} on {day}" for name, day in sorted(days.items())) + ")"
     report = [BEGIN, "",
-              f"Produced by `scripts/bench` on {datetime.date.today().isoformat()}, {machine}. "
+              f"Produced by `scripts/bench` {when}, {machine}. "
               "Release build; medians of the repetitions; each ratio compares two rows of the same run.",
               ""]
     probe = results_dir / "sync_probe.txt"
