@@ -263,7 +263,12 @@ struct segment_log {
     const auto path = path_of(number);
     auto scan = log::scan_segment(bytes, options.salvage);
     if (scan.bad_offset) {
-      const bool torn = last && !scan.valid_after_bad && !scan.bad_header;
+      // The last segment's tail may be a write a power cut tore: then everything from the bad
+      // record on was never acknowledged (each write is synced before the next one starts),
+      // readable records after it included, and it is cut off below.
+      const bool torn = last && !scan.bad_header &&
+                        (!scan.valid_after_bad || log::lost_sector_between(bytes, *scan.bad_offset, scan.readable_after));
+      if (torn && scan.valid_after_bad && options.salvage) scan = log::scan_segment(bytes, false);
       if (!torn && !options.salvage) {
         return outbox::error(errc::corrupt_data, path.string() + ": unreadable record at offset " +
                                                      std::to_string(*scan.bad_offset) +
