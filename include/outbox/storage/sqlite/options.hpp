@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 namespace outbox {
 
@@ -21,6 +22,10 @@ struct sqlite_options {
   /// with one `pwrite` (per 64 KiB) just before its sync, instead of two per page. See
   /// detail::sqlite::wal_gather. Ignored by `adopt()`, whose connection keeps its own VFS.
   bool gather_wal_writes = true;
+  /// The VFS to open the database with, by the name it was registered under
+  /// (`sqlite3_vfs_register`); empty: SQLite's default. WAL gathering layers over it. For a test
+  /// VFS such as the power-loss simulator's (testing/power_loss_sqlite.hpp). Ignored by `adopt()`.
+  std::string vfs{};
 };
 
 }  // namespace outbox
