@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <string>
 
+#include "support/power_loss.hpp"
 #include "support/temp_file_storage.hpp"  // temp_dir_owner, temp_path
 
 namespace {
@@ -39,12 +40,6 @@ pl::check_report run(const std::filesystem::path& work, outbox::sqlite_options o
   return report;
 }
 
-void show(const pl::check_report& r) {
-  INFO("calls " << r.operations << ", trace " << r.trace_calls << ", cuts " << r.cuts << ", failed " << r.failed_cuts);
-  for (const auto& p : r.problems) UNSCOPED_INFO(p);
-  CHECK(r.ok());
-  CHECK(r.random_cuts >= 100);
-}
 
 outbox::sqlite_options mode(outbox::sqlite_options::sync_mode sync, bool gather = true) {
   outbox::sqlite_options o;
@@ -57,11 +52,11 @@ outbox::sqlite_options mode(outbox::sqlite_options::sync_mode sync, bool gather 
 
 TEST_CASE("power loss, SQLite storage: synchronous full loses nothing acknowledged", "[power_loss][sqlite]") {
   outbox_test::temp_dir_owner dir(outbox_test::temp_path("power-sqlite"));
-  SECTION("WAL writes gathered (the default)") { show(run(dir.path, mode(outbox::sqlite_options::sync_mode::full))); }
+  SECTION("WAL writes gathered (the default)") { outbox_test::require_clean(run(dir.path, mode(outbox::sqlite_options::sync_mode::full))); }
   SECTION("WAL writes as SQLite makes them") {
     pl::check_options c;
     c.seed = 2;
-    show(run(dir.path, mode(outbox::sqlite_options::sync_mode::full, false), c));
+    outbox_test::require_clean(run(dir.path, mode(outbox::sqlite_options::sync_mode::full, false), c));
   }
 }
 
@@ -73,7 +68,7 @@ TEST_CASE("power loss, SQLite storage: synchronous normal keeps a consistent ear
   pl::check_options c;
   c.seed = 3;
   c.acknowledged_is_durable = false;
-  show(run(dir.path, mode(outbox::sqlite_options::sync_mode::normal), c));
+  outbox_test::require_clean(run(dir.path, mode(outbox::sqlite_options::sync_mode::normal), c));
   SECTION("and it does lose acknowledged commits, as documented") {
     pl::check_options strict = c;
     strict.acknowledged_is_durable = true;

@@ -462,6 +462,30 @@ struct snapshot {
   bool operator==(const snapshot& other) const { return events == other.events && entities == other.entities; }
 };
 
+/// A save of `row` (new when its version is 0) by alice, with its event, as a repository makes it.
+inline entity_change save(entity_record row, event_id id, timestamp now, std::string payload) {
+  entity_change c;
+  const bool update = row.version != 0;
+  c.expected_version = row.version;
+  c.entity = std::move(row);
+  c.entity.user_id = "alice";
+  if (!update) c.entity.occurred_at = c.entity.created_at = now;
+  c.entity.updated_at = now;
+  c.entity.payload = std::move(payload);
+  c.event.id = id;
+  c.event.type = c.entity.collection + (update ? ".updated" : ".created");
+  c.event.entity_type = c.entity.collection;
+  c.event.entity_id = c.entity.id;
+  c.event.ordering_key = c.entity.collection + "/" + c.entity.id;
+  c.event.user_id = "alice";
+  c.event.payload = c.entity.payload;
+  c.event.max_attempts = 3;
+  c.event.created_at = now;
+  c.event.updated_at = now;
+  c.entity.last_event = c.event.id;
+  return c;
+}
+
 template <class Storage>
 result<snapshot> read_all(Storage& s, const std::string& collection) {
   snapshot out;
@@ -516,13 +540,15 @@ check_report check(const std::filesystem::path& work, OpenRecording open_recordi
       problem("opening the recorded storage failed: " + storage.error().message);
       return report;
     }
-    acknowledged.push_back(rec.size());
-    auto first = detail_check::read_all(*storage, options.collection);
-    if (!first) {
-      problem("reading failed: " + first.error().message);
-      return report;
-    }
-    states.push_back(*first);
+    // Keeps the state once a call was acknowledged; false if it cannot be read.
+    auto keep_state = [&](auto& opened) {
+      acknowledged.push_back(rec.size());
+      auto now_state = detail_check::read_all(opened, options.collection);
+      if (!now_state) problem("reading failed: " + now_state.error().message);
+      else states.push_back(*now_state);
+      return now_state.has_value();
+    };
+    if (!keep_state(*storage)) return report;
 
     const timestamp t0 = timestamp(std::chrono::seconds(1767225600));
     event_id_generator ids{options.seed};
@@ -534,32 +560,16 @@ check_report check(const std::filesystem::path& work, OpenRecording open_recordi
       started.push_back(rec.size());
       std::string failed;
       if (dice < 45 || rows.empty()) {  // a save: a new entity, or the next version of one
-        entity_change c;
         const bool update = dice % 3 == 0 && !rows.empty();
+        entity_record row;
         if (update) {
-          c.entity = rows[static_cast<std::size_t>(random() % rows.size())];
-          c.expected_version = c.entity.version;
+          row = rows[static_cast<std::size_t>(random() % rows.size())];
         } else {
-          c.entity.collection = options.collection;
-          c.entity.id = "e" + std::to_string(i);
-          c.entity.user_id = "alice";
-          c.entity.natural_key = "alice/" + std::to_string(i);
-          c.entity.occurred_at = now;
-          c.entity.created_at = now;
+          row.collection = options.collection;
+          row.id = "e" + std::to_string(i);
+          row.natural_key = "alice/" + std::to_string(i);
         }
-        c.entity.updated_at = now;
-        c.entity.payload = R"({"v":)" + std::to_string(i) + "}";
-        c.event.id = ids.next(now);
-        c.event.type = options.collection + (update ? ".updated" : ".created");
-        c.event.entity_type = options.collection;
-        c.event.entity_id = c.entity.id;
-        c.event.ordering_key = options.collection + "/" + c.entity.id;
-        c.event.user_id = "alice";
-        c.event.payload = c.entity.payload;
-        c.event.max_attempts = 3;
-        c.event.created_at = now;
-        c.event.updated_at = now;
-        c.entity.last_event = c.event.id;
+        const entity_change c = detail_check::save(std::move(row), ids.next(now), now, R"({"v":)" + std::to_string(i) + "}");
         if (auto done = storage->commit(c); !done) failed = "save: " + done.error().message;
       } else if (dice < 65) {
         std::vector<event> out;
@@ -588,13 +598,7 @@ check_report check(const std::filesystem::path& work, OpenRecording open_recordi
         problem("the recorded workload's call " + std::to_string(i + 1) + " failed: " + failed);
         return report;
       }
-      acknowledged.push_back(rec.size());
-      auto now_state = detail_check::read_all(*storage, options.collection);
-      if (!now_state) {
-        problem("reading failed: " + now_state.error().message);
-        return report;
-      }
-      states.push_back(*now_state);
+      if (!keep_state(*storage)) return report;
       // The rows as stored now, for the next updates.
       rows.clear();
       entity_query eq;
@@ -676,17 +680,11 @@ check_report check(const std::filesystem::path& work, OpenRecording open_recordi
                       std::to_string(found->entities.size()) + " entities)";
         }
         if (failure.empty()) {  // it must take writes again
-          entity_change c;
-          c.entity.collection = options.collection;
-          c.entity.id = "after-cut";
-          c.entity.user_id = "alice";
-          c.event.id = event_id_generator{n + 1}.next(timestamp(std::chrono::seconds(2082758400)));  // after the workload's
-          c.event.type = options.collection + ".created";
-          c.event.entity_type = options.collection;
-          c.event.entity_id = c.entity.id;
-          c.event.ordering_key = options.collection + "/after-cut";
-          c.event.user_id = "alice";
-          c.entity.last_event = c.event.id;
+          entity_record row;
+          row.collection = options.collection;
+          row.id = "after-cut";
+          const timestamp later = timestamp(std::chrono::seconds(2082758400));  // after the workload's times
+          const entity_change c = detail_check::save(std::move(row), event_id_generator{n + 1}.next(later), later, "{}");
           if (auto done = reopened->commit(c); !done) failure = "a save after reopening failed: " + done.error().message;
         }
       }

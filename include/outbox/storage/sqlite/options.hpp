@@ -12,7 +12,7 @@ namespace outbox {
 struct sqlite_options {
   enum class sync_mode : std::uint8_t {
     full,    ///< every commit is synced: survives power loss (default)
-    normal,  ///< WAL synced at checkpoints: survives a process crash, not power loss
+    normal,  ///< WAL synced at checkpoints: survives a process crash; a power cut may lose the commits since the last checkpoint, never consistency
     off,     ///< never synced: for tests and throwaway data
   };
   sync_mode synchronous = sync_mode::full;
