@@ -45,12 +45,24 @@ struct outcome {
   bool applied = false;           ///< set by the storage
 };
 
-/// A page of events in append order. `after_seq` continues from a previous page.
+/// A page of events in append order: those matching every filter given, after `after_seq` (the
+/// last seq of a previous page, to continue from it), at most `limit` of them.
+///
+/// Every storage serves a query that names an entity or a type from an index of that field: it
+/// reads that entity's (or type's) events from `after_seq` on, not all events.
 struct event_query {
   std::optional<status> status_is{};
   std::optional<std::string> user_id{};
   std::size_t limit = 100;
   std::uint64_t after_seq = 0;
+  std::optional<std::string> entity_id{};  ///< events about this entity (`event::entity_id`)
+  std::optional<std::string> type{};       ///< events of this type (`event::type`)
+
+  /// Whether `e` passes every filter (not the page bounds `after_seq` and `limit`).
+  [[nodiscard]] bool matches(const event& e) const noexcept {
+    return (!status_is || e.status == *status_is) && (!user_id || e.user_id == *user_id) &&
+           (!entity_id || e.entity_id == *entity_id) && (!type || e.type == *type);
+  }
 };
 
 /// Counts and ages, for one user or for all.
@@ -61,6 +73,11 @@ struct event_stats {
   /// now - created_at of the claimable event appended first: a ready head, or a failed head
   /// whose retry time has come. How long the oldest deliverable change has been waiting.
   std::optional<duration> oldest_due_age{};
+  /// now - created_at of the failed event appended first: how long a retry has been holding
+  /// something back.
+  std::optional<duration> oldest_failed_age{};
+  /// now - created_at of the dead event appended first: a change that waits for a reset.
+  std::optional<duration> oldest_dead_age{};
 
   [[nodiscard]] std::size_t count(status s) const noexcept {
     return counts[static_cast<std::size_t>(s)];

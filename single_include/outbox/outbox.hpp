@@ -795,12 +795,24 @@ struct outcome {
   bool applied = false;           ///< set by the storage
 };
 
-/// A page of events in append order. `after_seq` continues from a previous page.
+/// A page of events in append order: those matching every filter given, after `after_seq` (the
+/// last seq of a previous page, to continue from it), at most `limit` of them.
+///
+/// Every storage serves a query that names an entity or a type from an index of that field: it
+/// reads that entity's (or type's) events from `after_seq` on, not all events.
 struct event_query {
   std::optional<status> status_is{};
   std::optional<std::string> user_id{};
   std::size_t limit = 100;
   std::uint64_t after_seq = 0;
+  std::optional<std::string> entity_id{};  ///< events about this entity (`event::entity_id`)
+  std::optional<std::string> type{};       ///< events of this type (`event::type`)
+
+  /// Whether `e` passes every filter (not the page bounds `after_seq` and `limit`).
+  [[nodiscard]] bool matches(const event& e) const noexcept {
+    return (!status_is || e.status == *status_is) && (!user_id || e.user_id == *user_id) &&
+           (!entity_id || e.entity_id == *entity_id) && (!type || e.type == *type);
+  }
 };
 
 /// Counts and ages, for one user or for all.
@@ -811,6 +823,11 @@ struct event_stats {
   /// now - created_at of the claimable event appended first: a ready head, or a failed head
   /// whose retry time has come. How long the oldest deliverable change has been waiting.
   std::optional<duration> oldest_due_age{};
+  /// now - created_at of the failed event appended first: how long a retry has been holding
+  /// something back.
+  std::optional<duration> oldest_failed_age{};
+  /// now - created_at of the dead event appended first: a change that waits for a reset.
+  std::optional<duration> oldest_dead_age{};
 
   [[nodiscard]] std::size_t count(status s) const noexcept {
     return counts[static_cast<std::size_t>(s)];
@@ -2414,6 +2431,171 @@ class entity_index {
 
 }  // namespace outbox::detail
 
+// ---- outbox/detail/seq_deque.hpp -----------------------------------------------------------------
+/// \file
+/// `outbox::detail::seq_deque`: a sorted set of seqs in one ring buffer, for the members of an
+/// ordering key's line in the memory state, and for the events of one entity or one type in its
+/// query indexes (detail/field_index.hpp).
+///
+/// A line gains members at its end (new events have the highest seq yet) and loses them at its
+/// front (the head is what gets delivered), and it is touched once per thousand events when a
+/// thousand keys take turns. A `std::set` node per member makes each of those visits a walk of
+/// cold tree nodes (the hint check, then the rebalance); here both ends are O(1) and touch one
+/// cache line. An insert or erase in the middle (a dead event reset back into its line, a
+/// pending event dropped by coalescing) shifts the shorter side: O(min(i, n - i)).
+
+
+namespace outbox::detail {
+
+class seq_deque {
+ public:
+  seq_deque() = default;
+  seq_deque(const seq_deque&) = default;
+  seq_deque& operator=(const seq_deque&) = default;
+  // A moved-from deque is empty, not a count without slots.
+  seq_deque(seq_deque&& other) noexcept
+      : slots_(std::move(other.slots_)), head_(std::exchange(other.head_, 0)), size_(std::exchange(other.size_, 0)) {
+    other.slots_.clear();
+  }
+  seq_deque& operator=(seq_deque&& other) noexcept {
+    if (this == &other) return *this;
+    slots_ = std::move(other.slots_);
+    other.slots_.clear();
+    head_ = std::exchange(other.head_, 0);
+    size_ = std::exchange(other.size_, 0);
+    return *this;
+  }
+  ~seq_deque() = default;
+
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// The lowest seq; the deque must not be empty.
+  [[nodiscard]] std::uint64_t front() const noexcept { return at(0); }
+  /// The highest seq; the deque must not be empty.
+  [[nodiscard]] std::uint64_t back() const noexcept { return at(size_ - 1); }
+  /// The i-th lowest seq, i < size().
+  [[nodiscard]] std::uint64_t operator[](std::size_t i) const noexcept { return at(i); }
+
+  /// The index of the first seq not below `seq` (size() if none is).
+  [[nodiscard]] std::size_t lower_bound(std::uint64_t seq) const noexcept {
+    std::size_t low = 0;
+    std::size_t count = size_;
+    while (count > 0) {
+      const std::size_t half = count / 2;
+      if (at(low + half) < seq) {
+        low += half + 1;
+        count -= half + 1;
+      } else {
+        count = half;
+      }
+    }
+    return low;
+  }
+
+  [[nodiscard]] bool contains(std::uint64_t seq) const noexcept {
+    const std::size_t i = lower_bound(seq);
+    return i < size_ && at(i) == seq;
+  }
+
+  /// Adds `seq` in order; does nothing if it is there already. O(1) at either end.
+  void insert(std::uint64_t seq) {
+    const std::size_t i = (size_ == 0 || seq > back()) ? size_ : lower_bound(seq);
+    if (i < size_ && at(i) == seq) return;
+    if (size_ == slots_.size()) grow();
+    if (i < size_ / 2) {  // open the gap on the front side: move [0, i) one slot down
+      head_ = (head_ + mask()) & mask();
+      for (std::size_t k = 0; k < i; ++k) at(k) = at(k + 1);
+    } else {  // on the back side: move [i, size) one slot up
+      for (std::size_t k = size_; k > i; --k) at(k) = at(k - 1);
+    }
+    at(i) = seq;
+    ++size_;
+  }
+
+  /// Removes `seq`; does nothing if it is not there. O(1) at either end.
+  void erase(std::uint64_t seq) noexcept {
+    if (size_ == 0) return;
+    const std::size_t i = seq == front() ? 0 : lower_bound(seq);
+    if (i == size_ || at(i) != seq) return;
+    if (i < size_ / 2) {  // close the gap from the front side
+      for (std::size_t k = i; k > 0; --k) at(k) = at(k - 1);
+      head_ = (head_ + 1) & mask();
+    } else {
+      for (std::size_t k = i; k + 1 < size_; ++k) at(k) = at(k + 1);
+    }
+    --size_;
+  }
+
+ private:
+  [[nodiscard]] std::size_t mask() const noexcept { return slots_.size() - 1; }
+  [[nodiscard]] std::uint64_t at(std::size_t i) const noexcept { return slots_[(head_ + i) & mask()]; }
+  [[nodiscard]] std::uint64_t& at(std::size_t i) noexcept { return slots_[(head_ + i) & mask()]; }
+
+  void grow() {
+    std::vector<std::uint64_t> bigger(slots_.empty() ? 4 : 2 * slots_.size());
+    for (std::size_t k = 0; k < size_; ++k) bigger[k] = at(k);
+    slots_.swap(bigger);
+    head_ = 0;
+  }
+
+  std::vector<std::uint64_t> slots_;  // a power of two in size, or empty
+  std::size_t head_ = 0;              // the slot of the lowest seq
+  std::size_t size_ = 0;
+};
+
+}  // namespace outbox::detail
+
+// ---- outbox/detail/field_index.hpp ---------------------------------------------------------------
+/// \file
+/// `outbox::detail::field_index`: the seqs of the events holding each value of one text field
+/// (an entity id, a type), for the memory state's queries by that field.
+///
+/// Events join at the back of their value's deque (a new event has the highest seq yet) and
+/// mostly leave from its front (purges take the oldest completed events), both O(1); a page
+/// starts with a binary search for `after_seq`. A value keeps its deque only while it has events.
+
+
+
+namespace outbox::detail {
+
+/// Hashes std::string keys and finds them by std::string_view, without a copy.
+struct transparent_string_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+/// For each value of a field, the seqs of the events that hold it.
+class field_index {
+ public:
+  void add(std::string_view value, std::uint64_t seq) {
+    auto found = seqs_.find(value);
+    if (found == seqs_.end()) found = seqs_.emplace(std::string(value), seq_deque{}).first;
+    found->second.insert(seq);
+  }
+
+  void remove(std::string_view value, std::uint64_t seq) {
+    const auto found = seqs_.find(value);
+    if (found == seqs_.end()) return;
+    found->second.erase(seq);
+    if (found->second.empty()) seqs_.erase(found);
+  }
+
+  /// Calls `visit(seq)` for the seqs of `value` above `after_seq`, in order, until it returns false.
+  template <class Visit>
+  void each_after(std::string_view value, std::uint64_t after_seq, Visit&& visit) const {
+    const auto found = seqs_.find(value);
+    if (found == seqs_.end() || after_seq == std::numeric_limits<std::uint64_t>::max()) return;
+    const seq_deque& seqs = found->second;
+    for (std::size_t i = seqs.lower_bound(after_seq + 1); i < seqs.size(); ++i)
+      if (!visit(seqs[i])) return;
+  }
+
+ private:
+  std::unordered_map<std::string, seq_deque, transparent_string_hash, std::equal_to<>> seqs_;
+};
+
+}  // namespace outbox::detail
+
 // ---- outbox/detail/id_index.hpp ------------------------------------------------------------------
 /// \file
 /// `outbox::detail::id_index`: the memory state's map from event id to seq, as one flat array.
@@ -2549,119 +2731,6 @@ class id_index {
 
 }  // namespace outbox::detail
 
-// ---- outbox/detail/seq_deque.hpp -----------------------------------------------------------------
-/// \file
-/// `outbox::detail::seq_deque`: a sorted set of seqs in one ring buffer, for the members of an
-/// ordering key's line in the memory state.
-///
-/// A line gains members at its end (new events have the highest seq yet) and loses them at its
-/// front (the head is what gets delivered), and it is touched once per thousand events when a
-/// thousand keys take turns. A `std::set` node per member makes each of those visits a walk of
-/// cold tree nodes (the hint check, then the rebalance); here both ends are O(1) and touch one
-/// cache line. An insert or erase in the middle (a dead event reset back into its line, a
-/// pending event dropped by coalescing) shifts the shorter side: O(min(i, n - i)).
-
-
-namespace outbox::detail {
-
-class seq_deque {
- public:
-  seq_deque() = default;
-  seq_deque(const seq_deque&) = default;
-  seq_deque& operator=(const seq_deque&) = default;
-  // A moved-from deque is empty, not a count without slots.
-  seq_deque(seq_deque&& other) noexcept
-      : slots_(std::move(other.slots_)), head_(std::exchange(other.head_, 0)), size_(std::exchange(other.size_, 0)) {
-    other.slots_.clear();
-  }
-  seq_deque& operator=(seq_deque&& other) noexcept {
-    if (this == &other) return *this;
-    slots_ = std::move(other.slots_);
-    other.slots_.clear();
-    head_ = std::exchange(other.head_, 0);
-    size_ = std::exchange(other.size_, 0);
-    return *this;
-  }
-  ~seq_deque() = default;
-
-  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
-  /// The lowest seq; the deque must not be empty.
-  [[nodiscard]] std::uint64_t front() const noexcept { return at(0); }
-  /// The highest seq; the deque must not be empty.
-  [[nodiscard]] std::uint64_t back() const noexcept { return at(size_ - 1); }
-  /// The i-th lowest seq, i < size().
-  [[nodiscard]] std::uint64_t operator[](std::size_t i) const noexcept { return at(i); }
-
-  [[nodiscard]] bool contains(std::uint64_t seq) const noexcept {
-    const std::size_t i = lower_bound(seq);
-    return i < size_ && at(i) == seq;
-  }
-
-  /// Adds `seq` in order; does nothing if it is there already. O(1) at either end.
-  void insert(std::uint64_t seq) {
-    const std::size_t i = (size_ == 0 || seq > back()) ? size_ : lower_bound(seq);
-    if (i < size_ && at(i) == seq) return;
-    if (size_ == slots_.size()) grow();
-    if (i < size_ / 2) {  // open the gap on the front side: move [0, i) one slot down
-      head_ = (head_ + mask()) & mask();
-      for (std::size_t k = 0; k < i; ++k) at(k) = at(k + 1);
-    } else {  // on the back side: move [i, size) one slot up
-      for (std::size_t k = size_; k > i; --k) at(k) = at(k - 1);
-    }
-    at(i) = seq;
-    ++size_;
-  }
-
-  /// Removes `seq`; does nothing if it is not there. O(1) at either end.
-  void erase(std::uint64_t seq) noexcept {
-    if (size_ == 0) return;
-    const std::size_t i = seq == front() ? 0 : lower_bound(seq);
-    if (i == size_ || at(i) != seq) return;
-    if (i < size_ / 2) {  // close the gap from the front side
-      for (std::size_t k = i; k > 0; --k) at(k) = at(k - 1);
-      head_ = (head_ + 1) & mask();
-    } else {
-      for (std::size_t k = i; k + 1 < size_; ++k) at(k) = at(k + 1);
-    }
-    --size_;
-  }
-
- private:
-  [[nodiscard]] std::size_t mask() const noexcept { return slots_.size() - 1; }
-  [[nodiscard]] std::uint64_t at(std::size_t i) const noexcept { return slots_[(head_ + i) & mask()]; }
-  [[nodiscard]] std::uint64_t& at(std::size_t i) noexcept { return slots_[(head_ + i) & mask()]; }
-
-  /// The index of the first seq not below `seq`.
-  [[nodiscard]] std::size_t lower_bound(std::uint64_t seq) const noexcept {
-    std::size_t low = 0;
-    std::size_t count = size_;
-    while (count > 0) {
-      const std::size_t half = count / 2;
-      if (at(low + half) < seq) {
-        low += half + 1;
-        count -= half + 1;
-      } else {
-        count = half;
-      }
-    }
-    return low;
-  }
-
-  void grow() {
-    std::vector<std::uint64_t> bigger(slots_.empty() ? 4 : 2 * slots_.size());
-    for (std::size_t k = 0; k < size_; ++k) bigger[k] = at(k);
-    slots_.swap(bigger);
-    head_ = 0;
-  }
-
-  std::vector<std::uint64_t> slots_;  // a power of two in size, or empty
-  std::size_t head_ = 0;              // the slot of the lowest seq
-  std::size_t size_ = 0;
-};
-
-}  // namespace outbox::detail
-
 // ---- outbox/detail/memory_state.hpp --------------------------------------------------------------
 /// \file
 /// `memory_state`: the in-memory index of events and entities behind `memory_storage`, and the
@@ -2680,11 +2749,6 @@ class seq_deque {
 namespace outbox {
 
 namespace detail {
-
-struct transparent_string_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
 
 /// The whole state of a memory storage; not synchronised (memory_storage locks around it).
 class memory_state {
@@ -2837,6 +2901,16 @@ class memory_state {
   [[nodiscard]] std::vector<event> query(const event_query& q) const {
     std::vector<event> page;
     if (q.limit == 0) return page;
+    if (q.entity_id || q.type) {
+      // That entity's (or type's) events from the field's index, the other filters on each.
+      const field_index& by_field = q.entity_id ? by_entity_ : by_type_;
+      by_field.each_after(q.entity_id ? *q.entity_id : *q.type, q.after_seq, [&](std::uint64_t seq) {
+        const event& e = events_.at(seq);
+        if (q.matches(e)) page.push_back(e);
+        return page.size() < q.limit;
+      });
+      return page;
+    }
     if (!q.status_is) {
       for (auto it = events_.upper_bound(q.after_seq); it != events_.end() && page.size() < q.limit; ++it) {
         if (!q.user_id || it->second.user_id == *q.user_id) page.push_back(it->second);
@@ -2864,6 +2938,8 @@ class memory_state {
     event_stats stats;
     std::optional<std::uint64_t> oldest_pending;  // lowest seq, over the users asked for
     std::optional<std::uint64_t> oldest_due;
+    std::optional<std::uint64_t> oldest_failed;
+    std::optional<std::uint64_t> oldest_dead;
     auto lowest = [](std::optional<std::uint64_t>& slot, std::uint64_t seq) {
       if (!slot || seq < *slot) slot = seq;
     };
@@ -2873,13 +2949,23 @@ class memory_state {
     for (; user_it != users_end; ++user_it) {
       auto& user = user_it->second;
       for (std::size_t s = 0; s < status_count; ++s) stats.counts[s] += user.by_status[s].size();
-      const auto& pending = user.by_status[index(status::pending)];
-      if (!pending.empty()) lowest(oldest_pending, *pending.begin());
+      auto first_in = [&](std::optional<std::uint64_t>& slot, status st) {
+        if (const auto& seqs = user.by_status[index(st)]; !seqs.empty()) lowest(slot, *seqs.begin());
+      };
+      first_in(oldest_pending, status::pending);
+      first_in(oldest_failed, status::failed);
+      first_in(oldest_dead, status::dead);
       promote_due(user, now);
       if (!user.ready_by_seq.empty()) lowest(oldest_due, *user.ready_by_seq.begin());
     }
-    if (oldest_pending) stats.oldest_pending_age = now - events_.at(*oldest_pending).created_at;
-    if (oldest_due) stats.oldest_due_age = now - events_.at(*oldest_due).created_at;
+    auto age = [&](std::optional<std::uint64_t> seq) -> std::optional<duration> {
+      if (!seq) return std::nullopt;
+      return now - events_.at(*seq).created_at;
+    };
+    stats.oldest_pending_age = age(oldest_pending);
+    stats.oldest_due_age = age(oldest_due);
+    stats.oldest_failed_age = age(oldest_failed);
+    stats.oldest_dead_age = age(oldest_dead);
     return stats;
   }
 
@@ -2922,6 +3008,7 @@ class memory_state {
       auto found = events_.find(seq);
       user_of(found->second).by_status[index(status::completed)].erase(seq);
       by_id_.erase(found->second.id);
+      unindex_fields(found->second);
       events_.erase(found);
       if (journal_) journal_->removed_events.push_back(seq);
       ++count;
@@ -3012,6 +3099,8 @@ class memory_state {
         break;
       }
       case entity_change::event_op::replace:
+        by_type_.remove(target->type, target->seq);
+        by_type_.add(c.event.type, target->seq);
         target->type = c.event.type;
         target->payload = c.event.payload;
         target->updated_at = c.event.updated_at;
@@ -3055,6 +3144,7 @@ class memory_state {
     e.lease = 0;
     const event& stored = events_.emplace_hint(events_.end(), e.seq, std::move(e))->second;
     by_id_.insert_or_assign(stored.id, stored.seq);
+    index_fields(stored);
     auto& pending = user.by_status[index(status::pending)];
     pending.insert(pending.end(), stored.seq);
     const bool new_head = l.members.empty();
@@ -3072,6 +3162,7 @@ class memory_state {
     user_state& user = user_of(found->second);
     user.by_status[index(found->second.status)].erase(seq);
     by_id_.erase(found->second.id);
+    unindex_fields(found->second);
     events_.erase(found);
     line& l = user.lines.at(key);
     l.members.erase(seq);
@@ -3089,6 +3180,16 @@ class memory_state {
     if (journal_) journal_->entities.push_back(std::move(key));
   }
 
+  /// The query indexes by entity id and by type.
+  void index_fields(const event& e) {
+    by_entity_.add(e.entity_id, e.seq);
+    by_type_.add(e.type, e.seq);
+  }
+  void unindex_fields(const event& e) {
+    by_entity_.remove(e.entity_id, e.seq);
+    by_type_.remove(e.type, e.seq);
+  }
+
   void note(std::uint64_t seq) {
     if (journal_) journal_->events.push_back(seq);
   }
@@ -3098,6 +3199,7 @@ class memory_state {
     auto it = events_.insert_or_assign(stored.seq, stored).first;
     const event& e = it->second;
     by_id_.insert_or_assign(e.id, e.seq);
+    index_fields(e);
     user_state& user = user_of(e);
     user.by_status[index(e.status)].insert(e.seq);
     if (e.status == status::completed) completed_.emplace(e.completed_at, e.seq);
@@ -3119,6 +3221,7 @@ class memory_state {
     user.by_status[index(e.status)].erase(seq);
     if (e.status == status::completed) completed_.erase({e.completed_at, seq});
     by_id_.erase(e.id);
+    unindex_fields(e);
     events_.erase(it);
     if (is_terminal(e.status)) return;
     line& l = user.lines.at(e.ordering_key);
@@ -3233,6 +3336,8 @@ class memory_state {
   std::map<std::string, user_state, std::less<>> users_;
   std::set<std::pair<timestamp, std::uint64_t>> leases_;     // (lease_until, seq), all users
   std::set<std::pair<timestamp, std::uint64_t>> completed_;  // (completed_at, seq), for purge
+  field_index by_entity_;  // seqs by entity id, for queries
+  field_index by_type_;    // seqs by type, for queries
   std::uint64_t next_seq_ = 1;
   std::uint64_t next_lease_ = 1;
 

@@ -6,6 +6,9 @@
 #ifdef CONSUMER_WITH_HTTP
 #include <outbox/transport/http.hpp>
 #endif
+#ifdef CONSUMER_WITH_NATS
+#include <outbox/transport/nats.hpp>
+#endif
 
 int main() {
   outbox::mock_transport backend;
@@ -21,6 +24,12 @@ int main() {
   outbox::http_options http;
   http.base_url = "http://127.0.0.1:8080";
   if (!outbox::http_transport::make(http)) return 4;  // links libcurl; sends nothing
+#endif
+#ifdef CONSUMER_WITH_NATS
+  outbox::nats_options nats;
+  nats.urls.clear();  // refused before anything connects; the call still links nats.c
+  auto refused = outbox::nats_transport::connect(nats);
+  if (refused || refused.error() != outbox::errc::invalid_argument) return 5;
 #endif
   return 0;
 }

@@ -1,5 +1,6 @@
 # ctest driver for the consumer builds: cmake -DMODE=... -DSOURCE=... -DWORK=... -DCXX=... -P run.cmake
 # MODE: subdirectory, package (find_package), pkgconfig (no CMake: pkg-config) or single_header.
+# EXPECT: the adapters the CMake ways in must provide, comma-separated (sqlite,http,nats).
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL 0)
@@ -21,13 +22,13 @@ set(common -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_BUILD_TYPE=Release)
 
 if(MODE STREQUAL "subdirectory")
   run(${CMAKE_COMMAND} -S "${consumer}" -B "${WORK}/build" ${common} -DOUTBOX_CONSUME=subdirectory
-      -DOUTBOX_SOURCE_DIR=${SOURCE})
+      -DOUTBOX_SOURCE_DIR=${SOURCE} "-DOUTBOX_EXPECT=${EXPECT}")
   run(${CMAKE_COMMAND} --build "${WORK}/build")
   run("${WORK}/build/consumer")
 elseif(MODE STREQUAL "package")
   install_outbox()
   run(${CMAKE_COMMAND} -S "${consumer}" -B "${WORK}/build" ${common} -DOUTBOX_CONSUME=package
-      -DCMAKE_PREFIX_PATH=${WORK}/prefix)
+      -DCMAKE_PREFIX_PATH=${WORK}/prefix "-DOUTBOX_EXPECT=${EXPECT}")
   run(${CMAKE_COMMAND} --build "${WORK}/build")
   run("${WORK}/build/consumer")
 elseif(MODE STREQUAL "pkgconfig")

@@ -46,6 +46,48 @@ TEST_CASE("queries filter by status and user", "[outbox][inspection]") {
   CHECK(bobs[0].entity_id == "later");
 }
 
+TEST_CASE("an entity's trail and a type's events: queries by entity id and type", "[outbox][inspection]") {
+  fixture f;
+  f.box.set_user("alice");
+  f.backend.add_rule({.entity_id = "bad"}, delivery_result::permanent("rejected"));
+  const auto first = f.enqueue("bad");
+  f.enqueue("good");
+  f.box.process_once();
+  const auto second = f.enqueue("bad");
+  outbox::event_query trail;
+  trail.entity_id = "bad";
+  auto events = f.box.query(trail).value();
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].id == first);
+  CHECK(events[0].status == status::dead);
+  CHECK(events[1].id == second);
+  CHECK(events[1].status == status::pending);
+  trail.status_is = status::dead;
+  CHECK(f.box.query(trail).value().size() == 1);
+  outbox::event_query of_type;
+  of_type.type = events[0].type;
+  CHECK(f.box.query(of_type).value().size() == 3);
+  of_type.type = "no.such.type";
+  CHECK(f.box.query(of_type).value().empty());
+}
+
+TEST_CASE("stats age the oldest failed and dead events, for an alert on a stuck queue", "[outbox][inspection]") {
+  fixture f;
+  f.box.set_user("alice");
+  f.backend.add_rule({.entity_id = "dead"}, delivery_result::permanent("rejected"));
+  f.backend.add_rule({.entity_id = "failing"}, delivery_result::retryable("503"));
+  f.enqueue("dead");
+  f.clock.advance(10s);
+  f.enqueue("failing");
+  f.box.process_once();
+  f.clock.advance(5s);
+  auto stats = f.box.stats().value();
+  REQUIRE(stats.oldest_dead_age.has_value());
+  CHECK(*stats.oldest_dead_age == 15s);
+  REQUIRE(stats.oldest_failed_age.has_value());
+  CHECK(*stats.oldest_failed_age == 5s);
+}
+
 TEST_CASE("reset_for_retry says why it cannot reset", "[outbox][inspection]") {
   fixture f;
   f.box.set_user("alice");

@@ -68,6 +68,33 @@ TEST_CASE("the claim is served by indexes in claim order: no sort, no scan", "[s
   }
 }
 
+TEST_CASE("audit queries by entity or type read their index in append order: no sort, no scan",
+          "[storage][sqlite][query]") {
+  temp_sqlite_storage s;
+  for (const bool by_entity : {true, false}) {
+    for (int filters = 0; filters < 8; ++filters) {  // every mix of status, user and the other field
+      outbox::event_query q;
+      if (by_entity) q.entity_id = "steps/1";
+      else q.type = "steps.saved";
+      if (filters & 1) q.status_is = status::dead;
+      if (filters & 2) q.user_id = "alice";
+      if (filters & 4) {
+        if (by_entity) q.type = "steps.saved";
+        else q.status_is = status::completed;  // the history: still the type's index
+      }
+      const std::string index = by_entity ? "USING INDEX outbox_events_entity" : "USING INDEX outbox_events_type";
+      const auto plan = s.explain_query(q);
+      REQUIRE_FALSE(plan.empty());
+      for (const auto& step : plan) {
+        INFO(step);
+        CHECK(step.rfind("SEARCH outbox_events " + index, 0) == 0);
+        CHECK(step.find("TEMP B-TREE") == std::string::npos);
+        CHECK(step.find("SCAN") == std::string::npos);
+      }
+    }
+  }
+}
+
 TEST_CASE("events, leases and retries survive closing and reopening the file", "[storage][sqlite]") {
   const auto file = temp_path("outbox-reopen.db");
   temp_file_owner cleanup(file);
@@ -232,6 +259,41 @@ TEST_CASE("a schema-2 database is migrated in place: its completed events counte
                       "'%WHERE state = 0'") == 1);
   CHECK(raw_int(file, "SELECT count(*) FROM sqlite_master WHERE name = 'outbox_keys_due' AND sql LIKE "
                       "'%WHERE state = 1'") == 1);
+}
+
+TEST_CASE("a schema-4 database is migrated in place: its events found by entity and type", "[storage][sqlite][schema]") {
+  // Schema 5 adds the indexes of the audit queries.
+  const auto file = temp_path("outbox-schema4.db");
+  temp_file_owner cleanup(file);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> events = {f.make("alice", "a", 0, "steps.saved"), f.make("alice", "b", 0, "weight.saved"),
+                                       f.make("bob", "a", 0, "steps.saved")};
+  {
+    outbox::sqlite_storage s(file.string());
+    REQUIRE(s.append(std::span<outbox::event>(events)));
+  }
+  raw_exec(file,
+           "DROP INDEX outbox_events_entity; DROP INDEX outbox_events_type;"
+           "UPDATE outbox_meta SET value = '4' WHERE key = 'schema_version'; PRAGMA user_version = 4;");
+  {
+    outbox::sqlite_storage s(file.string());
+    outbox::event_query q;
+    q.entity_id = "a";
+    auto about_a = s.query(q).value();
+    REQUIRE(about_a.size() == 2);
+    CHECK(about_a[0].id == events[0].id);
+    CHECK(about_a[1].id == events[2].id);
+    q = {};
+    q.type = "weight.saved";
+    auto weights = s.query(q).value();
+    REQUIRE(weights.size() == 1);
+    CHECK(weights[0].id == events[1].id);
+  }
+  CHECK(raw_int(file, "SELECT value FROM outbox_meta WHERE key = 'schema_version'") ==
+        outbox::detail::sqlite::schema_version);
+  CHECK(raw_int(file, "PRAGMA user_version") == outbox::detail::sqlite::schema_version);
+  CHECK(raw_int(file, "SELECT count(*) FROM sqlite_master WHERE name IN ('outbox_events_entity', "
+                      "'outbox_events_type')") == 2);
 }
 
 TEST_CASE("completed counts commit and roll back with the outcome, and survive reopening", "[storage][sqlite]") {

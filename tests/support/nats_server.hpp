@@ -2,7 +2,8 @@
 // A private nats-server with JetStream for one test run (also used by bench/nats.cpp):
 // `nats-server -js -sd DIR/js -a 127.0.0.1 -p -1 --ports_file_dir DIR -l DIR/log`, started as a
 // child that dies with this process (PR_SET_PDEATHSIG), stopped by its pid (SIGTERM) when the
-// object goes away, its temporary directory removed. Restarts reuse the directory and port,
+// object goes away, its temporary directory removed. More arguments (TLS: `--tls --tlscert F
+// --tlskey F`) follow those. Restarts reuse the directory and port,
 // so the stream survives. Plus a small stream administrator over nats.c's JetStream API.
 
 #include <outbox/transport/nats/handles.hpp>
@@ -75,8 +76,10 @@ inline int reap(pid_t pid) {
 
 class nats_server {
  public:
-  /// Starts the server; throws std::runtime_error if it does not come up.
-  nats_server() : dir_(make_dir()) {
+  /// Starts the server with `more_arguments` after the usual ones; throws std::runtime_error if
+  /// it does not come up.
+  explicit nats_server(std::vector<std::string> more_arguments = {})
+      : dir_(make_dir()), more_arguments_(std::move(more_arguments)) {
     try {
       start();
     } catch (...) {
@@ -96,11 +99,13 @@ class nats_server {
     if (pid_ > 0) return;
     const std::string port = port_ > 0 ? std::to_string(port_) : "-1";
     std::filesystem::remove(ports_file_path_);
-    pid_ = spawn_child({nats_server_binary(), "-js", "-sd", (dir_ / "js").string(), "-a", "127.0.0.1", "-p", port,
-                        "--ports_file_dir", dir_.string(), "-l", (dir_ / "log").string()});
+    std::vector<std::string> argv = {nats_server_binary(), "-js", "-sd", (dir_ / "js").string(), "-a", "127.0.0.1",
+                                     "-p", port, "--ports_file_dir", dir_.string(), "-l", (dir_ / "log").string()};
+    argv.insert(argv.end(), more_arguments_.begin(), more_arguments_.end());
+    pid_ = spawn_child(argv);
     ports_file_path_ = dir_ / ("nats-server_" + std::to_string(pid_) + ".ports");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    static const std::regex port_in_file(R"(nats://127\.0\.0\.1:(\d+))");
+    static const std::regex port_in_file(R"((nats|tls)://127\.0\.0\.1:(\d+))");  // tls: TLS required
     for (;;) {
       std::ifstream in(ports_file_path_);
       std::stringstream text;
@@ -108,7 +113,8 @@ class nats_server {
       std::smatch m;
       const std::string content = text.str();
       if (std::regex_search(content, m, port_in_file)) {
-        port_ = std::stoi(m[1].str());
+        scheme_ = m[1].str();
+        port_ = std::stoi(m[2].str());
         return;
       }
       int status = 0;
@@ -138,7 +144,7 @@ class nats_server {
 
   [[nodiscard]] bool running() const { return pid_ > 0; }
   [[nodiscard]] int port() const { return port_; }
-  [[nodiscard]] std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] std::string url() const { return scheme_ + "://127.0.0.1:" + std::to_string(port_); }
   [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
 
  private:
@@ -163,6 +169,8 @@ class nats_server {
   }
 
   std::filesystem::path dir_;
+  std::vector<std::string> more_arguments_;
+  std::string scheme_ = "nats";
   std::filesystem::path ports_file_path_;
   pid_t pid_ = -1;
   int port_ = -1;
@@ -179,7 +187,8 @@ struct stored_message {
 /// Creates streams and reads them back, over its own connection.
 class stream_admin {
  public:
-  explicit stream_admin(const std::string& url) {
+  /// `ca_file`: the PEM trust anchors of a server that requires TLS.
+  explicit stream_admin(const std::string& url, const std::string& ca_file = {}) {
     natsOptions* raw_options = nullptr;
     natsStatus s = natsOptions_Create(&raw_options);
     outbox::detail::nats::options_ptr options(raw_options);
@@ -188,6 +197,8 @@ class stream_admin {
     natsOptions_SetURL(raw_options, url.c_str());
     natsOptions_SetMaxReconnect(raw_options, -1);
     natsOptions_SetReconnectWait(raw_options, 50);
+    if (!ca_file.empty() && natsOptions_LoadCATrustedCertificates(raw_options, ca_file.c_str()) != NATS_OK)
+      throw std::runtime_error("stream_admin: cannot load " + ca_file);
     natsConnection* nc = nullptr;
     // The server may be (re)starting: try for a while.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

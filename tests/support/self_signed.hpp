@@ -1,7 +1,8 @@
 #pragma once
 // A throwaway TLS identity for 127.0.0.1 made with OpenSSL in memory: a P-256 key and a
 // self-signed certificate naming IP 127.0.0.1, valid for an hour, also written as PEM to a
-// temporary file that a client can trust as its CA file. Removed when it goes out of scope.
+// temporary file that a client can trust as its CA file, and its key to another, for a server
+// that reads files (nats-server). Both removed when it goes out of scope.
 
 #include <openssl/bio.h>
 #include <openssl/evp.h>
@@ -48,9 +49,18 @@ class self_signed {
     const long size = BIO_get_mem_data(bio, &data);
     const std::string pem(data, static_cast<std::size_t>(size));
     BIO_free(bio);
-    ca_file_ = std::filesystem::temp_directory_path() /
-               ("outbox-test-ca-" + std::to_string(std::random_device{}()) + ".pem");
+    const std::string unique = std::to_string(std::random_device{}());
+    ca_file_ = std::filesystem::temp_directory_path() / ("outbox-test-ca-" + unique + ".pem");
     std::ofstream(ca_file_) << pem;
+
+    bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(bio, key_, nullptr, nullptr, 0, nullptr, nullptr);
+    const long key_size = BIO_get_mem_data(bio, &data);
+    const std::string key_pem(data, static_cast<std::size_t>(key_size));
+    BIO_free(bio);
+    key_file_ = std::filesystem::temp_directory_path() / ("outbox-test-key-" + unique + ".pem");
+    std::ofstream(key_file_) << key_pem;
+    std::filesystem::permissions(key_file_, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   }
   self_signed(const self_signed&) = delete;
   self_signed& operator=(const self_signed&) = delete;
@@ -59,16 +69,21 @@ class self_signed {
     EVP_PKEY_free(key_);
     std::error_code ignored;
     std::filesystem::remove(ca_file_, ignored);
+    std::filesystem::remove(key_file_, ignored);
   }
 
   [[nodiscard]] X509* cert() const { return cert_; }
   [[nodiscard]] EVP_PKEY* key() const { return key_; }
   [[nodiscard]] std::string ca_file() const { return ca_file_.string(); }
+  /// The certificate itself is the CA file: it signs itself.
+  [[nodiscard]] std::string cert_file() const { return ca_file_.string(); }
+  [[nodiscard]] std::string key_file() const { return key_file_.string(); }
 
  private:
   X509* cert_ = nullptr;
   EVP_PKEY* key_ = nullptr;
   std::filesystem::path ca_file_;
+  std::filesystem::path key_file_;
 };
 
 }  // namespace outbox_test

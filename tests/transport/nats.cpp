@@ -21,6 +21,9 @@
 
 #include "support/fixture.hpp"
 #include "support/nats_server.hpp"
+#ifdef OUTBOX_TEST_WITH_OPENSSL
+#include "support/self_signed.hpp"
+#endif
 #include "support/temp_sqlite.hpp"
 
 namespace {
@@ -313,6 +316,54 @@ TEST_CASE("nats_transport: without a server sends are unavailable; bad configura
   no_urls.urls.clear();
   CHECK_THROWS_AS(outbox::nats_transport(no_urls), outbox::exception);
 }
+
+#ifdef OUTBOX_TEST_WITH_OPENSSL
+TEST_CASE("nats_transport: over TLS a CA file makes a private certificate trusted; a wrong CA is unavailable",
+          "[nats][tls]") {
+  OUTBOX_REQUIRE_NATS_SERVER();
+  const outbox_test::self_signed identity;  // the server's
+  const outbox_test::self_signed stranger;  // signed nothing the server holds
+  outbox_test::nats_server server({"--tls", "--tlscert", identity.cert_file(), "--tlskey", identity.key_file()});
+  REQUIRE(server.url().rfind("tls://", 0) == 0);  // TLS required of every client
+  outbox_test::stream_admin admin(server.url(), identity.ca_file());
+  admin.create(stream_name, {"outbox.>"});
+  outbox::event_id_generator ids;
+  const std::vector<outbox::event> batch = {make_event(ids, "steps.saved", "steps-1"),
+                                            make_event(ids, "steps.saved", "steps-2")};
+  outbox::nats_options o;
+  o.urls = {server.url()};
+  o.reconnect_wait = 50ms;
+  o.ack_timeout = 3s;
+
+  SECTION("trusted through tls.ca_file: delivered") {
+    o.tls.ca_file = identity.ca_file();
+    auto t = outbox::nats_transport::connect(o);
+    REQUIRE(t);
+    const auto results = send(*t, batch);
+    CHECK(results[0].outcome == outbox::delivery_result::kind::delivered);
+    CHECK(results[1].outcome == outbox::delivery_result::kind::delivered);
+    CHECK(admin.state(stream_name).first == 2);
+  }
+
+  SECTION("a CA that did not sign the server's certificate: unavailable, nothing sent; a typed error without "
+          "background connecting") {
+    o.tls.ca_file = stranger.ca_file();
+    auto t = outbox::nats_transport::connect(o);
+    REQUIRE(t);
+    CHECK_FALSE(t->connected());
+    const auto results = send(*t, batch);
+    CHECK(results[0].outcome == outbox::delivery_result::kind::unavailable);
+    CHECK(results[1].outcome == outbox::delivery_result::kind::unavailable);
+    CHECK(admin.state(stream_name).first == 0);
+
+    o.connect_in_background = false;
+    auto refused = outbox::nats_transport::connect(o);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error() == outbox::errc::io_error);
+    CHECK_THAT(refused.error().message, Catch::Contains("TLS handshake") && Catch::Contains("certificate"));
+  }
+}
+#endif
 
 // ---- the example relay, as a process of its own ---------------------------------------------------
 

@@ -29,6 +29,7 @@
 
 #include "outbox/detail/change_journal.hpp"
 #include "outbox/detail/entity_index.hpp"
+#include "outbox/detail/field_index.hpp"
 #include "outbox/detail/id_index.hpp"
 #include "outbox/detail/lifecycle.hpp"
 #include "outbox/detail/seq_deque.hpp"
@@ -40,11 +41,6 @@
 namespace outbox {
 
 namespace detail {
-
-struct transparent_string_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
 
 /// The whole state of a memory storage; not synchronised (memory_storage locks around it).
 class memory_state {
@@ -197,6 +193,16 @@ class memory_state {
   [[nodiscard]] std::vector<event> query(const event_query& q) const {
     std::vector<event> page;
     if (q.limit == 0) return page;
+    if (q.entity_id || q.type) {
+      // That entity's (or type's) events from the field's index, the other filters on each.
+      const field_index& by_field = q.entity_id ? by_entity_ : by_type_;
+      by_field.each_after(q.entity_id ? *q.entity_id : *q.type, q.after_seq, [&](std::uint64_t seq) {
+        const event& e = events_.at(seq);
+        if (q.matches(e)) page.push_back(e);
+        return page.size() < q.limit;
+      });
+      return page;
+    }
     if (!q.status_is) {
       for (auto it = events_.upper_bound(q.after_seq); it != events_.end() && page.size() < q.limit; ++it) {
         if (!q.user_id || it->second.user_id == *q.user_id) page.push_back(it->second);
@@ -224,6 +230,8 @@ class memory_state {
     event_stats stats;
     std::optional<std::uint64_t> oldest_pending;  // lowest seq, over the users asked for
     std::optional<std::uint64_t> oldest_due;
+    std::optional<std::uint64_t> oldest_failed;
+    std::optional<std::uint64_t> oldest_dead;
     auto lowest = [](std::optional<std::uint64_t>& slot, std::uint64_t seq) {
       if (!slot || seq < *slot) slot = seq;
     };
@@ -233,13 +241,23 @@ class memory_state {
     for (; user_it != users_end; ++user_it) {
       auto& user = user_it->second;
       for (std::size_t s = 0; s < status_count; ++s) stats.counts[s] += user.by_status[s].size();
-      const auto& pending = user.by_status[index(status::pending)];
-      if (!pending.empty()) lowest(oldest_pending, *pending.begin());
+      auto first_in = [&](std::optional<std::uint64_t>& slot, status st) {
+        if (const auto& seqs = user.by_status[index(st)]; !seqs.empty()) lowest(slot, *seqs.begin());
+      };
+      first_in(oldest_pending, status::pending);
+      first_in(oldest_failed, status::failed);
+      first_in(oldest_dead, status::dead);
       promote_due(user, now);
       if (!user.ready_by_seq.empty()) lowest(oldest_due, *user.ready_by_seq.begin());
     }
-    if (oldest_pending) stats.oldest_pending_age = now - events_.at(*oldest_pending).created_at;
-    if (oldest_due) stats.oldest_due_age = now - events_.at(*oldest_due).created_at;
+    auto age = [&](std::optional<std::uint64_t> seq) -> std::optional<duration> {
+      if (!seq) return std::nullopt;
+      return now - events_.at(*seq).created_at;
+    };
+    stats.oldest_pending_age = age(oldest_pending);
+    stats.oldest_due_age = age(oldest_due);
+    stats.oldest_failed_age = age(oldest_failed);
+    stats.oldest_dead_age = age(oldest_dead);
     return stats;
   }
 
@@ -282,6 +300,7 @@ class memory_state {
       auto found = events_.find(seq);
       user_of(found->second).by_status[index(status::completed)].erase(seq);
       by_id_.erase(found->second.id);
+      unindex_fields(found->second);
       events_.erase(found);
       if (journal_) journal_->removed_events.push_back(seq);
       ++count;
@@ -372,6 +391,8 @@ class memory_state {
         break;
       }
       case entity_change::event_op::replace:
+        by_type_.remove(target->type, target->seq);
+        by_type_.add(c.event.type, target->seq);
         target->type = c.event.type;
         target->payload = c.event.payload;
         target->updated_at = c.event.updated_at;
@@ -415,6 +436,7 @@ class memory_state {
     e.lease = 0;
     const event& stored = events_.emplace_hint(events_.end(), e.seq, std::move(e))->second;
     by_id_.insert_or_assign(stored.id, stored.seq);
+    index_fields(stored);
     auto& pending = user.by_status[index(status::pending)];
     pending.insert(pending.end(), stored.seq);
     const bool new_head = l.members.empty();
@@ -432,6 +454,7 @@ class memory_state {
     user_state& user = user_of(found->second);
     user.by_status[index(found->second.status)].erase(seq);
     by_id_.erase(found->second.id);
+    unindex_fields(found->second);
     events_.erase(found);
     line& l = user.lines.at(key);
     l.members.erase(seq);
@@ -449,6 +472,16 @@ class memory_state {
     if (journal_) journal_->entities.push_back(std::move(key));
   }
 
+  /// The query indexes by entity id and by type.
+  void index_fields(const event& e) {
+    by_entity_.add(e.entity_id, e.seq);
+    by_type_.add(e.type, e.seq);
+  }
+  void unindex_fields(const event& e) {
+    by_entity_.remove(e.entity_id, e.seq);
+    by_type_.remove(e.type, e.seq);
+  }
+
   void note(std::uint64_t seq) {
     if (journal_) journal_->events.push_back(seq);
   }
@@ -458,6 +491,7 @@ class memory_state {
     auto it = events_.insert_or_assign(stored.seq, stored).first;
     const event& e = it->second;
     by_id_.insert_or_assign(e.id, e.seq);
+    index_fields(e);
     user_state& user = user_of(e);
     user.by_status[index(e.status)].insert(e.seq);
     if (e.status == status::completed) completed_.emplace(e.completed_at, e.seq);
@@ -479,6 +513,7 @@ class memory_state {
     user.by_status[index(e.status)].erase(seq);
     if (e.status == status::completed) completed_.erase({e.completed_at, seq});
     by_id_.erase(e.id);
+    unindex_fields(e);
     events_.erase(it);
     if (is_terminal(e.status)) return;
     line& l = user.lines.at(e.ordering_key);
@@ -593,6 +628,8 @@ class memory_state {
   std::map<std::string, user_state, std::less<>> users_;
   std::set<std::pair<timestamp, std::uint64_t>> leases_;     // (lease_until, seq), all users
   std::set<std::pair<timestamp, std::uint64_t>> completed_;  // (completed_at, seq), for purge
+  field_index by_entity_;  // seqs by entity id, for queries
+  field_index by_type_;    // seqs by type, for queries
   std::uint64_t next_seq_ = 1;
   std::uint64_t next_lease_ = 1;
 

@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// `outbox::detail::seq_deque`: a sorted set of seqs in one ring buffer, for the members of an
-/// ordering key's line in the memory state.
+/// ordering key's line in the memory state, and for the events of one entity or one type in its
+/// query indexes (detail/field_index.hpp).
 ///
 /// A line gains members at its end (new events have the highest seq yet) and loses them at its
 /// front (the head is what gets delivered), and it is touched once per thousand events when a
@@ -46,6 +47,22 @@ class seq_deque {
   /// The i-th lowest seq, i < size().
   [[nodiscard]] std::uint64_t operator[](std::size_t i) const noexcept { return at(i); }
 
+  /// The index of the first seq not below `seq` (size() if none is).
+  [[nodiscard]] std::size_t lower_bound(std::uint64_t seq) const noexcept {
+    std::size_t low = 0;
+    std::size_t count = size_;
+    while (count > 0) {
+      const std::size_t half = count / 2;
+      if (at(low + half) < seq) {
+        low += half + 1;
+        count -= half + 1;
+      } else {
+        count = half;
+      }
+    }
+    return low;
+  }
+
   [[nodiscard]] bool contains(std::uint64_t seq) const noexcept {
     const std::size_t i = lower_bound(seq);
     return i < size_ && at(i) == seq;
@@ -84,22 +101,6 @@ class seq_deque {
   [[nodiscard]] std::size_t mask() const noexcept { return slots_.size() - 1; }
   [[nodiscard]] std::uint64_t at(std::size_t i) const noexcept { return slots_[(head_ + i) & mask()]; }
   [[nodiscard]] std::uint64_t& at(std::size_t i) noexcept { return slots_[(head_ + i) & mask()]; }
-
-  /// The index of the first seq not below `seq`.
-  [[nodiscard]] std::size_t lower_bound(std::uint64_t seq) const noexcept {
-    std::size_t low = 0;
-    std::size_t count = size_;
-    while (count > 0) {
-      const std::size_t half = count / 2;
-      if (at(low + half) < seq) {
-        low += half + 1;
-        count -= half + 1;
-      } else {
-        count = half;
-      }
-    }
-    return low;
-  }
 
   void grow() {
     std::vector<std::uint64_t> bigger(slots_.empty() ? 4 : 2 * slots_.size());

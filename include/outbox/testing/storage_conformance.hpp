@@ -54,7 +54,7 @@ void run_storage_conformance() {
   using namespace conformance;
   run_chapters<Factory>({append_chapter<Storage>, claim_chapter<Storage>, lease_chapter<Storage>,
                          outcome_chapter<Storage>, reset_chapter<Storage>, query_chapter<Storage>,
-                         schedule_chapter<Storage>, stats_chapter<Storage>, stats_walk_chapter<Storage>});
+                         audit_query_chapter<Storage>, schedule_chapter<Storage>, stats_chapter<Storage>, stats_walk_chapter<Storage>});
 }
 
 /// The entity half of the contract (`outbox::entity_storage`), for storages that also keep the

@@ -117,7 +117,7 @@ class nats_transport {
  public:
   /// Connects as `options` says. invalid_argument for invalid configuration (no URL, a bad
   /// prefix, unreadable credentials or TLS files, a rejected option); io_error if no server
-  /// answers and `connect_in_background` is off.
+  /// answers, or the TLS handshake fails, and `connect_in_background` is off.
   [[nodiscard]] static result<nats_transport> connect(nats_options options) {
     try {
       auto s = std::make_unique<state>();
@@ -212,6 +212,10 @@ class nats_transport {
         connection.reset();
         if (s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR || s == NATS_NOT_YET_CONNECTED)
           return error(errc::io_error, "outbox::nats_transport: no NATS server answered: " + why);
+        // As a send answers it (unavailable): the server is there, this client cannot trust it
+        // or be trusted, which a certificate change on either side can mend without a restart.
+        if (s == NATS_SSL_ERROR)
+          return error(errc::io_error, "outbox::nats_transport: the TLS handshake failed: " + why);
         return error(errc::invalid_argument, "outbox::nats_transport: connecting failed: " + why);
       }
 

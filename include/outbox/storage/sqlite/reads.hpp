@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "outbox/error.hpp"
@@ -30,35 +31,47 @@ struct event_reads : entity_commits {
     return find_row(find_event, db, "finding an event", [](const statement& s) { return read_event(s); });
   }
 
-  result<std::vector<event>> query(const event_query& q) {
-    auto lock = lock_connection();
-    // A status and a user: the status index holds the page in seq order. A status that is not
-    // completed, for all users: the status index holds a range no longer than the events waiting
-    // in that status, which SQLite sorts. Otherwise the events are read in seq order from the
-    // cursor until the page is full, which is short for completed events (most of the history)
-    // and for the user a device mostly holds; left to itself, SQLite would read every such event
-    // through an index and sort them all.
-    const bool by_index = q.status_is && (q.user_id || *q.status_is != status::completed);
-    std::string sql = "SELECT " + std::string(event_columns) + " FROM outbox_events" +
-                      (by_index ? " INDEXED BY outbox_events_status" : " NOT INDEXED") + " WHERE seq > ?1";
+  /// The SQL of query(q), with ?1 after_seq, ?2 status, ?3 user, ?4 limit, ?5 entity, ?6 type.
+  static std::string query_sql(const event_query& q) {
+    // An entity, or else a type: its index holds that field's events in seq order, read from the
+    // cursor until the page is full (the other filters on each row). A status and a user: the
+    // status index holds the page in seq order. A status that is not completed, for all users:
+    // the status index holds a range no longer than the events waiting in that status, which
+    // SQLite sorts. Otherwise the events are read in seq order from the cursor until the page is
+    // full, which is short for completed events (most of the history) and for the user a device
+    // mostly holds; left to itself, SQLite would read every such event through an index and sort
+    // them all.
+    const char* index = q.entity_id ? " INDEXED BY outbox_events_entity"
+                        : q.type    ? " INDEXED BY outbox_events_type"
+                        : q.status_is && (q.user_id || *q.status_is != status::completed)
+                            ? " INDEXED BY outbox_events_status"
+                            : " NOT INDEXED";
+    std::string sql = "SELECT " + std::string(event_columns) + " FROM outbox_events" + index + " WHERE seq > ?1";
+    if (q.entity_id) sql += " AND entity_id = ?5";
+    if (q.type) sql += " AND type = ?6";
     if (q.status_is) sql += " AND status = ?2";
     if (q.user_id) sql += " AND user_id = ?3";
-    sql += " ORDER BY seq LIMIT ?4";
-    statement s(db, sql);
+    return sql + " ORDER BY seq LIMIT ?4";
+  }
+
+  result<std::vector<event>> query(const event_query& q) {
+    auto lock = lock_connection();
+    statement s(db, query_sql(q));
     if (s.prepare_error()) return *s.prepare_error();
     s.bind(1, q.after_seq);
     if (q.status_is) s.bind(2, static_cast<int>(*q.status_is));
     if (q.user_id) s.bind(3, *q.user_id);
     s.bind(4, static_cast<std::int64_t>(q.limit));
+    if (q.entity_id) s.bind(5, *q.entity_id);
+    if (q.type) s.bind(6, *q.type);
     return read_rows(s, db, "querying events", [](const statement& row) { return read_event(row); });
   }
 
-  /// A user's oldest pending event, or oldest claimable one: its seq, if any.
-  result<std::optional<std::int64_t>> oldest_seq(statement& s, std::string_view user,
-                                                 std::optional<timestamp> now = {}) {
+  /// A user's oldest event of `s`, whose ?2 the caller bound (a status; or now, for the oldest
+  /// claimable event): its seq, if any.
+  result<std::optional<std::int64_t>> oldest_seq(statement& s, std::string_view user) {
     reset_on_exit reset{s};
     s.bind(1, user);
-    if (now) s.bind(2, *now);
     const int rc = s.step();
     if (rc != SQLITE_ROW) return failure(db, rc, "finding the oldest event");
     if (s.is_null(0)) return std::optional<std::int64_t>();
@@ -85,10 +98,17 @@ struct event_reads : entity_commits {
     if (!counts) return counts.error();
     const auto pending = static_cast<std::size_t>(status::pending);
     const auto failed = static_cast<std::size_t>(status::failed);
-    // The oldest pending and oldest claimable events: the earliest of each user's.
-    std::optional<std::int64_t> oldest_pending, oldest_due;
+    // The oldest pending, claimable, failed and dead events: the earliest of each user's.
+    std::optional<std::int64_t> oldest_pending, oldest_due, oldest_failed, oldest_dead;
     auto earliest = [](std::optional<std::int64_t>& best, std::optional<std::int64_t> seq) {
       if (seq && (!best || *seq < *best)) best = seq;
+    };
+    auto first_in = [&](std::optional<std::int64_t>& best, std::string_view name, status st) -> result<void> {
+      oldest_in_status.bind(2, static_cast<int>(st));
+      auto first = oldest_seq(oldest_in_status, name);
+      if (!first) return first.error();
+      earliest(best, *first);
+      return {};
     };
     // One user's row is found; all users' are walked.
     auto row_it = (*counts)->begin(), rows_end = (*counts)->end();
@@ -97,13 +117,14 @@ struct event_reads : entity_commits {
       const auto& [name, row] = *row_it;
       for (std::size_t st = 0; st < status_count; ++st)
         stats.counts[st] += static_cast<std::size_t>(std::max<std::int64_t>(row[st], 0));
-      if (row[pending] > 0) {
-        auto first = oldest_seq(oldest_pending_of, name);
-        if (!first) return first.error();
-        earliest(oldest_pending, *first);
+      for (auto [st, best] : {std::pair{status::pending, &oldest_pending}, std::pair{status::failed, &oldest_failed},
+                              std::pair{status::dead, &oldest_dead}}) {
+        if (row[static_cast<std::size_t>(st)] <= 0) continue;
+        if (auto found = first_in(*best, name, st); !found) return found.error();
       }
       if (row[pending] > 0 || row[failed] > 0) {  // only their lines have a head to claim
-        auto first = oldest_seq(oldest_due_of, name, now);
+        oldest_due_of.bind(2, now);
+        auto first = oldest_seq(oldest_due_of, name);
         if (!first) return first.error();
         earliest(oldest_due, *first);
       }
@@ -116,12 +137,14 @@ struct event_reads : entity_commits {
       if (rc == SQLITE_ROW) stats.counts[static_cast<std::size_t>(status::completed)] = static_cast<std::size_t>(s.int64(0));
       else if (rc != SQLITE_DONE) return failure(db, rc, "counting completed events");
     }
-    auto pending_age = age_of(oldest_pending, now);
-    if (!pending_age) return pending_age.error();
-    stats.oldest_pending_age = *pending_age;
-    auto due_age = age_of(oldest_due, now);
-    if (!due_age) return due_age.error();
-    stats.oldest_due_age = *due_age;
+    for (auto [seq, age] : {std::pair{oldest_pending, &stats.oldest_pending_age},
+                            std::pair{oldest_due, &stats.oldest_due_age},
+                            std::pair{oldest_failed, &stats.oldest_failed_age},
+                            std::pair{oldest_dead, &stats.oldest_dead_age}}) {
+      auto found = age_of(seq, now);
+      if (!found) return found.error();
+      *age = *found;
+    }
     return stats;
   }
 
@@ -144,11 +167,19 @@ struct event_reads : entity_commits {
   std::vector<std::string> explain_stats() {
     auto lock = lock_connection();
     std::vector<std::string> plan;
-    for (std::string_view sql : {count_waiting_sql, oldest_pending_sql,
+    for (std::string_view sql : {count_waiting_sql, oldest_in_status_sql,
                                  count_completed.user, count_completed.all, oldest_due_sql}) {
       statement s(db, "EXPLAIN QUERY PLAN " + std::string(sql));
       while (s.step() == SQLITE_ROW) plan.push_back(std::string(sql.substr(0, 40)) + "...: " + s.text(3));
     }
+    return plan;
+  }
+
+  std::vector<std::string> explain_query(const event_query& q) {
+    auto lock = lock_connection();
+    std::vector<std::string> plan;
+    statement s(db, "EXPLAIN QUERY PLAN " + query_sql(q));
+    while (s.step() == SQLITE_ROW) plan.push_back(s.text(3));
     return plan;
   }
 

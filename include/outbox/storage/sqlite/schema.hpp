@@ -16,7 +16,7 @@
 
 namespace outbox::detail::sqlite {
 
-inline constexpr int schema_version = 4;
+inline constexpr int schema_version = 5;
 
 inline constexpr std::string_view schema_sql = R"sql(
 CREATE TABLE IF NOT EXISTS outbox_meta (
@@ -60,6 +60,11 @@ CREATE INDEX IF NOT EXISTS outbox_events_leases ON outbox_events(lease_until) WH
 -- found without a scan; a user's page of one status is one range. Status leads, so the queries
 -- that name no user use it too. (Schema 2 led with user_id; schema_migration migrates it.)
 CREATE INDEX IF NOT EXISTS outbox_events_status ON outbox_events(status, user_id, seq);
+-- The audit queries: an entity's events, and a type's, in append order. Neither column changes
+-- after the append but a replaced event's type, so claims and outcomes leave these alone.
+-- (Schema 4 and before had neither; schema_sql adds them to an older database.)
+CREATE INDEX IF NOT EXISTS outbox_events_entity ON outbox_events(entity_id, seq);
+CREATE INDEX IF NOT EXISTS outbox_events_type ON outbox_events(type, seq);
 -- How many completed events each user has. Completed events are the audit trail and grow until
 -- purged, so they are counted where they change (an outcome recorded, a purge), in the same
 -- transaction, rather than counted again by every stats() call.

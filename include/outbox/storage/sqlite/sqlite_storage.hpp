@@ -224,6 +224,9 @@ class sqlite_storage {
   /// The query plans of stats(), for one user and for all, one line per step: the test that proves
   /// none of them reads the completed history reads it.
   [[nodiscard]] std::vector<std::string> explain_stats() { return s_->explain_stats(); }
+  /// The query plan of query(q), one line per step: the test that proves an entity's or a type's
+  /// page is read through its index, without a sort, reads it.
+  [[nodiscard]] std::vector<std::string> explain_query(const event_query& q) { return s_->explain_query(q); }
 
  private:
   using state = detail::sqlite::storage_state;

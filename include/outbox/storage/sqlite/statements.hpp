@@ -3,7 +3,7 @@
 /// Every SQL statement the storage prepares, in ONE table: `OUTBOX_SQLITE_STATEMENTS` below
 /// declares each as a member of `statements`, prepares it and finalises it. Adding a statement
 /// is one line of the table. Also here: the column lists and the readers of their rows, and the
-/// named queries whose plans the tests read (explain_claim(), explain_stats()).
+/// named queries whose plans the tests read (explain_claim(), explain_stats(), explain_query()).
 
 #include <sqlite3.h>
 
@@ -107,9 +107,10 @@ struct user_or_all {
 // stats() finds no counts it can trust, then kept up to date by this connection's commits.
 inline constexpr std::string_view count_waiting_sql =
     "SELECT status, user_id, count(*) FROM outbox_events WHERE status IN (0, 1, 3, 4) GROUP BY status, user_id";
-// A user's first pending event in append order: the first entry of its range of the status index.
-inline constexpr std::string_view oldest_pending_sql =
-    "SELECT min(seq) FROM outbox_events WHERE status = 0 AND user_id = ?1";
+// A user's first event in a status (?2) in append order: the first entry of its range of the
+// status index. For the oldest pending, failed and dead events.
+inline constexpr std::string_view oldest_in_status_sql =
+    "SELECT min(seq) FROM outbox_events WHERE status = ?2 AND user_id = ?1";
 inline constexpr user_or_all count_completed{"SELECT n FROM outbox_completed WHERE user_id = ?1",
                                              "SELECT sum(n) FROM outbox_completed"};
 // A user's oldest claimable event: the earliest-appended head that is ready or due (?2 is now)
@@ -229,7 +230,7 @@ inline constexpr std::string_view oldest_due_sql =
     "ON CONFLICT(user_id) DO UPDATE SET n = n + excluded.n")                                                   \
   X(created_at_of, "SELECT created_at FROM outbox_events WHERE seq = ?1")                                      \
   X(count_waiting, count_waiting_sql)                                                                          \
-  X(oldest_pending_of, oldest_pending_sql)                                                                     \
+  X(oldest_in_status, oldest_in_status_sql)                                                                    \
   X(oldest_due_of, oldest_due_sql)                                                                             \
   X(data_version, "PRAGMA data_version")                                                                       \
   X(completed_of_user, count_completed.user)                                                                   \

@@ -205,6 +205,8 @@ void check_stats(Storage& s, std::initializer_list<std::string_view> users, time
       if (user && e.user_id != *user) continue;
       ++x.counts[static_cast<std::size_t>(e.status)];
       if (e.status == status::pending && !x.oldest_pending_age) x.oldest_pending_age = now - e.created_at;
+      if (e.status == status::failed && !x.oldest_failed_age) x.oldest_failed_age = now - e.created_at;
+      if (e.status == status::dead && !x.oldest_dead_age) x.oldest_dead_age = now - e.created_at;
       const bool undelivered = e.status == status::pending || e.status == status::failed;
       const line l{e.user_id, e.ordering_key};
       if (!undelivered || std::find(done.begin(), done.end(), l) != done.end()) continue;
@@ -222,9 +224,46 @@ void check_stats(Storage& s, std::initializer_list<std::string_view> users, time
     CHECK(stats->counts == expected.counts);
     CHECK(stats->oldest_pending_age == expected.oldest_pending_age);
     CHECK(stats->oldest_due_age == expected.oldest_due_age);
+    CHECK(stats->oldest_failed_age == expected.oldest_failed_age);
+    CHECK(stats->oldest_dead_age == expected.oldest_dead_age);
   };
   for (auto user : users) check(user);
   check(std::nullopt);
+}
+
+/// Checks the queries by `entity_id` and by `type`, alone and with each status, against the
+/// events themselves, read from an unfiltered `query`.
+template <class Storage>
+void check_field_queries(Storage& s, const std::string& entity_id, const std::string& type) {
+  event_query all;
+  all.limit = 1'000'000;
+  auto events = s.query(all);
+  REQUIRE(events.has_value());
+  auto seqs = [](const std::vector<event>& page) {
+    std::vector<std::uint64_t> out;
+    for (const auto& e : page) out.push_back(e.seq);
+    return out;
+  };
+  auto check = [&](event_query q) {
+    INFO("entity " << q.entity_id.value_or("(any)") << ", type " << q.type.value_or("(any)") << ", status "
+                   << (q.status_is ? to_string(*q.status_is) : std::string_view("(any)")));
+    std::vector<event> expected;
+    for (const auto& e : *events)
+      if (q.matches(e)) expected.push_back(e);
+    auto found = s.query(q);
+    REQUIRE(found.has_value());
+    CHECK(seqs(*found) == seqs(expected));
+  };
+  for (int st = -1; st < static_cast<int>(status_count); ++st) {
+    event_query q;
+    q.limit = 1'000'000;
+    if (st >= 0) q.status_is = static_cast<status>(st);
+    q.entity_id = entity_id;
+    check(q);
+    q.entity_id.reset();
+    q.type = type;
+    check(q);
+  }
 }
 
 inline std::vector<std::string> keys_of(const std::vector<event>& events) {

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// Conformance chapters for what a storage tells about its events and their schedule: query,
-/// purge, next_wake, clamp_schedule and stats. Run by `run_storage_conformance`.
+/// the audit queries by entity and type, purge, next_wake, clamp_schedule and stats. Run by `run_storage_conformance`.
 
 #include <catch2/catch.hpp>
 
@@ -63,6 +63,143 @@ void query_chapter(Storage& s, storage_fixture& f) {
     CHECK_FALSE(s.find(batch[0].id)->has_value());
     CHECK(fetch(s, batch[1].id).status == status::completed);
     CHECK(fetch(s, batch[2].id).status == status::dead);
+  }
+}
+
+/// The audit queries: events by entity id and by type, alone or with the other filters, in
+/// append order and in pages; the indexes behind them follow every write.
+template <class Storage>
+void audit_query_chapter(Storage& s, storage_fixture& f) {
+  const timestamp t0 = f.t0;
+  // Events about entities "x" and "y" of two users and three types, then some delivered, failed
+  // and dead: x1 alice created, y1 alice created, x2 bob created, x3 alice updated, y2 alice
+  // deleted, x4 alice updated. Each event has its own ordering key, so all are claimable at once.
+  auto about = [&](std::string user, std::string entity, std::string type) {
+    event e = f.make(std::move(user), std::move(entity), priority::normal, std::move(type));
+    e.ordering_key = e.id.to_string();
+    return e;
+  };
+  auto seqs_of = [](const result<std::vector<event>>& page) {
+    REQUIRE(page.has_value());
+    std::vector<std::uint64_t> seqs;
+    for (const auto& e : *page) seqs.push_back(e.seq);
+    return seqs;
+  };
+  auto by_entity = [](std::string id) {
+    event_query q;
+    q.entity_id = std::move(id);
+    return q;
+  };
+  auto by_type = [](std::string type) {
+    event_query q;
+    q.type = std::move(type);
+    return q;
+  };
+  using seq_list = std::vector<std::uint64_t>;
+
+  // Appended in each section: the code of a chapter outside its sections runs on every pass.
+  std::vector<event> batch;
+  std::vector<std::uint64_t> seq;  // seq[i]: batch[i]'s
+  auto append_batch = [&] {
+    batch = {about("alice", "x", "created"), about("alice", "y", "created"), about("bob", "x", "created"),
+             about("alice", "x", "updated"), about("alice", "y", "deleted"), about("alice", "x", "updated")};
+    append_all(s, batch);
+    for (const auto& e : batch) seq.push_back(e.seq);
+  };
+
+  SECTION("query by entity id or by type finds exactly those events, in append order") {
+    append_batch();
+    CHECK(seqs_of(s.query(by_entity("x"))) == seq_list{seq[0], seq[2], seq[3], seq[5]});
+    CHECK(seqs_of(s.query(by_entity("y"))) == seq_list{seq[1], seq[4]});
+    CHECK(seqs_of(s.query(by_entity("z"))).empty());
+    CHECK(seqs_of(s.query(by_type("created"))) == seq_list{seq[0], seq[1], seq[2]});
+    CHECK(seqs_of(s.query(by_type("updated"))) == seq_list{seq[3], seq[5]});
+    CHECK(seqs_of(s.query(by_type("created."))).empty());  // the whole type, not a prefix
+    CHECK(seqs_of(s.query(by_entity(""))).empty());
+    auto x = s.query(by_entity("x"));
+    for (const auto& e : *x) {
+      INFO(text_of(e));
+      CHECK(text_of(e) == text_of(fetch(s, e.id)));  // whole events, as find gives them
+    }
+  }
+
+  SECTION("query by entity id or type combines with user, type, status, limit and after_seq") {
+    append_batch();
+    auto claimed = claim(s, f.claim_at("alice", t0));
+    REQUIRE(claimed.size() == 5);
+    std::vector<outcome> outcomes;
+    for (const auto& e : claimed) {
+      if (e.id == batch[0].id || e.id == batch[1].id) outcomes.push_back(f.complete(e, t0));
+      else if (e.id == batch[3].id) outcomes.push_back(f.fail(e, t0, t0 + 1min));
+      else if (e.id == batch[4].id) outcomes.push_back(f.kill(e, t0));
+    }
+    CHECK(record(s, outcomes) == 4);  // x4 stays in flight
+
+    event_query q = by_entity("x");
+    q.user_id = "alice";
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[0], seq[3], seq[5]});
+    q.user_id = "bob";
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[2]});
+    q.user_id = "carol";
+    CHECK(seqs_of(s.query(q)).empty());
+
+    q = by_entity("x");
+    q.status_is = status::completed;
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[0]});
+    q.status_is = status::failed;
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[3]});
+    q.status_is = status::processing;
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[5]});
+    q.status_is = status::pending;
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[2]});
+    q.user_id = "alice";
+    CHECK(seqs_of(s.query(q)).empty());
+
+    q = by_entity("x");
+    q.type = "updated";
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[3], seq[5]});
+    q.type = "deleted";
+    CHECK(seqs_of(s.query(q)).empty());
+
+    q = by_type("deleted");
+    q.status_is = status::dead;
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[4]});
+    q = by_type("created");
+    q.status_is = status::completed;
+    q.user_id = "alice";
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[0], seq[1]});
+
+    // Pages: `limit` events matching, then on from the last one's seq.
+    q = by_entity("x");
+    q.limit = 2;
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[0], seq[2]});
+    q.after_seq = seq[2];
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[3], seq[5]});
+    q.after_seq = seq[5];
+    CHECK(seqs_of(s.query(q)).empty());
+    q = by_type("created");
+    q.user_id = "alice";
+    q.limit = 1;
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[0]});
+    q.after_seq = seq[0];
+    CHECK(seqs_of(s.query(q)) == seq_list{seq[1]});
+    q.limit = 0;
+    CHECK(seqs_of(s.query(q)).empty());
+  }
+
+  SECTION("purged events leave the entity and type queries; later ones join them") {
+    append_batch();
+    auto claimed = claim(s, f.claim_at("alice", t0));
+    std::vector<outcome> outcomes;
+    for (const auto& e : claimed) outcomes.push_back(f.complete(e, e.id == batch[0].id ? t0 : t0 + 1h));
+    CHECK(record(s, outcomes) == claimed.size());
+    CHECK(s.purge_completed(t0 + 1min).value() == 1);  // x1
+    CHECK(seqs_of(s.query(by_entity("x"))) == seq_list{seq[2], seq[3], seq[5]});
+    CHECK(seqs_of(s.query(by_type("created"))) == seq_list{seq[1], seq[2]});
+    std::vector<event> more = {about("bob", "x", "created")};
+    append_all(s, more);
+    CHECK(seqs_of(s.query(by_entity("x"))) == seq_list{seq[2], seq[3], seq[5], more[0].seq});
+    CHECK(seqs_of(s.query(by_type("created"))) == seq_list{seq[1], seq[2], more[0].seq});
   }
 }
 
@@ -141,6 +278,44 @@ void stats_chapter(Storage& s, storage_fixture& f) {
     CHECK(*bob->oldest_due_age == 60s);  // "c", due again since t0 + 40s
   }
 
+  SECTION("stats tell the age of the oldest failed and the oldest dead event") {
+    std::vector<event> batch = {f.make("alice", "a"), f.make("alice", "b"), f.make("alice", "c"),
+                                f.make("bob", "d"), f.make("bob", "e")};
+    for (std::size_t i = 0; i < batch.size(); ++i) batch[i].created_at = t0 + std::chrono::seconds(10 * static_cast<int>(i));
+    append_all(s, batch);
+    auto none = s.stats(std::nullopt, t0 + 1min);
+    REQUIRE(none.has_value());
+    CHECK_FALSE(none->oldest_failed_age.has_value());
+    CHECK_FALSE(none->oldest_dead_age.has_value());
+
+    auto alices = claim(s, f.claim_at("alice", t0 + 1min));
+    auto bobs = claim(s, f.claim_at("bob", t0 + 1min));
+    REQUIRE(alices.size() == 3);
+    REQUIRE(bobs.size() == 2);
+    // a: completed; b: failed; c: dead; d: dead; e: failed.
+    CHECK(record(s, {f.complete(alices[0], t0 + 1min), f.fail(alices[1], t0 + 1min, t0 + 1h),
+                     f.kill(alices[2], t0 + 1min), f.kill(bobs[0], t0 + 1min),
+                     f.fail(bobs[1], t0 + 1min, t0 + 1h)}) == 5);
+    const timestamp now = t0 + 2min;
+    auto all = s.stats(std::nullopt, now);
+    REQUIRE(all.has_value());
+    CHECK(all->oldest_failed_age == std::optional<duration>(110s));  // b, created at t0 + 10s
+    CHECK(all->oldest_dead_age == std::optional<duration>(100s));    // c, created at t0 + 20s
+    auto bob = s.stats(std::string_view("bob"), now);
+    CHECK(bob->oldest_failed_age == std::optional<duration>(80s));   // e
+    CHECK(bob->oldest_dead_age == std::optional<duration>(90s));     // d
+    CHECK_FALSE(s.stats(std::string_view("carol"), now)->oldest_dead_age.has_value());
+
+    // A reset event is no longer dead or failed; the next oldest takes its place.
+    const std::array<event_id, 2> revived = {batch[2].id, batch[1].id};
+    CHECK(s.reset(std::span<const event_id>(revived), now).value() == 2);
+    all = s.stats(std::nullopt, now);
+    CHECK(all->oldest_failed_age == std::optional<duration>(80s));  // e
+    CHECK(all->oldest_dead_age == std::optional<duration>(90s));    // d
+    CHECK(s.reset_dead(std::nullopt, now).value() == 1);
+    CHECK_FALSE(s.stats(std::nullopt, now)->oldest_dead_age.has_value());
+  }
+
   SECTION("stats count completed events as outcomes complete them and purges remove them") {
     std::vector<event> batch = {f.make("alice", "a"), f.make("alice", "b"), f.make("alice", "c"),
                                 f.make("bob", "d"), f.make("bob", "e")};
@@ -170,12 +345,13 @@ void stats_chapter(Storage& s, storage_fixture& f) {
   }
 }
 
-/// `stats` checked against the events themselves after every step of a random walk of writes.
+/// `stats` and the audit queries checked against the events themselves after every step of a
+/// random walk of writes.
 template <class Storage>
 void stats_walk_chapter(Storage& s, storage_fixture& f) {
   const timestamp t0 = f.t0;
 
-  SECTION("stats agree with the events through every kind of write, in a random walk of them") {
+  SECTION("stats and audit queries agree with the events through every kind of write, in a random walk of them") {
     // Counts, the oldest pending event and the oldest claimable one, as computed from the events.
     std::mt19937 random(20261122);
     auto pick = [&](int n) { return static_cast<int>(random() % static_cast<unsigned>(n)); };
@@ -191,6 +367,7 @@ void stats_walk_chapter(Storage& s, storage_fixture& f) {
           for (int i = pick(4); i >= 0; --i) {
             batch.push_back(f.make(user, "k" + std::to_string(pick(5)), pick(3) - 1));  // priorities -1 to 1
             batch.back().max_attempts = 1 + pick(3);  // so some leases run out on the last attempt
+            batch.back().type = "t" + std::to_string(pick(3));
             batch.back().created_at = now - std::chrono::seconds(pick(100));  // ages that tell events apart
           }
           append_all(s, batch);
@@ -245,6 +422,7 @@ void stats_walk_chapter(Storage& s, storage_fixture& f) {
       }
       INFO("step " << step);
       check_stats(s, {"alice", "bob", "carol"}, now);
+      check_field_queries(s, "k" + std::to_string(pick(5)), "t" + std::to_string(pick(3)));
     }
   }
 }
