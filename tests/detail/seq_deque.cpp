@@ -135,3 +135,16 @@ TEST_CASE("a moved-from seq_deque is empty and usable", "[detail][seq_deque]") {
   second = std::move(first);
   CHECK(contents(second) == std::vector<std::uint64_t>{3});
 }
+
+TEST_CASE("a seq_deque's lower_bound is the index of the first seq not below the one asked", "[detail][seq_deque]") {
+  seq_deque d;
+  CHECK(d.lower_bound(1) == 0);  // empty
+  for (std::uint64_t seq : {20, 40, 60}) d.insert(seq);
+  d.erase(20);  // the ring's head moves: indexes still count from the lowest seq
+  d.insert(80);
+  CHECK(d.lower_bound(0) == 0);
+  CHECK(d.lower_bound(40) == 0);
+  CHECK(d.lower_bound(41) == 1);
+  CHECK(d.lower_bound(80) == 2);
+  CHECK(d.lower_bound(81) == d.size());
+}
