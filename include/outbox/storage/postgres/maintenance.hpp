@@ -47,10 +47,11 @@ namespace outbox::detail::postgres {
 }
 
 /// Retries due later than `retry_limit` are due then; leases ending after `lease_limit` end
-/// then, but only those of relays whose connection is gone (a live relay's claims stay its own,
-/// so an `options.exclusive` outbox starting beside live relays releases nothing of theirs).
+/// then, but only this relay's own and those of relays whose connection is gone (another live
+/// relay's claims stay its own, so an `options.exclusive` outbox starting beside live relays
+/// releases nothing of theirs).
 [[nodiscard]] inline result<std::size_t> clamp_events(link& l, timestamp retry_limit, timestamp lease_limit) {
-  const query queries[] = {{l.sql.clamp_retries, {text_of(retry_limit)}}, {l.sql.clamp_leases, {text_of(lease_limit)}}};
+  const query queries[] = {{l.sql.clamp_retries, {text_of(retry_limit)}}, {l.sql.clamp_leases, {text_of(lease_limit), text_of(l.relay_id)}}};
   auto r = l.run(queries, "re-bounding schedules");
   if (!r) return r.error();
   return changed((*r)[0]) + changed((*r)[1]);

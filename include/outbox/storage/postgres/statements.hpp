@@ -102,13 +102,13 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "UPDATE {S}.entities t SET sync_error = x.last_error, version = t.version + 1 FROM x "                        \
     "WHERE x.status = 4 AND x.entity_type <> '' AND t.collection = x.entity_type AND t.id = x.entity_id")         \
   /* The claim order, stated once in detail/lifecycle.hpp: of the user's claimable events (pending, or */         \
-  /* failed and due) that head their ordering key (no undelivered event of the key before them, none */          \
-  /* in flight), priority desc then seq. FOR UPDATE SKIP LOCKED: a row another relay is claiming or */            \
+  /* failed and due) that head their ordering key (no undelivered event of the key before them, and */          \
+  /* none of the key in flight: a reset dead event may rejoin ahead of one), priority desc then seq. FOR UPDATE SKIP LOCKED: a row another relay is claiming or */            \
   /* recording is passed over, never waited for, and never handed out twice (see postgres.hpp). */               \
   X(claim,                                                                                                        \
     "WITH c AS (SELECT e.seq FROM {S}.events e WHERE e.user_id = $1 AND (e.status = 0 OR (e.status = 3 AND "      \
     "e.retry_after <= $2)) AND NOT EXISTS (SELECT 1 FROM {S}.events p WHERE p.user_id = e.user_id AND "           \
-    "p.ordering_key = e.ordering_key AND p.status IN (0, 1, 3) AND p.seq < e.seq) "                               \
+    "p.ordering_key = e.ordering_key AND p.status IN (0, 1, 3) AND (p.seq < e.seq OR p.status = 1)) "              \
     "ORDER BY e.priority DESC, e.seq LIMIT $4 FOR UPDATE SKIP LOCKED) "                                           \
     "UPDATE {S}.events e SET status = 1, attempts = e.attempts + 1, lease = nextval('{S}.leases'), "               \
     "lease_until = $3, updated_at = $2, relay = $5 FROM c WHERE e.seq = c.seq RETURNING " OUTBOX_PG_EVENT_COLUMNS_E) \
@@ -140,7 +140,7 @@ inline entity_record read_entity(const result_handle& r, int row) {
   X(oldest_due,                                                                                                   \
     "SELECT e.created_at FROM {S}.events e WHERE ($1::text IS NULL OR e.user_id = $1) AND (e.status = 0 OR "      \
     "(e.status = 3 AND e.retry_after <= $2)) AND NOT EXISTS (SELECT 1 FROM {S}.events p WHERE p.user_id = "      \
-    "e.user_id AND p.ordering_key = e.ordering_key AND p.status IN (0, 1, 3) AND p.seq < e.seq) "                 \
+    "e.user_id AND p.ordering_key = e.ordering_key AND p.status IN (0, 1, 3) AND (p.seq < e.seq OR p.status = 1)) " \
     "ORDER BY e.seq LIMIT 1")                                                                                     \
   X(next_wake,                                                                                                    \
     "SELECT least((SELECT min(retry_after) FROM {S}.events WHERE user_id = $1 AND status = 3), "                  \
@@ -156,13 +156,14 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "WHERE status = 4 AND ($1::text IS NULL OR user_id = $1)")                                                    \
   X(purge, "DELETE FROM {S}.events WHERE status = 2 AND completed_at < $1")                                       \
   X(clamp_retries, "UPDATE {S}.events SET retry_after = $1 WHERE status = 3 AND retry_after > $1")                \
-  /* Leases are re-bounded only for claims whose relay is gone: a relay holds its session advisory */            \
-  /* lock (relay_lock) while its connection lives, so a live relay's claims are never released. */               \
+  /* Leases are re-bounded only for this relay's own claims ($2) and those of relays that are gone: a */          \
+  /* relay holds its session advisory lock (relay_lock) while its connection lives, so another live */           \
+  /* relay's claims are never released. */                                                                       \
   X(clamp_leases,                                                                                                 \
-    "UPDATE {S}.events e SET lease_until = $1 WHERE e.status = 1 AND e.lease_until > $1 AND NOT EXISTS ("          \
+    "UPDATE {S}.events e SET lease_until = $1 WHERE e.status = 1 AND e.lease_until > $1 AND (e.relay = $2 OR NOT EXISTS (" \
     "SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND "                \
     "l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND "                         \
-    "((l.classid::bigint << 32) | l.objid::bigint) = e.relay)")                                                   \
+    "((l.classid::bigint << 32) | l.objid::bigint) = e.relay))")                                                   \
   X(relay_lock, "SELECT pg_advisory_lock($1::bigint)")                                                            \
   X(entity_version, "SELECT version FROM {S}.entities WHERE collection = $1 AND id = $2 FOR UPDATE")              \
   X(natural_key_owner, "SELECT id FROM {S}.entities WHERE collection = $1 AND user_id = $2 AND natural_key = $3")  \
