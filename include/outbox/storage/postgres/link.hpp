@@ -98,16 +98,31 @@ struct link {
     if (connection_gone(e) || PQstatus(conn()) != CONNECTION_OK) broken = true;
   }
 
-  /// Runs `queries` in one round trip on a live connection (the caller holds it).
+  /// Runs `queries` in one round trip on a live connection (the caller holds it). A connection
+  /// found broken outside any transaction (the server restarted, or ended this backend while
+  /// it was idle) is connected again and the queries sent once more. Usually the server never
+  /// saw them; if it ran them and only the answer was lost, running them again is harmless: what
+  /// the storage sends outside a transaction is a read, an idempotent maintenance write, a claim
+  /// (the lost claim's events return when its lease ends) or a record (fenced: applied once).
+  /// Inside a transaction the failure is the caller's: the transaction is gone.
   result<std::vector<result_handle>> run(std::span<const query> queries, std::string_view what) {
-    if (auto up = ensure(); !up) return up.error();
-    auto r = postgres::run(conn(), queries, what);
-    if (!r) note(r.error());
-    return r;
+    return with_retry([&] { return postgres::run(conn(), queries, what); });
   }
   result<result_handle> run_one(const query& q, std::string_view what) {
+    return with_retry([&] { return postgres::run_one(conn(), q, what); });
+  }
+
+ private:
+  template <class F>
+  auto with_retry(F&& send) -> decltype(send()) {
     if (auto up = ensure(); !up) return up.error();
-    auto r = postgres::run_one(conn(), q, what);
+    const bool idle = PQtransactionStatus(conn()) == PQTRANS_IDLE;
+    auto r = send();
+    if (r) return r;
+    note(r.error());
+    if (!broken || !idle) return r;
+    if (auto up = ensure(); !up) return r;  // still down: the first failure says why
+    r = send();
     if (!r) note(r.error());
     return r;
   }
