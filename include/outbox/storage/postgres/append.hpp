@@ -1,7 +1,8 @@
 #pragma once
 /// \file
-/// Appending: a batch of new events in one statement (one array per column, unnested by the
-/// server), the seqs it assigned read back by id.
+/// Appending: a batch of new events in one round trip: its keys locked (schema.hpp, keys), then
+/// the events inserted by one statement (one array per column, unnested by the server); the
+/// seqs assigned are read back by id.
 
 #include <cstddef>
 #include <span>
@@ -55,13 +56,16 @@ struct event_id_hash {
     updated.add(e.updated_at);
     errors.add(e.last_error);
   }
-  query q{l.sql.append,
-          {std::move(ids).str(), std::move(types).str(), std::move(entity_ids).str(), std::move(entity_types).str(),
-           std::move(keys).str(), std::move(users).str(), std::move(payloads).str(), std::move(priorities).str(),
-           std::move(max_attempts).str(), std::move(created).str(), std::move(updated).str(),
-           std::move(errors).str()}};
-  auto r = l.run_one(q, "appending events");
-  if (!r) return r.error();
+  std::string users_text = std::move(users).str(), keys_text = std::move(keys).str();
+  const query queries[] = {
+      {l.sql.lock_keys, {users_text, keys_text}},
+      {l.sql.append,
+       {std::move(ids).str(), std::move(types).str(), std::move(entity_ids).str(), std::move(entity_types).str(),
+        std::move(keys_text), std::move(users_text), std::move(payloads).str(), std::move(priorities).str(),
+        std::move(max_attempts).str(), std::move(created).str(), std::move(updated).str(), std::move(errors).str()}}};
+  auto all = l.run(queries, "appending events");
+  if (!all) return all.error();
+  const result_handle* r = &(*all)[1];
   std::unordered_map<event_id, std::uint64_t, event_id_hash> seqs;
   seqs.reserve(static_cast<std::size_t>(r->rows()));
   for (int row = 0; row < r->rows(); ++row) seqs.emplace(r->id(row, 0), static_cast<std::uint64_t>(r->integer(row, 1)));

@@ -92,6 +92,17 @@ CREATE INDEX events_ready ON {S}.events (user_id, priority DESC, seq) WHERE stat
 CREATE INDEX events_leases ON {S}.events (lease_until) WHERE status = 1;
 -- Pages and counts by status and user, in append order.
 CREATE INDEX events_status ON {S}.events (status, user_id, seq);
+-- One row per ordering key: the key's lock and whether (which seq of) it is in flight. A claim
+-- locks the key rows it takes (FOR UPDATE SKIP LOCKED) and reads `in_flight` from their latest
+-- version, so two relays can never both put one key in flight, however old their snapshots.
+-- An append locks the rows of its keys until it commits, so a key's events commit in seq order:
+-- no event can appear behind one already delivered.
+CREATE TABLE {S}.keys (
+  user_id      text   NOT NULL,
+  ordering_key text   NOT NULL,
+  in_flight    bigint NOT NULL,
+  PRIMARY KEY (user_id, ordering_key)
+);
 CREATE TABLE {S}.entities (
   collection  text     NOT NULL,
   id          text     NOT NULL,

@@ -77,6 +77,11 @@ inline entity_record read_entity(const result_handle& r, int row) {
 
 // X(member, SQL): every statement of the storage.
 #define OUTBOX_PG_STATEMENTS(X)                                                                                   \
+  /* The keys of a batch, locked in key order until the transaction ends (schema.hpp, keys). */                  \
+  X(lock_keys,                                                                                                    \
+    "INSERT INTO {S}.keys (user_id, ordering_key, in_flight) SELECT DISTINCT u, k, 0::bigint FROM "               \
+    "unnest($1::text[], $2::text[]) AS n(u, k) ORDER BY 1, 2 ON CONFLICT (user_id, ordering_key) DO UPDATE "      \
+    "SET in_flight = {S}.keys.in_flight")                                                                         \
   /* A batch of new events in one statement, in batch order (ordinality); validation is C++'s */                 \
   /* (lifecycle::acceptable_new). A repeated id inserts nothing: fewer rows come back. */                        \
   X(append,                                                                                                       \
@@ -97,21 +102,29 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "WITH x AS (UPDATE {S}.events e SET status = CASE WHEN e.attempts >= e.max_attempts THEN 4 ELSE 0 END, "       \
     "lease = 0, lease_until = 0, relay = 0, updated_at = $1, "                                                    \
     "last_error = CASE WHEN e.attempts >= e.max_attempts THEN $2 ELSE $3 END "                                    \
-    "WHERE e.seq IN (SELECT seq FROM {S}.events WHERE status = 1 AND lease_until <= $1 FOR UPDATE SKIP LOCKED) "   \
-    "RETURNING e.status, e.entity_type, e.entity_id, e.last_error) "                                             \
+    "WHERE e.seq IN (SELECT v.seq FROM {S}.events v JOIN {S}.keys k ON k.user_id = v.user_id AND "                \
+    "k.ordering_key = v.ordering_key WHERE v.status = 1 AND v.lease_until <= $1 FOR UPDATE OF v, k SKIP LOCKED) " \
+    "RETURNING e.seq, e.user_id, e.ordering_key, e.status, e.entity_type, e.entity_id, e.last_error), "           \
+    "k AS (UPDATE {S}.keys k SET in_flight = 0 FROM x WHERE k.user_id = x.user_id AND "                           \
+    "k.ordering_key = x.ordering_key AND k.in_flight = x.seq) "                                                   \
     "UPDATE {S}.entities t SET sync_error = x.last_error, version = t.version + 1 FROM x "                        \
     "WHERE x.status = 4 AND x.entity_type <> '' AND t.collection = x.entity_type AND t.id = x.entity_id")         \
   /* The claim order, stated once in detail/lifecycle.hpp: of the user's claimable events (pending, or */         \
   /* failed and due) that head their ordering key (no undelivered event of the key before them, and */          \
-  /* none of the key in flight: a reset dead event may rejoin ahead of one), priority desc then seq. FOR UPDATE SKIP LOCKED: a row another relay is claiming or */            \
-  /* recording is passed over, never waited for, and never handed out twice (see postgres.hpp). */               \
+  /* none of the key in flight: a reset dead event may rejoin ahead of one), priority desc then seq. */          \
+  /* FOR UPDATE OF e, k SKIP LOCKED: an event or key another relay is claiming or recording is passed */        \
+  /* over, never waited for; the key row's latest version must say nothing is in flight (see the keys */        \
+  /* table in schema.hpp), so a key is in flight on at most one relay and no event is handed out twice. */     \
   X(claim,                                                                                                        \
-    "WITH c AS (SELECT e.seq FROM {S}.events e WHERE e.user_id = $1 AND (e.status = 0 OR (e.status = 3 AND "      \
-    "e.retry_after <= $2)) AND NOT EXISTS (SELECT 1 FROM {S}.events p WHERE p.user_id = e.user_id AND "           \
-    "p.ordering_key = e.ordering_key AND p.status IN (0, 1, 3) AND (p.seq < e.seq OR p.status = 1)) "              \
-    "ORDER BY e.priority DESC, e.seq LIMIT $4 FOR UPDATE SKIP LOCKED) "                                           \
-    "UPDATE {S}.events e SET status = 1, attempts = e.attempts + 1, lease = nextval('{S}.leases'), "               \
-    "lease_until = $3, updated_at = $2, relay = $5 FROM c WHERE e.seq = c.seq RETURNING " OUTBOX_PG_EVENT_COLUMNS_E) \
+    "WITH c AS (SELECT e.seq FROM {S}.events e JOIN {S}.keys k ON k.user_id = e.user_id AND "                      \
+    "k.ordering_key = e.ordering_key WHERE e.user_id = $1 AND (e.status = 0 OR (e.status = 3 AND "                \
+    "e.retry_after <= $2)) AND k.in_flight = 0 AND NOT EXISTS (SELECT 1 FROM {S}.events p WHERE "                 \
+    "p.user_id = e.user_id AND p.ordering_key = e.ordering_key AND p.status IN (0, 1, 3) AND "                    \
+    "(p.seq < e.seq OR p.status = 1)) ORDER BY e.priority DESC, e.seq LIMIT $4 FOR UPDATE OF e, k SKIP LOCKED), " \
+    "u AS (UPDATE {S}.events e SET status = 1, attempts = e.attempts + 1, lease = nextval('{S}.leases'), "         \
+    "lease_until = $3, updated_at = $2, relay = $5 FROM c WHERE e.seq = c.seq RETURNING " OUTBOX_PG_EVENT_COLUMNS_E "), " \
+    "k AS (UPDATE {S}.keys k SET in_flight = u.seq FROM u WHERE k.user_id = u.user_id AND "                       \
+    "k.ordering_key = u.ordering_key) SELECT * FROM u")                                                           \
   /* The record precondition, lifecycle::may_record in SQL: an outcome applies only to an event still */          \
   /* processing under the lease it carries; a stale one matches no row. Delivered and dead events are */          \
   /* written back onto their entities (lifecycle::write_back): the remote id; synced, error cleared, */           \
@@ -125,7 +138,9 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "last_error = CASE WHEN o.error <> '' THEN o.error ELSE e.last_error END, "                                   \
     "remote_id = CASE WHEN o.st = 2 THEN o.remote_id ELSE e.remote_id END, lease = 0, lease_until = 0, relay = 0 " \
     "FROM o WHERE e.id = o.id AND e.status = 1 AND e.lease = o.lease "                                            \
-    "RETURNING e.id, e.status, e.entity_type, e.entity_id, e.remote_id, e.last_error), "                          \
+    "RETURNING e.id, e.seq, e.user_id, e.ordering_key, e.status, e.entity_type, e.entity_id, e.remote_id, "      \
+    "e.last_error), k AS (UPDATE {S}.keys k SET in_flight = 0 FROM u WHERE k.user_id = u.user_id AND "            \
+    "k.ordering_key = u.ordering_key AND k.in_flight = u.seq), "                                                  \
     "w AS (UPDATE {S}.entities t SET "                                                                            \
     "remote_id = CASE WHEN u.status = 2 AND u.remote_id <> '' THEN u.remote_id ELSE t.remote_id END, "            \
     "sync = CASE WHEN u.status = 2 AND t.last_event = u.id THEN 1 ELSE t.sync END, "                              \
