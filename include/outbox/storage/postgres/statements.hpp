@@ -125,6 +125,11 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "lease_until = $3, updated_at = $2, relay = $5 FROM c WHERE e.seq = c.seq RETURNING " OUTBOX_PG_EVENT_COLUMNS_E "), " \
     "k AS (UPDATE {S}.keys k SET in_flight = u.seq FROM u WHERE k.user_id = u.user_id AND "                       \
     "k.ordering_key = u.ordering_key) SELECT * FROM u")                                                           \
+  /* Before a record: the keys of the events it may change, locked in key order (as appends lock */              \
+  /* theirs), so a record and an append never wait for each other in a cycle. */                                 \
+  X(lock_recorded_keys,                                                                                           \
+    "SELECT 1 FROM {S}.keys k WHERE (k.user_id, k.ordering_key) IN (SELECT e.user_id, e.ordering_key FROM "        \
+    "{S}.events e WHERE e.id = ANY($1::uuid[]) AND e.status = 1) ORDER BY k.user_id, k.ordering_key FOR UPDATE OF k") \
   /* The record precondition, lifecycle::may_record in SQL: an outcome applies only to an event still */          \
   /* processing under the lease it carries; a stale one matches no row. Delivered and dead events are */          \
   /* written back onto their entities (lifecycle::write_back): the remote id; synced, error cleared, */           \
