@@ -83,7 +83,8 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "unnest($1::text[], $2::text[]) AS n(u, k) ORDER BY 1, 2 ON CONFLICT (user_id, ordering_key) DO UPDATE "      \
     "SET in_flight = {S}.keys.in_flight")                                                                         \
   /* A batch of new events in one statement, in batch order (ordinality); validation is C++'s */                 \
-  /* (lifecycle::acceptable_new). A repeated id inserts nothing: fewer rows come back. */                        \
+  /* (lifecycle::acceptable_new). An id the storage holds fails the statement (unique_violation), */            \
+  /* and with it the round trip's transaction: a batch is stored whole or not at all. */                         \
   X(append,                                                                                                       \
     "INSERT INTO {S}.events (id, type, entity_id, entity_type, ordering_key, user_id, payload, priority, status, " \
     "attempts, max_attempts, created_at, updated_at, retry_after, completed_at, last_error, remote_id, lease, "    \
@@ -93,7 +94,7 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "$4::text[], $5::text[], $6::text[], $7::bytea[], $8::integer[], $9::integer[], $10::bigint[], $11::bigint[], " \
     "$12::text[]) WITH ORDINALITY AS n(id, type, entity_id, entity_type, ordering_key, user_id, payload, "         \
     "priority, max_attempts, created_at, updated_at, last_error, ord) ORDER BY ord "                               \
-    "ON CONFLICT (id) DO NOTHING RETURNING id, seq")                                                              \
+    "RETURNING id, seq")                                                              \
   /* Lease expiry, lifecycle::lease_expiry in SQL: an event whose lease ended goes back to pending, */            \
   /* or to dead when that was its last attempt (lifecycle::last_attempt: attempts >= max_attempts), */            \
   /* with the rule's messages ($2 dead, $3 pending); a dead one's error is written back onto its */               \
