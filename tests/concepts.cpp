@@ -27,6 +27,7 @@ static_assert(outbox::clock<outbox::system_clock>);
 static_assert(outbox::clock<outbox::manual_clock>);
 static_assert(outbox::observable_clock<outbox::manual_clock>);
 static_assert(!outbox::observable_clock<outbox::system_clock>);
+static_assert(!outbox::observable_storage<outbox::memory_storage>);
 static_assert(outbox::backoff<outbox::exponential_backoff>);
 static_assert(outbox::backoff<outbox::fixed_backoff>);
 static_assert(outbox::backoff<outbox::no_backoff>);

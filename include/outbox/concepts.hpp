@@ -118,6 +118,15 @@ template <class S>
 concept storage = event_appender<S> && event_claimer<S> && outcome_recorder<S> &&
                   event_inspector<S> && event_maintainer<S>;
 
+/// Optional: a storage that can tell when events are appended by others (another process or
+/// relay on a shared database). `on_new_events(fn)` calls `fn` (from any thread) on each
+/// append until the subscription it returns is destroyed; the runner then wakes at once
+/// instead of at its next poll.
+template <class S>
+concept observable_storage = storage<S> && requires(const S& s) {
+  s.on_new_events(std::function<void()>{});
+};
+
 // ---- the entity half, for Repository ------------------------------------------------------
 
 /// A storage that also keeps entities: commits an entity change and its event atomically, and

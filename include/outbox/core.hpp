@@ -61,6 +61,16 @@ struct clock_subscription<C> {
   using type = decltype(std::declval<const C&>().on_change(std::function<void()>{}));
 };
 
+/// What `on_new_events` returns for an observable storage; nothing for others.
+template <class S>
+struct storage_subscription {
+  struct type {};
+};
+template <observable_storage S>
+struct storage_subscription<S> {
+  using type = decltype(std::declval<const S&>().on_new_events(std::function<void()>{}));
+};
+
 inline std::string describe(std::exception_ptr exception) {
   try {
     std::rethrow_exception(std::move(exception));
@@ -120,6 +130,9 @@ class Outbox {
     }
     if constexpr (error_reporting_transport<Transport>) {
       transport_.set_error_reporter([this](const outbox::error& e) { report_error(e); });
+    }
+    if constexpr (observable_storage<Storage>) {
+      storage_subscription_ = std::as_const(storage_).on_new_events([this] { wake_runner(false); });
     }
   }
 
@@ -204,8 +217,9 @@ class Outbox {
     return report;
   }
 
-  /// Starts the background runner. It wakes on a new event, at the earliest retry or lease
-  /// expiry, at least every `poll_interval`, and never busy-waits. Idempotent.
+  /// Starts the background runner. It wakes on a new event (also one another process appended,
+  /// when the storage tells: `observable_storage`), at the earliest retry or lease expiry, at
+  /// least every `poll_interval`, and never busy-waits. Idempotent.
   void start() {
     std::lock_guard lock(runner_mutex_);
     if (runner_.joinable()) return;
@@ -636,6 +650,7 @@ class Outbox {
 
   // Last: unsubscribes before the runner's state above is destroyed.
   typename detail::clock_subscription<Clock>::type clock_subscription_{};
+  typename detail::storage_subscription<Storage>::type storage_subscription_{};
 };
 
 }  // namespace outbox

@@ -931,6 +931,15 @@ template <class S>
 concept storage = event_appender<S> && event_claimer<S> && outcome_recorder<S> &&
                   event_inspector<S> && event_maintainer<S>;
 
+/// Optional: a storage that can tell when events are appended by others (another process or
+/// relay on a shared database). `on_new_events(fn)` calls `fn` (from any thread) on each
+/// append until the subscription it returns is destroyed; the runner then wakes at once
+/// instead of at its next poll.
+template <class S>
+concept observable_storage = storage<S> && requires(const S& s) {
+  s.on_new_events(std::function<void()>{});
+};
+
 // ---- the entity half, for Repository ------------------------------------------------------
 
 /// A storage that also keeps entities: commits an entity change and its event atomically, and
@@ -1208,6 +1217,16 @@ struct clock_subscription<C> {
   using type = decltype(std::declval<const C&>().on_change(std::function<void()>{}));
 };
 
+/// What `on_new_events` returns for an observable storage; nothing for others.
+template <class S>
+struct storage_subscription {
+  struct type {};
+};
+template <observable_storage S>
+struct storage_subscription<S> {
+  using type = decltype(std::declval<const S&>().on_new_events(std::function<void()>{}));
+};
+
 inline std::string describe(std::exception_ptr exception) {
   try {
     std::rethrow_exception(std::move(exception));
@@ -1267,6 +1286,9 @@ class Outbox {
     }
     if constexpr (error_reporting_transport<Transport>) {
       transport_.set_error_reporter([this](const outbox::error& e) { report_error(e); });
+    }
+    if constexpr (observable_storage<Storage>) {
+      storage_subscription_ = std::as_const(storage_).on_new_events([this] { wake_runner(false); });
     }
   }
 
@@ -1351,8 +1373,9 @@ class Outbox {
     return report;
   }
 
-  /// Starts the background runner. It wakes on a new event, at the earliest retry or lease
-  /// expiry, at least every `poll_interval`, and never busy-waits. Idempotent.
+  /// Starts the background runner. It wakes on a new event (also one another process appended,
+  /// when the storage tells: `observable_storage`), at the earliest retry or lease expiry, at
+  /// least every `poll_interval`, and never busy-waits. Idempotent.
   void start() {
     std::lock_guard lock(runner_mutex_);
     if (runner_.joinable()) return;
@@ -1783,6 +1806,7 @@ class Outbox {
 
   // Last: unsubscribes before the runner's state above is destroyed.
   typename detail::clock_subscription<Clock>::type clock_subscription_{};
+  typename detail::storage_subscription<Storage>::type storage_subscription_{};
 };
 
 }  // namespace outbox

@@ -1,0 +1,182 @@
+#pragma once
+/// \file
+/// Group commit on the PostgreSQL connection: concurrent writers of one storage queue their
+/// work, one of them (the leader) runs the queued work of all in one transaction with one
+/// COMMIT, and each caller returns once the commit that made its work durable is done. The
+/// leader/follower protocol and its gathering rule are detail/group_commit.hpp's; this file
+/// supplies PostgreSQL's steps (BEGIN, the members' statements, COMMIT; a savepoint per member
+/// when one fails). A write called inside an application's transaction on this connection joins
+/// that transaction in a savepoint instead.
+
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "outbox/detail/group_commit.hpp"
+#include "outbox/error.hpp"
+#include "outbox/storage/postgres/link.hpp"
+
+namespace outbox::detail::postgres {
+
+class group_commit {
+ public:
+  explicit group_commit(link& l) noexcept : l_(l) {}
+  group_commit(const group_commit&) = delete;
+  group_commit& operator=(const group_commit&) = delete;
+
+  std::atomic<std::uint64_t> commits{0};  ///< commits that served a group
+  std::atomic<std::uint64_t> writes{0};   ///< callers served
+
+  /// Runs `work` in a transaction and returns once that transaction committed (or failed).
+  template <class F>
+  result<void> write(F&& work) {
+    writes.fetch_add(1, std::memory_order_relaxed);
+    {
+      auto lock = l_.lock_connection();
+      if (in_application_transaction()) return in_savepoint(work);
+    }
+    item member{std::function<result<void>()>(std::ref(work)), {}};
+    if (!l_.options.group_commit) {
+      auto lock = l_.lock_connection();
+      run_group_locked({&member});
+      return member.outcome;
+    }
+    std::unique_lock lock(queue_mutex_);
+    queue_.push_back(&member);
+    const std::uint64_t ticket = commit_.join();
+    steps s{*this};
+    commit_.await(lock, ticket, s);  // a group settles each member
+    return member.outcome;
+  }
+
+ private:
+  struct item {
+    std::function<result<void>()> work;  // may run twice (see run_group_locked): overwrites its outputs
+    result<void> outcome;
+  };
+
+  struct steps {
+    group_commit& g;
+    struct batch {
+      std::vector<item*> items;
+      std::size_t members = 0;
+    };
+    batch take(std::size_t) {
+      batch b;
+      b.items.swap(g.queue_);
+      b.members = b.items.size();
+      return b;
+    }
+    bool write(batch& b) {
+      auto lock = g.l_.lock_connection();
+      g.run_group_locked(b.items);
+      return true;
+    }
+    void finish(batch&, bool) {}
+    [[nodiscard]] bool stopped() const noexcept { return false; }
+  };
+
+  /// The connection is inside a transaction the storage did not open: this thread's
+  /// transaction_guard, or the application's own BEGIN on an adopted connection.
+  [[nodiscard]] bool in_application_transaction() const noexcept {
+    if (!l_.conn() || l_.broken) return false;
+    const auto st = PQtransactionStatus(l_.conn());
+    return st == PQTRANS_INTRANS || st == PQTRANS_INERROR;
+  }
+
+  result<void> exec(std::string_view sql, std::string_view what) {
+    auto r = l_.run_one({sql, {}}, what);
+    if (!r) return r.error();
+    return {};
+  }
+
+  template <class W>
+  result<void> in_savepoint(W& work) {
+    if (auto s = exec("SAVEPOINT outbox_write", "SAVEPOINT"); !s) return s;
+    result<void> done;
+    try {
+      done = work();
+    } catch (...) {
+      done = error(errc::storage_failure, "exception inside a storage write");
+    }
+    if (!done) {
+      (void)exec("ROLLBACK TO SAVEPOINT outbox_write", "ROLLBACK TO SAVEPOINT");
+      if (l_.broken) return done;
+    }
+    if (auto r = exec("RELEASE SAVEPOINT outbox_write", "RELEASE SAVEPOINT"); !r && done) return r;
+    return done;
+  }
+
+  /// One transaction for the group. First every member straight in; if one fails (and it was
+  /// not alone), the transaction is rolled back and the group runs again with a savepoint per
+  /// member, so a failure undoes only its own work. Every member's work may run twice.
+  void run_group_locked(const std::vector<item*>& group) {
+    auto settle_all = [&](const result<void>& r) {
+      for (auto* member : group) member->outcome = r;
+    };
+    if (auto b = exec("BEGIN", "BEGIN"); !b) return settle_all(b);
+    bool all = true;
+    for (auto* member : group) {
+      member->outcome = run_member(*member);
+      if (!member->outcome) {
+        all = false;
+        break;
+      }
+    }
+    bool any = all;
+    if (!all) {
+      rollback();
+      if (l_.broken) {  // the connection is gone: every member fails with the first failure
+        result<void> first;
+        for (auto* member : group)
+          if (!member->outcome) first = member->outcome;
+        return settle_all(first);
+      }
+      if (group.size() == 1) return;
+      if (auto b = exec("BEGIN", "BEGIN"); !b) return settle_all(b);
+      for (auto* member : group) {
+        member->outcome = in_savepoint(member->work);
+        any = any || member->outcome.has_value();
+        if (l_.broken) return settle_all(member->outcome);
+      }
+    }
+    if (!any) return rollback();
+    const result<void> committed = exec("COMMIT", "COMMIT");
+    if (!committed) {
+      rollback();
+    } else {
+      commits.fetch_add(1, std::memory_order_relaxed);
+    }
+    for (auto* member : group)
+      if (member->outcome) member->outcome = committed;
+  }
+
+  /// Ends the transaction without its work; nothing to do on a connection that broke (the
+  /// server rolled it back).
+  void rollback() {
+    if (!l_.broken) (void)exec("ROLLBACK", "ROLLBACK");
+  }
+
+  static result<void> run_member(item& member) {
+    try {
+      return member.work();
+    } catch (...) {
+      return error(errc::storage_failure, "exception inside a storage write");
+    }
+  }
+
+  link& l_;
+  std::mutex queue_mutex_;  // guards queue_ and commit_
+  std::vector<item*> queue_;
+  outbox::detail::group_commit commit_{
+      {std::chrono::microseconds(200), outbox::detail::group_commit::expectation::outstanding}};
+};
+
+}  // namespace outbox::detail::postgres

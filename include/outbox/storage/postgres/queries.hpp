@@ -1,0 +1,66 @@
+#pragma once
+/// \file
+/// The event reads: find, pages of events, stats, the next wake-up.
+
+#include <cstddef>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "outbox/error.hpp"
+#include "outbox/event.hpp"
+#include "outbox/storage.hpp"
+#include "outbox/storage/postgres/link.hpp"
+#include "outbox/storage/postgres/maintenance.hpp"
+
+namespace outbox::detail::postgres {
+
+[[nodiscard]] inline result<std::optional<event>> find_event(link& l, const event_id& id) {
+  auto r = l.run_one({l.sql.find_event, {text_of(id)}}, "finding an event");
+  if (!r) return r.error();
+  if (r->rows() == 0) return std::optional<event>();
+  return std::optional<event>(read_event(*r, 0));
+}
+
+[[nodiscard]] inline result<std::vector<event>> query_events(link& l, const event_query& q) {
+  param st = q.status_is ? param(text_of(std::int64_t{static_cast<int>(*q.status_is)})) : param();
+  param user = q.user_id ? param(*q.user_id) : param();
+  auto r = l.run_one({l.sql.query_events,
+                      {text_of(static_cast<std::int64_t>(q.after_seq)), std::move(st), std::move(user),
+                       text_of(static_cast<std::int64_t>(q.limit))}},
+                     "querying events");
+  if (!r) return r.error();
+  std::vector<event> out;
+  out.reserve(static_cast<std::size_t>(r->rows()));
+  for (int row = 0; row < r->rows(); ++row) out.push_back(read_event(*r, row));
+  return out;
+}
+
+/// Counts by status and the ages of the oldest pending and oldest claimable events: one round
+/// trip.
+[[nodiscard]] inline result<event_stats> event_statistics(link& l, std::optional<std::string_view> user,
+                                                          timestamp now) {
+  const query queries[] = {{l.sql.count_by_status, {optional_text(user)}},
+                           {l.sql.oldest_pending, {optional_text(user)}},
+                           {l.sql.oldest_due, {optional_text(user), text_of(now)}}};
+  auto r = l.run(queries, "reading statistics");
+  if (!r) return r.error();
+  event_stats stats;
+  const result_handle& counts = (*r)[0];
+  for (int row = 0; row < counts.rows(); ++row) {
+    const auto st = static_cast<std::size_t>(counts.integer(row, 0));
+    if (st < status_count) stats.counts[st] = static_cast<std::size_t>(counts.integer(row, 1));
+  }
+  if ((*r)[1].rows() > 0) stats.oldest_pending_age = now - (*r)[1].time(0, 0);
+  if ((*r)[2].rows() > 0) stats.oldest_due_age = now - (*r)[2].time(0, 0);
+  return stats;
+}
+
+[[nodiscard]] inline result<std::optional<timestamp>> next_wake_of(link& l, std::string_view user) {
+  auto r = l.run_one({l.sql.next_wake, {std::string(user)}}, "reading the next wake-up");
+  if (!r) return r.error();
+  if (r->rows() == 0 || r->is_null(0, 0)) return std::optional<timestamp>();
+  return std::optional<timestamp>(r->time(0, 0));
+}
+
+}  // namespace outbox::detail::postgres

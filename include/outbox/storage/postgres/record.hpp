@@ -1,0 +1,48 @@
+#pragma once
+/// \file
+/// Recording a batch's outcomes in one statement: each applied only under its lease (fencing),
+/// delivered and dead ones written back onto their entities.
+
+#include <cstddef>
+#include <span>
+#include <unordered_set>
+
+#include "outbox/detail/lifecycle.hpp"
+#include "outbox/error.hpp"
+#include "outbox/storage.hpp"
+#include "outbox/storage/postgres/append.hpp"
+#include "outbox/storage/postgres/link.hpp"
+
+namespace outbox::detail::postgres {
+
+[[nodiscard]] inline result<std::size_t> record_outcomes(link& l, std::span<outcome> outcomes) {
+  if (auto valid = lifecycle::check_outcomes(outcomes); !valid) return valid.error();
+  for (auto& o : outcomes) o.applied = false;
+  if (outcomes.empty()) return std::size_t{0};
+  array_literal ids, leases, statuses, attempts, ats, retries, errors, remote_ids;
+  for (const outcome& o : outcomes) {
+    ids.add(o.id);
+    leases.add(static_cast<std::int64_t>(o.lease));
+    statuses.add(std::int64_t{static_cast<int>(o.to)});
+    attempts.add(std::int64_t{o.attempts});
+    ats.add(o.at);
+    retries.add(o.retry_after);
+    errors.add(o.error);
+    remote_ids.add(o.remote_id);
+  }
+  query q{l.sql.record,
+          {std::move(ids).str(), std::move(leases).str(), std::move(statuses).str(), std::move(attempts).str(),
+           std::move(ats).str(), std::move(retries).str(), std::move(errors).str(), std::move(remote_ids).str()}};
+  auto r = l.run_one(q, "recording outcomes");
+  if (!r) return r.error();
+  std::unordered_set<event_id, event_id_hash> applied;
+  for (int row = 0; row < r->rows(); ++row) applied.insert(r->id(row, 0));
+  std::size_t count = 0;
+  for (auto& o : outcomes) {
+    o.applied = applied.count(o.id) > 0;
+    count += o.applied ? 1 : 0;
+  }
+  return count;
+}
+
+}  // namespace outbox::detail::postgres
