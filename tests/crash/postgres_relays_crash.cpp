@@ -22,8 +22,8 @@
 //   - no two leases of one event were live at once: a hand-over's lease is live from the hand-over
 //     until its answer came back (Z), or until its lease_until if its relay was killed first, and
 //     the next hand-over of the event starts only after that.
-// The run takes the conninfo from the PostgreSQL test fixture (OUTBOX_PG_CONNINFO_FILE) and
-// skips itself with one line when there is none.
+// The run takes its server from the PostgreSQL test fixture (support/postgres.hpp) and skips
+// itself with one line when there is none.
 #include <catch2/catch.hpp>
 
 #include <outbox/outbox.hpp>
@@ -56,6 +56,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/postgres.hpp"
 #include "support/temp_sqlite.hpp"
 
 namespace {
@@ -63,16 +64,6 @@ namespace {
 using namespace std::chrono_literals;
 
 std::int64_t now_us() { return outbox::to_micros(outbox::system_clock{}.now()); }
-
-/// The PostgreSQL server of the test fixture, or nullopt when there is none.
-std::optional<std::string> fixture_conninfo() {
-  const char* file = std::getenv("OUTBOX_PG_CONNINFO_FILE");
-  if (file == nullptr) return std::nullopt;
-  std::ifstream in(file);
-  std::string conninfo;
-  if (!std::getline(in, conninfo) || conninfo.empty()) return std::nullopt;
-  return conninfo;
-}
 
 /// One process's end of the sink: every record one write(2) on an O_APPEND descriptor.
 class sink {
@@ -148,9 +139,7 @@ struct setup {
 };
 
 outbox::result<outbox::postgres_storage> open_storage(const setup& s) {
-  outbox::postgres_options options;
-  options.schema = s.schema;
-  return outbox::postgres_storage::open(s.conninfo, options);
+  return outbox::postgres_storage::open(s.conninfo, outbox_test::pg_options(s.schema));
 }
 
 /// The lease of the relays: a killed relay's claims come back this long after they were made.
@@ -346,11 +335,7 @@ sink_contents read_sink(const std::string& path) {
 
 TEST_CASE("postgres_storage: 4 relays SIGKILLed at random deliver every event once per lease, in key order",
           "[crash][postgres]") {
-  const auto conninfo = fixture_conninfo();
-  if (!conninfo) {
-    std::printf("postgres relays crash test: skipped, no PostgreSQL server (run it through ctest, which starts one)\n");
-    return;
-  }
+  OUTBOX_REQUIRE_POSTGRES();
   const std::uint64_t seed = []() -> std::uint64_t {
     if (const char* s = std::getenv("OUTBOX_CRASH_SEED")) return static_cast<std::uint64_t>(std::strtoull(s, nullptr, 10));
     return (static_cast<std::uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
@@ -362,7 +347,8 @@ TEST_CASE("postgres_storage: 4 relays SIGKILLed at random deliver every event on
   std::mt19937_64 random(seed);
 
   const outbox_test::temp_file_owner sink_file(outbox_test::temp_path("outbox-relays-sink"));
-  const setup s{*conninfo, "outbox_relays_crash_" + std::to_string(::getpid()), sink_file.path.string()};
+  const outbox_test::schema_owner schema(outbox_test::fresh_schema());
+  const setup s{*outbox_test::pg_conninfo(), schema.schema, sink_file.path.string()};
   {
     // The schema is created once, before any relay starts; no connection stays open across a fork.
     auto created = open_storage(s);
