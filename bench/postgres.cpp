@@ -4,7 +4,7 @@
 /// binary and against the same server, so bench/README.md can report ratios.
 ///
 ///     BM_postgres_storage_enqueue/batch:N              Outbox::enqueue(span) of N events, one durable transaction
-///     BM_baseline_raw_libpq_insert/batch:N             the same rows: BEGIN, N prepared INSERTs, COMMIT, pipelined
+///     BM_baseline_raw_libpq_insert/batch:N             the same key and event rows in the storage's tables, one pipelined transaction
 ///     BM_postgres_storage_drain/events:N/relays:R      R relays (an Outbox each, own connection) until empty, batches of 100
 ///     BM_baseline_raw_libpq_skip_locked/events:N/relays:R   R threads: claim 100 with FOR UPDATE SKIP LOCKED, mark completed
 ///
@@ -275,8 +275,8 @@ void BM_postgres_storage_enqueue(benchmark::State& state) {
 }
 BENCHMARK(BM_postgres_storage_enqueue)->Apply(outbox_bench::batch_rows);
 
-/// The event table of the baselines: the columns an outbox event has, a uuid key, the index a
-/// claim by user and append order reads.
+/// The bare queue's table: the columns an outbox event has, a uuid key, the index a claim by
+/// user and append order reads.
 constexpr const char* raw_table_sql =
     "CREATE TABLE {s}.events("
     " seq bigserial PRIMARY KEY, id uuid NOT NULL UNIQUE, type text NOT NULL, entity_id text NOT NULL,"
@@ -316,15 +316,23 @@ class raw_ids {
   std::uint64_t low_ = static_cast<std::uint64_t>(::getpid());
 };
 
-/// The same rows as plain libpq writes them at its best: one pipeline per batch (BEGIN, a
-/// prepared INSERT per event, COMMIT, then one sync), so a batch costs one round trip and one
-/// durable commit, as the storage's append does.
+/// The same rows in the storage's own tables (created by opening the storage on the schema), as
+/// plain libpq writes them at its best: one pipeline per batch (BEGIN, per event a prepared
+/// INSERT of its key row, locking it as the storage's append does, and of the event row, COMMIT,
+/// then one sync), so a batch costs one round trip and one durable commit, as the append does.
 class raw_inserter {
  public:
-  explicit raw_inserter(temp_schema& schema) : schema_(schema) {
+  explicit raw_inserter(const temp_schema& schema) {
+    db_.prepare("insert_key",
+                in_schema("INSERT INTO {s}.keys(user_id, ordering_key, in_flight) VALUES($1, $2, 0) "
+                          "ON CONFLICT (user_id, ordering_key) DO UPDATE SET in_flight = {s}.keys.in_flight",
+                          schema),
+                2);
     db_.prepare("insert_event",
-                in_schema("INSERT INTO {s}.events(id, type, entity_id, ordering_key, user_id, payload, max_attempts, "
-                          "created_at, updated_at) VALUES($1, $2, $3, $3, $4, $5, $6, $7, $7)",
+                in_schema("INSERT INTO {s}.events(id, type, entity_id, entity_type, ordering_key, user_id, payload, "
+                          "priority, status, attempts, max_attempts, created_at, updated_at, retry_after, "
+                          "completed_at, last_error, remote_id, lease, lease_until, relay) "
+                          "VALUES($1, $2, $3, '', $3, $4, $5, 0, 0, 0, $6, $7, $7, 0, 0, '', '', 0, 0, 0)",
                           schema),
                 7);
   }
@@ -349,7 +357,9 @@ class raw_inserter {
                               e.payload.c_str(), attempts.c_str(), now.c_str()};
       const int lengths[] = {0, 0, 0, 0, static_cast<int>(e.payload.size()), 0, 0};
       const int formats[] = {0, 0, 0, 0, 1, 0, 0};  // the payload as bytes, like the storage's bytea
-      sent = PQsendQueryPrepared(c, "insert_event", 7, values, lengths, formats, 0) == 1;
+      const char* key[] = {e.user_id.c_str(), e.entity_id.c_str()};  // ordering key = entity id
+      sent = PQsendQueryPrepared(c, "insert_key", 2, key, nullptr, nullptr, 0) == 1 &&
+             PQsendQueryPrepared(c, "insert_event", 7, values, lengths, formats, 0) == 1;
     }
     sent = sent && PQsendQueryParams(c, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 1 &&
            PQpipelineSync(c) == 1;
@@ -372,7 +382,6 @@ class raw_inserter {
   }
 
  private:
-  temp_schema& schema_;
   pq_connection db_;
   raw_ids ids_source_;
   std::vector<std::string> ids_;
@@ -389,7 +398,7 @@ void BM_baseline_raw_libpq_insert(benchmark::State& state) {
         inserter.reset();
         schema.reset();
         schema.emplace();
-        if (!create_raw_table(*schema)) return skipped(state, schema->admin().error().c_str());
+        if (auto tables = open_storage(*schema); !tables) return skipped(state, tables.error().what().c_str());
         inserter.emplace(*schema);
         return inserter->db().ok() || skipped(state, inserter->db().error().c_str());
       },
@@ -593,7 +602,7 @@ void BM_postgres_storage_drain(benchmark::State& state) {
 BENCHMARK(BM_postgres_storage_drain)->Apply(relay_rows<10'000>)->Iterations(3);
 BENCHMARK(BM_postgres_storage_drain)->Apply(relay_rows<100'000>)->Iterations(1);
 
-/// The bare queue: the baselines' event table, filled with the same rows by one INSERT ... SELECT,
+/// The bare queue: its table, filled with the same rows by one INSERT ... SELECT,
 /// then analyzed as the outbox's tables are.
 bool fill_raw_queue(temp_schema& schema, std::size_t total) {
   const std::string now = std::to_string(micros_now());
