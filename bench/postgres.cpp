@@ -522,6 +522,16 @@ void run_relays(int count, Relay relay) {
   for (auto& t : threads) t.join();
 }
 
+/// Whether a drain of the relays delivered all `total` events; if not, skips the row with the
+/// first relay's error, or with how far it got before its budget ran out.
+bool drained(benchmark::State& state, const std::vector<std::string>& errors, std::size_t delivered, std::size_t total,
+             std::chrono::steady_clock::time_point start) {
+  if (const auto e = std::find_if(errors.begin(), errors.end(), [](const auto& s) { return !s.empty(); });
+      e != errors.end())
+    return skipped(state, e->c_str());
+  return delivered == total || skipped(state, stopped_message(delivered, total, start).c_str());
+}
+
 /// Writes `total` events, entity_count distinct entities in rotation, through the outbox in
 /// enqueues of 1000, then analyzes the tables, off the clock.
 std::optional<std::string> fill(temp_schema& schema, const std::vector<outbox::new_event>& pool,
@@ -586,15 +596,7 @@ void BM_postgres_storage_drain(benchmark::State& state) {
     });
     const double seconds = clock.stop();
     boxes.clear();
-    if (const auto e = std::find_if(errors.begin(), errors.end(), [](const auto& s) { return !s.empty(); });
-        e != errors.end()) {
-      state.SkipWithError(e->c_str());
-      break;
-    }
-    if (delivered.load() != total) {
-      state.SkipWithError(stopped_message(delivered.load(), total, start).c_str());
-      break;
-    }
+    if (!drained(state, errors, delivered.load(), total, start)) break;
     state.SetIterationTime(seconds);
   }
   clock.report(state);
@@ -698,15 +700,7 @@ void BM_baseline_raw_libpq_skip_locked(benchmark::State& state) {
       }
     });
     const double seconds = clock.stop();
-    if (const auto e = std::find_if(errors.begin(), errors.end(), [](const auto& s) { return !s.empty(); });
-        e != errors.end()) {
-      state.SkipWithError(e->c_str());
-      break;
-    }
-    if (delivered.load() != total) {
-      state.SkipWithError(stopped_message(delivered.load(), total, start).c_str());
-      break;
-    }
+    if (!drained(state, errors, delivered.load(), total, start)) break;
     state.SetIterationTime(seconds);
   }
   clock.report(state);

@@ -142,6 +142,16 @@ outbox::result<outbox::postgres_storage> open_storage(const setup& s) {
   return outbox::postgres_storage::open(s.conninfo, outbox_test::pg_options(s.schema));
 }
 
+/// The storage of a child process; a child that cannot open it says so in the sink and exits.
+outbox::postgres_storage open_in_child(const setup& s, const sink& out, const char* who) {
+  auto storage = open_storage(s);
+  if (!storage) {
+    out.fail(std::string(who) + ": opening the storage failed: " + storage.error().what());
+    ::_exit(2);
+  }
+  return std::move(*storage);
+}
+
 /// The lease of the relays: a killed relay's claims come back this long after they were made.
 constexpr auto relay_lease = 3s;
 
@@ -153,11 +163,7 @@ constexpr int relay_max_attempts = 1'000'000;
 [[noreturn]] void relay_main(const setup& s, std::uint64_t seed) noexcept {
   try {
     const sink out(s.sink_path);
-    auto storage = open_storage(s);
-    if (!storage) {
-      out.fail("relay: opening the storage failed: " + storage.error().what());
-      ::_exit(2);
-    }
+    outbox::postgres_storage storage = open_in_child(s, out, "relay");
     outbox::options options;
     options.batch_size = 8;
     options.poll_interval = 50ms;
@@ -165,7 +171,7 @@ constexpr int relay_max_attempts = 1'000'000;
     options.max_attempts = relay_max_attempts;
     options.exclusive = false;         // several relays share the database
     outbox::Outbox<outbox::postgres_storage, sink_transport, outbox::system_clock, outbox::fixed_backoff> box(
-        std::move(*storage), sink_transport(out, seed), outbox::system_clock{}, outbox::fixed_backoff(10ms), options);
+        std::move(storage), sink_transport(out, seed), outbox::system_clock{}, outbox::fixed_backoff(10ms), options);
     const std::string pid = std::to_string(::getpid());
     box.on_delivered([&](const outbox::event& e, const outbox::delivery_result&) {
       out.write("D " + pid + " " + e.id.to_string() + "\n");
@@ -190,14 +196,10 @@ volatile std::sig_atomic_t producers_stop = 0;
   int code = 0;
   try {
     const sink out(s.sink_path);
-    auto storage = open_storage(s);
-    if (!storage) {
-      out.fail("producer: opening the storage failed: " + storage.error().what());
-      ::_exit(2);
-    }
+    outbox::postgres_storage storage = open_in_child(s, out, "producer");
     outbox::options options;
     options.max_attempts = relay_max_attempts;
-    outbox::Outbox<outbox::postgres_storage, sink_transport> box(std::move(*storage), sink_transport(out, 0),
+    outbox::Outbox<outbox::postgres_storage, sink_transport> box(std::move(storage), sink_transport(out, 0),
                                                                  outbox::system_clock{}, outbox::exponential_backoff{},
                                                                  options);
     std::vector<std::thread> threads;
