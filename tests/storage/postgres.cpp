@@ -259,3 +259,29 @@ TEST_CASE("postgres: a connection the server ended is connected again by the nex
     CHECK(s.stats("alice", f.t0).value().count(status::pending) == 1);
   }
 }
+
+TEST_CASE("postgres: concurrent savers in one process share transactions", "[storage][postgres][group]") {
+  OUTBOX_REQUIRE_POSTGRES();
+  temp_pg_storage s;
+  constexpr int threads = 6, each = 30;
+  std::vector<std::thread> savers;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < threads; ++t)
+    savers.emplace_back([&, t] {
+      outbox::event_id_generator ids;
+      for (int i = 0; i < each; ++i) {
+        std::vector<outbox::event> one(1);
+        one[0].id = ids.next(outbox::system_clock{}.now());
+        one[0].type = "t";
+        one[0].entity_id = one[0].ordering_key = "k" + std::to_string(t);
+        one[0].user_id = "alice";
+        if (!s.append(one)) ++failures;
+      }
+    });
+  for (auto& t : savers) t.join();
+  CHECK(failures == 0);
+  CHECK(s.stats("alice").value().count(status::pending) == threads * each);
+  const auto shared = s.commit_stats();
+  CHECK(shared.writes == threads * each);
+  CHECK(shared.commits < shared.writes);  // some commits served several savers
+}

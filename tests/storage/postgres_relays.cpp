@@ -238,3 +238,48 @@ TEST_CASE("postgres relays: an idle relay wakes on another process's append (LIS
   CHECK(eventually([&] { return log.delivered() == 1; }, 10s));
   idle->stop();
 }
+
+TEST_CASE("postgres relays: the server ending every connection mid-delivery loses nothing and throws nothing",
+          "[storage][postgres][relays][errors]") {
+  OUTBOX_REQUIRE_POSTGRES();
+  schema_owner owner(fresh_schema());
+  delivery_log log;
+  outbox::options o = relay_options();
+  o.lease = std::chrono::seconds(2);  // a claim whose record was cut off comes back soon
+  std::vector<std::unique_ptr<relay>> relays;
+  for (int i = 0; i < 2; ++i) {
+    relays.push_back(make_relay(owner.schema, log, i, o));
+    relays.back()->start();
+  }
+  raw_pg admin;
+  const std::string admin_pid = admin.exec("SELECT pg_backend_pid()");
+  auto end_every_connection = [&] {
+    admin.exec("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+               "AND backend_type = 'client backend' AND pid <> " + admin_pid);
+  };
+
+  auto storage = outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+  outbox::Outbox<outbox::postgres_storage, outbox::mock_transport> producer(std::move(storage));
+  std::set<std::string> acknowledged;
+  for (int i = 0; i < 120; ++i) {
+    if (i % 30 == 15) end_every_connection();
+    auto id = producer.enqueue({.type = "t", .entity_id = "key-" + std::to_string(i % 7), .payload = "{}",
+                                .user_id = "alice"});
+    if (id) acknowledged.insert(id->to_string());  // a refused one is the caller's to retry
+    std::this_thread::sleep_for(1ms);
+  }
+  end_every_connection();
+  CHECK(acknowledged.size() >= 110);
+  REQUIRE(eventually([&] {
+    std::lock_guard lock(log.mutex);
+    for (const auto& id : acknowledged)
+      if (!log.deliveries.count(id)) return false;
+    return true;
+  }, 60s));
+  for (auto& r : relays) r->stop();
+  std::lock_guard lock(log.mutex);
+  for (const auto& [key, seqs] : log.seqs_by_key) {
+    INFO("key " << key);
+    CHECK(std::is_sorted(seqs.begin(), seqs.end()));
+  }
+}

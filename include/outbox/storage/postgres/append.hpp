@@ -36,8 +36,16 @@ struct event_id_hash {
   return {};
 }
 
+/// The error for a batch the server refused because an id was taken: the id its message names
+/// ("Key (id)=(...) already exists").
+[[nodiscard]] inline error duplicate_of(const error& refused, std::span<const event> events) {
+  for (const event& e : events)
+    if (refused.message.find("(" + e.id.to_string() + ")") != std::string::npos) return lifecycle::duplicate_id(e.id);
+  return error(errc::invalid_argument, "an event id is taken: " + refused.message);
+}
+
 /// Inserts `events` (validated) in the running transaction and sets their seqs. An id the
-/// storage already holds fails the whole batch, which the caller's transaction then rolls back.
+/// storage already holds fails the whole batch (and the round trip's or the caller's transaction).
 [[nodiscard]] inline result<void> insert_events(link& l, std::span<event> events) {
   if (events.empty()) return {};
   array_literal ids, types, entity_ids, entity_types, keys, users, payloads, priorities, max_attempts, created,
@@ -64,7 +72,10 @@ struct event_id_hash {
         std::move(keys_text), std::move(users_text), std::move(payloads).str(), std::move(priorities).str(),
         std::move(max_attempts).str(), std::move(created).str(), std::move(updated).str(), std::move(errors).str()}}};
   auto all = l.run(queries, "appending events");
-  if (!all) return all.error();
+  if (!all) {
+    if (has_sqlstate(all.error(), "23505")) return duplicate_of(all.error(), events);
+    return all.error();
+  }
   const result_handle* r = &(*all)[1];
   std::unordered_map<event_id, std::uint64_t, event_id_hash> seqs;
   seqs.reserve(static_cast<std::size_t>(r->rows()));

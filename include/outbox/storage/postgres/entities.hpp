@@ -60,9 +60,8 @@ namespace outbox::detail::postgres {
                       {text_of(c.target), c.event.type, bytea_of(c.event.payload), text_of(c.event.updated_at)}});
   if (c.op == entity_change::event_op::drop) writes.push_back({l.sql.drop_event, {text_of(c.target)}});
   if (auto w = l.run(writes, "writing an entity change"); !w) {
-    const auto& code = w.error().code;
     // A row or natural key another writer inserted meanwhile (unique_violation, 23505).
-    if (w.error().message.find("SQLSTATE 23505") != std::string::npos && code.category() == postgres_category())
+    if (has_sqlstate(w.error(), "23505"))
       return error(errc::conflict, "entity " + name + ": " + w.error().message);
     return w.error();
   }

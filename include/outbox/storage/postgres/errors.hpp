@@ -72,9 +72,17 @@ namespace outbox::detail::postgres {
   std::string text = res ? PQresultErrorMessage(res) : "";
   if (text.empty() && conn) text = PQerrorMessage(conn);
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  if (const char* detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : nullptr; detail && *detail)
+    text += std::string(" (") + detail + ")";
   const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
   if (state && *state) return from_sqlstate(state, what, text);
   return error(make_error_code(postgres_errc::connection_lost), std::string(what) + ": " + text);
+}
+
+/// Whether `e` is the server's error with SQLSTATE `state` (from_sqlstate keeps it in the message).
+[[nodiscard]] inline bool has_sqlstate(const error& e, std::string_view state) {
+  return e.code.category() == postgres_category() &&
+         e.message.find("(SQLSTATE " + std::string(state) + ")") != std::string::npos;
 }
 
 /// Whether `e` means the connection is gone: the next call must connect again.

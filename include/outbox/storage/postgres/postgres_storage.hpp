@@ -166,7 +166,8 @@ class postgres_storage {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> before;  // seq and lease, restored if refused
     before.reserve(events.size());
     for (const event& e : events) before.emplace_back(e.seq, e.lease);
-    auto done = s_->writer.write([&] { return detail::postgres::insert_events(s_->link, events); });
+    auto done = s_->writer.write([&] { return detail::postgres::insert_events(s_->link, events); },
+                                 detail::postgres::group_commit::shape::one_round_trip);
     if (!done)
       for (std::size_t i = 0; i < events.size(); ++i) std::tie(events[i].seq, events[i].lease) = before[i];
     return done;

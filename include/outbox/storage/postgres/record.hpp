@@ -1,7 +1,8 @@
 #pragma once
 /// \file
-/// Recording a batch's outcomes in one statement: each applied only under its lease (fencing),
-/// delivered and dead ones written back onto their entities.
+/// Recording a batch's outcomes in one round trip: the keys locked in order, then one statement
+/// applying each outcome only under its lease (fencing) and writing delivered and dead ones back
+/// onto their entities.
 
 #include <cstddef>
 #include <span>
@@ -30,11 +31,15 @@ namespace outbox::detail::postgres {
     errors.add(o.error);
     remote_ids.add(o.remote_id);
   }
-  query q{l.sql.record,
-          {std::move(ids).str(), std::move(leases).str(), std::move(statuses).str(), std::move(attempts).str(),
-           std::move(ats).str(), std::move(retries).str(), std::move(errors).str(), std::move(remote_ids).str()}};
-  auto r = l.run_one(q, "recording outcomes");
-  if (!r) return r.error();
+  std::string id_list = std::move(ids).str();
+  const query queries[] = {
+      {l.sql.lock_recorded_keys, {id_list}},
+      {l.sql.record,
+       {std::move(id_list), std::move(leases).str(), std::move(statuses).str(), std::move(attempts).str(),
+        std::move(ats).str(), std::move(retries).str(), std::move(errors).str(), std::move(remote_ids).str()}}};
+  auto all = l.run(queries, "recording outcomes");  // one round trip, one implicit transaction
+  if (!all) return all.error();
+  const result_handle* r = &(*all)[1];
   std::unordered_set<event_id, event_id_hash> applied;
   for (int row = 0; row < r->rows(); ++row) applied.insert(r->id(row, 0));
   std::size_t count = 0;

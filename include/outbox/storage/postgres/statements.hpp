@@ -83,7 +83,8 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "unnest($1::text[], $2::text[]) AS n(u, k) ORDER BY 1, 2 ON CONFLICT (user_id, ordering_key) DO UPDATE "      \
     "SET in_flight = {S}.keys.in_flight")                                                                         \
   /* A batch of new events in one statement, in batch order (ordinality); validation is C++'s */                 \
-  /* (lifecycle::acceptable_new). A repeated id inserts nothing: fewer rows come back. */                        \
+  /* (lifecycle::acceptable_new). An id the storage holds fails the statement (unique_violation), */            \
+  /* and with it the round trip's transaction: a batch is stored whole or not at all. */                         \
   X(append,                                                                                                       \
     "INSERT INTO {S}.events (id, type, entity_id, entity_type, ordering_key, user_id, payload, priority, status, " \
     "attempts, max_attempts, created_at, updated_at, retry_after, completed_at, last_error, remote_id, lease, "    \
@@ -93,7 +94,7 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "$4::text[], $5::text[], $6::text[], $7::bytea[], $8::integer[], $9::integer[], $10::bigint[], $11::bigint[], " \
     "$12::text[]) WITH ORDINALITY AS n(id, type, entity_id, entity_type, ordering_key, user_id, payload, "         \
     "priority, max_attempts, created_at, updated_at, last_error, ord) ORDER BY ord "                               \
-    "ON CONFLICT (id) DO NOTHING RETURNING id, seq")                                                              \
+    "RETURNING id, seq")                                                              \
   /* Lease expiry, lifecycle::lease_expiry in SQL: an event whose lease ended goes back to pending, */            \
   /* or to dead when that was its last attempt (lifecycle::last_attempt: attempts >= max_attempts), */            \
   /* with the rule's messages ($2 dead, $3 pending); a dead one's error is written back onto its */               \
@@ -125,6 +126,11 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "lease_until = $3, updated_at = $2, relay = $5 FROM c WHERE e.seq = c.seq RETURNING " OUTBOX_PG_EVENT_COLUMNS_E "), " \
     "k AS (UPDATE {S}.keys k SET in_flight = u.seq FROM u WHERE k.user_id = u.user_id AND "                       \
     "k.ordering_key = u.ordering_key) SELECT * FROM u")                                                           \
+  /* Before a record: the keys of the events it may change, locked in key order (as appends lock */              \
+  /* theirs), so a record and an append never wait for each other in a cycle. */                                 \
+  X(lock_recorded_keys,                                                                                           \
+    "SELECT 1 FROM {S}.keys k WHERE (k.user_id, k.ordering_key) IN (SELECT e.user_id, e.ordering_key FROM "        \
+    "{S}.events e WHERE e.id = ANY($1::uuid[]) AND e.status = 1) ORDER BY k.user_id, k.ordering_key FOR UPDATE OF k") \
   /* The record precondition, lifecycle::may_record in SQL: an outcome applies only to an event still */          \
   /* processing under the lease it carries; a stale one matches no row. Delivered and dead events are */          \
   /* written back onto their entities (lifecycle::write_back): the remote id; synced, error cleared, */           \
