@@ -215,6 +215,34 @@ outbox::result<std::size_t> drain(Box& box, StopEarly stop_early, double& second
   return delivered;
 }
 
+/// A drain still running after this long is stopped and reported as an error row with how far it
+/// got, so a per-event cost that grows with the queue cannot stall the whole run.
+/// OUTBOX_BENCH_DRAIN_BUDGET_S overrides it; 0 removes the limit.
+inline std::chrono::seconds drain_budget() {
+  if (const char* value = std::getenv("OUTBOX_BENCH_DRAIN_BUDGET_S")) return std::chrono::seconds(std::atol(value));
+  return std::chrono::seconds(30);
+}
+
+inline bool over_budget(std::chrono::steady_clock::time_point start) {
+  static const std::chrono::seconds budget = drain_budget();
+  return budget.count() > 0 && std::chrono::steady_clock::now() - start > budget;
+}
+
+inline std::string stopped_message(std::size_t done, std::size_t total, std::chrono::steady_clock::time_point start) {
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return "stopped after " + std::to_string(static_cast<long>(seconds)) + " s (OUTBOX_BENCH_DRAIN_BUDGET_S) with " +
+         std::to_string(done) + " of " + std::to_string(total) + " events drained, " +
+         std::to_string(static_cast<long>(seconds * 1e6 / static_cast<double>(std::max<std::size_t>(done, 1)))) +
+         " us per event so far";
+}
+
+inline void set_drain_counters(benchmark::State& state) {
+  const double events = static_cast<double>(state.iterations() * state.range(0));
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  // Seconds per event, printed with an SI prefix ("31.2u" is 31.2 us per event).
+  state.counters["per_event"] = benchmark::Counter(events, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
 // ---- concurrent savers ---------------------------------------------------------------------------
 
 /// `->Apply(savers_rows<Setup, Teardown>)`: the savers' rows, at each device delay, with 1 and 8

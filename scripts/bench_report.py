@@ -31,6 +31,8 @@ PAIRS = [
     ("BM_sqlite_storage_concurrent_enqueue", "BM_baseline_group_commit_floor"),
     ("BM_http_transport_deliver", "BM_baseline_raw_curl_multi"),
     ("BM_nats_transport_send", "BM_baseline_raw_nats_publish_async"),
+    ("BM_postgres_storage_enqueue", "BM_baseline_raw_libpq_insert"),
+    ("BM_postgres_storage_drain", "BM_baseline_raw_libpq_skip_locked"),
 ]
 # Enqueue rows drawn in the chart: label -> benchmark name.
 CHART = {
@@ -41,14 +43,22 @@ CHART = {
     "file_storage": "BM_file_storage_enqueue",
     "write+fdatasync (baseline)": "BM_baseline_write_fdatasync",
     "write+fdatasync over zeros (baseline)": "BM_baseline_prealloc_write_fdatasync",
+    "postgres_storage": "BM_postgres_storage_enqueue",
+    "plain libpq (baseline)": "BM_baseline_raw_libpq_insert",
 }
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 
 
+# Counters of a row shown beside the ratios: what a drain's server and clients kept busy.
+CPU_COUNTERS = ("server_cores", "client_cores")
+
+
 def load(results_dir: pathlib.Path):
     """name -> {args: items_per_second}, from medians when there are repetitions; the last
-    file's context; binary name -> the day it ran."""
+    file's context; name -> {args: {counter: value}} for the CPU_COUNTERS a row reports; and
+    binary name -> the day it ran."""
     rows = {}
+    counters = {}
     context = {}
     days = {}
     for path in sorted(results_dir.glob("*.json")):
@@ -68,7 +78,10 @@ def load(results_dir: pathlib.Path):
                             if a not in ("real_time", "manual_time", "process_time")
                             and not a.startswith(("min_time:", "iterations:", "repeats:")))
             rows.setdefault(base, {})[args] = ips
-    return rows, context, days
+            cpu = {c: b[c] for c in CPU_COUNTERS if c in b}
+            if cpu:
+                counters.setdefault(base, {})[args] = cpu
+    return rows, context, counters, days
 
 
 def arg_value(args: str) -> float:
@@ -154,7 +167,33 @@ TARGETS = [
      lambda r: ratio(pick(r, "BM_nats_transport_send", "batch:100", "send_asap:0"),
                      pick(r, "BM_baseline_raw_nats_publish_async", "batch:100", "send_asap:0")),
      lambda v: v >= 0.8),
+    ("PostgreSQL", "durable enqueue at batch 100, outbox / plain libpq (same inserts, one pipelined transaction)",
+     ">= 0.8",
+     lambda r: ratio(pick(r, "BM_postgres_storage_enqueue", "batch:100"), pick(r, "BM_baseline_raw_libpq_insert", "batch:100")),
+     lambda v: v >= 0.8),
+    ("PostgreSQL", "drain with 1 relay, cost per event at 100k / at 10k", "<= 1.2",
+     lambda r: ratio(pick(r, "BM_postgres_storage_drain", "events:10000", "relays:1"),
+                     pick(r, "BM_postgres_storage_drain", "events:100000", "relays:1")),
+     lambda v: v <= 1.2),
+    ("PostgreSQL", "drain of 100k, 4 relays / 1 relay", "> 1",
+     lambda r: ratio(pick(r, "BM_postgres_storage_drain", "events:100000", "relays:4"),
+                     pick(r, "BM_postgres_storage_drain", "events:100000", "relays:1")),
+     lambda v: v > 1),
+    ("PostgreSQL", "context: the bare SKIP LOCKED queue's own 4 / 1 relays, 100k", "(context)",
+     lambda r: ratio(pick(r, "BM_baseline_raw_libpq_skip_locked", "events:100000", "relays:4"),
+                     pick(r, "BM_baseline_raw_libpq_skip_locked", "events:100000", "relays:1")),
+     None),
 ]
+
+
+def cpu_table(counters) -> str:
+    """The cores each drain row's server and clients kept busy, where the rows report them."""
+    lines = ["| row | server cores | client cores |", "|---|---:|---:|"]
+    for name in sorted(counters):
+        for args in sorted(counters[name], key=arg_values):
+            c = counters[name][args]
+            lines.append(f"| `{name}/{args}` | {c.get('server_cores', 0):.2f} | {c.get('client_cores', 0):.2f} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def ratio(a, b):
@@ -207,7 +246,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     results_dir, readme, svg = (pathlib.Path(a) for a in sys.argv[1:])
-    rows, context, days = load(results_dir)
+    rows, context, counters, days = load(results_dir)
     if not rows:
         print(f"bench_report: no results in {results_dir}", file=sys.stderr)
         return 1
@@ -228,6 +267,9 @@ def main() -> int:
                    "milliseconds instead of about 0.1 ms, the sync dominates every durable row, ratios against the "
                    "baselines move towards 1 and group commit's gains grow):", ""]
         report += [f"- {line}" for line in probe.read_text().splitlines()] + [""]
+    if "BM_postgres_storage_enqueue" in rows:
+        report += ["The PostgreSQL rows run against a server that this benchmark starts on the same machine "
+                   "(scripts/pg_server, a Unix socket): server and relays share its cores.", ""]
     if "BM_nats_transport_send" in rows:
         report += ["The NATS rows publish to a nats-server that this benchmark starts on the same machine: "
                    "server and client share its cores, so their absolute figures are low and only the ratio travels.", ""]
@@ -235,7 +277,12 @@ def main() -> int:
         report += [f"![events/s against batch size]({svg.name})", ""]
     report += ["The performance targets, from this run:", "", targets(rows), "",
                "Every outbox row beside its baseline (events/s; ratio = outbox / baseline):", "",
-               table(rows), "", END]
+               table(rows), ""]
+    if cpu_table(counters):
+        report += ["CPU of the PostgreSQL drains: the cores the server's processes (from /proc) and the relays "
+                   f"(the benchmark's process clock) kept busy on average, of the machine's {context.get('num_cpus', os.cpu_count())}:",
+                   "", cpu_table(counters), ""]
+    report += [END]
     text = readme.read_text() if readme.exists() else "# outbox benchmarks\n"
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + "\n".join(report) + text[text.index(END) + len(END):]
