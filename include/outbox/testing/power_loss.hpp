@@ -44,8 +44,10 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include <outbox/outbox.hpp>  // the single header provides it too
+#include <outbox/outbox.hpp>  // the single header provides it too, and file_io.hpp's posix_io
+#if __has_include(<outbox/detail/file_io.hpp>)
 #include <outbox/detail/file_io.hpp>
+#endif
 
 namespace outbox::testing::power_loss {
 
