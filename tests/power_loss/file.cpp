@@ -54,12 +54,15 @@ TEST_CASE("power loss, file storage: nothing acknowledged is lost under the dura
     outbox_test::require_clean(run(dir.path, small(outbox::file_options::sync_policy::every_commit), c));
   }
   SECTION("sync group, default segment and preallocation sizes") {
-    // Opening reads each 1 MiB of preallocated zeros: fewer calls keep the run short.
-    outbox::file_options o;
+    // Opening reads each 1 MiB of preallocated zeros, so this run is shorter: the policy's
+    // 100 random cuts are the small-sized run's above.
     pl::check_options c;
-    c.operations = 30;
+    c.operations = 20;
+    c.cuts = 40;
     c.seed = 3;
-    outbox_test::require_clean(run(dir.path, o, c));
+    const auto r = run(dir.path, outbox::file_options{}, c);
+    for (const auto& p : r.problems) UNSCOPED_INFO(p);
+    CHECK(r.ok());
   }
 }
 
