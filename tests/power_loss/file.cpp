@@ -42,7 +42,6 @@ pl::check_report run(const std::filesystem::path& work, outbox::file_options opt
       [](auto& storage) { return storage.compact(); }, check, std::move(before));
 }
 
-
 }  // namespace
 
 TEST_CASE("power loss, file storage: nothing acknowledged is lost under the durable sync policies", "[power_loss][file]") {

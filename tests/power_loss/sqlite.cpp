@@ -72,6 +72,8 @@ TEST_CASE("power loss, SQLite storage: synchronous normal keeps a consistent ear
   SECTION("and it does lose acknowledged commits, as documented") {
     pl::check_options strict = c;
     strict.acknowledged_is_durable = true;
+    strict.operations = 60;
+    strict.cuts = 20;
     auto r = run(dir.path, mode(outbox::sqlite_options::sync_mode::normal), strict);
     CHECK(r.lost_acknowledged > 0);
   }
