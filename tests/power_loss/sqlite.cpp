@@ -72,6 +72,8 @@ TEST_CASE("power loss, SQLite storage: synchronous normal keeps a consistent ear
   SECTION("and it does lose acknowledged commits, as documented") {
     pl::check_options strict = c;
     strict.acknowledged_is_durable = true;
+    strict.operations = 60;
+    strict.cuts = 20;
     auto r = run(dir.path, mode(outbox::sqlite_options::sync_mode::normal), strict);
     CHECK(r.lost_acknowledged > 0);
   }
@@ -86,4 +88,24 @@ TEST_CASE("power loss, SQLite storage: the check finds a missing sync", "[power_
   auto r = run(dir.path, mode(outbox::sqlite_options::sync_mode::full), c, [](pl::recorder& rec) { rec.drop_file_sync(12); });
   CHECK_FALSE(r.ok());
   CHECK(r.lost_acknowledged > 0);
+}
+
+TEST_CASE("sqlite_options::vfs opens the database over a registered VFS, and refuses an unknown name", "[power_loss][sqlite]") {
+  outbox_test::temp_dir_owner dir(outbox_test::temp_path("power-sqlite-vfs"));
+  std::filesystem::create_directories(dir.path);
+  pl::recorder rec(dir.path);
+  pl::sqlite_vfs::record_into(&rec);
+  outbox::sqlite_options o;
+  o.vfs = pl::sqlite_vfs::name();
+  {
+    auto s = outbox::sqlite_storage::open((dir.path / "outbox.db").string(), o);
+    REQUIRE(s.has_value());
+  }
+  pl::sqlite_vfs::record_into(nullptr);
+  CHECK(rec.size() > 0);  // the VFS saw the schema's writes
+  o.vfs = "no-such-vfs";
+  auto refused = outbox::sqlite_storage::open((dir.path / "other.db").string(), o);
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == outbox::errc::invalid_argument);
+  CHECK_THAT(refused.error().message, Catch::Contains("no-such-vfs"));
 }

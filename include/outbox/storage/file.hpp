@@ -33,7 +33,9 @@
 /// operation waits, so none sees memory and log disagree.
 ///
 /// Recovery: a torn tail (a crash mid-write) is truncated back to the last whole group and
-/// reported in `recovery()`. An unreadable record followed by readable ones is corruption:
+/// reported in `recovery()`; so is a last write a power cut kept only in part, its later
+/// sectors on disk and an earlier one still the zeros it replaced (detail/log_format.hpp,
+/// `lost_sector_between`). Any other unreadable record followed by readable ones is corruption:
 /// opening fails with `errc::corrupt_data` naming the file and offset, unless
 /// `file_options::salvage` asks to skip unreadable stretches (the groups they interrupt are
 /// dropped) and keep every readable group.

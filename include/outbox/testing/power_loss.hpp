@@ -20,7 +20,8 @@
 /// `check` runs a workload of saves (an entity and its event in one write), claims, outcomes,
 /// compactions and purges on a storage opened over a recorder, keeps the state after each
 /// acknowledged call, then cuts the trace at random points, writes each cut's state to a fresh
-/// directory, reopens the storage there and compares. Nothing here depends on a test framework.
+/// directory, reopens the storage there and compares; every 4th cut is followed by a second one
+/// during the storage's recovery from it. Nothing here depends on a test framework.
 
 #include <algorithm>
 #include <cstddef>
@@ -44,8 +45,10 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include <outbox/outbox.hpp>  // the single header provides it too
+#include <outbox/outbox.hpp>  // the single header provides it too, and file_io.hpp's posix_io
+#if __has_include(<outbox/detail/file_io.hpp>)
 #include <outbox/detail/file_io.hpp>
+#endif
 
 namespace outbox::testing::power_loss {
 
@@ -425,6 +428,7 @@ struct check_report {
   std::size_t trace_calls = 0;
   std::size_t cuts = 0;  ///< all of them: after each call, and at random points
   std::size_t random_cuts = 0;
+  std::size_t recovery_cuts = 0;  ///< of them, cuts followed by a second one during recovery
   std::size_t failed_cuts = 0;
   std::size_t lost_acknowledged = 0;  ///< cuts that lost an acknowledged save or outcome
   std::vector<std::string> problems;  ///< the first few, each naming its cut
@@ -638,47 +642,45 @@ check_report check(const std::filesystem::path& work, OpenRecording open_recordi
     const std::ptrdiff_t lowest = options.acknowledged_is_durable ? acked : floor;
     auto state_of = [&](std::ptrdiff_t j) -> const snapshot& { return j < 0 ? empty : states[static_cast<std::size_t>(j)]; };
 
+    // What is wrong with a reopened storage's state, if anything: a loss first, then
+    // disagreement, then any other difference from the states the calls passed through.
+    auto judge = [&](auto& reopened) -> std::string {
+      auto found = detail_check::read_all(reopened, options.collection);
+      if (!found) return "reading the reopened storage failed: " + found.error().message;
+      for (std::ptrdiff_t j = lowest; j <= last_started; ++j)
+        if (*found == state_of(j)) return {};
+      const snapshot& floor_state = state_of(lowest);
+      const snapshot& newest = state_of(last_started);
+      for (const auto& [id, status_then] : floor_state.statuses) {
+        if (!newest.statuses.count(id)) continue;  // purged by the call in flight
+        auto now = found->statuses.find(id);
+        if (now == found->statuses.end()) {
+          ++report.lost_acknowledged;
+          return "lost acknowledged event " + id;
+        }
+        if (status_then == status::completed && now->second != status::completed) {
+          ++report.lost_acknowledged;
+          return "acknowledged completion of " + id + " went back to " + std::string(to_string(now->second));
+        }
+      }
+      for (const auto& [entity, last] : found->last_events)
+        if (!found->events.count(last) && floor_state.events.count(last))
+          return "entity " + entity + " names event " + last + ", which is missing";
+      return "the state is none of those the calls " + std::to_string(lowest) + ".." + std::to_string(last_started) +
+             " left (" + std::to_string(found->events.size()) + " events, " + std::to_string(found->entities.size()) +
+             " entities)";
+    };
+
+    const disk_state crashed = rec.state_at(cut, keep, random);
     const auto dir = work / "cut";
-    recorder::write(rec.state_at(cut, keep, random), dir);
+    recorder::write(crashed, dir);
     std::string failure;
     {
       auto reopened = reopen(dir);
       if (!reopened) {
         failure = "opening failed on a state a file system may leave: " + reopened.error().message;
-      } else if (auto found = detail_check::read_all(*reopened, options.collection); !found) {
-        failure = "reading the reopened storage failed: " + found.error().message;
       } else {
-        bool matched = false;
-        for (std::ptrdiff_t j = lowest; j <= last_started && !matched; ++j) matched = *found == state_of(j);
-        if (!matched) {
-          // Say what is wrong: a loss first, then disagreement, then any other difference.
-          const snapshot& floor_state = state_of(lowest);
-          const snapshot& newest = state_of(last_started);
-          for (const auto& [id, status_then] : floor_state.statuses) {
-            if (!newest.statuses.count(id)) continue;  // purged by the call in flight
-            auto now = found->statuses.find(id);
-            if (now == found->statuses.end()) {
-              failure = "lost acknowledged event " + id;
-              ++report.lost_acknowledged;
-              break;
-            }
-            if (status_then == status::completed && now->second != status::completed) {
-              failure = "acknowledged completion of " + id + " went back to " + std::string(to_string(now->second));
-              ++report.lost_acknowledged;
-              break;
-            }
-          }
-          if (failure.empty())
-            for (const auto& [entity, last] : found->last_events)
-              if (!found->events.count(last) && floor_state.events.count(last)) {
-                failure = "entity " + entity + " names event " + last + ", which is missing";
-                break;
-              }
-          if (failure.empty())
-            failure = "the state is none of those the calls " + std::to_string(lowest) + ".." +
-                      std::to_string(last_started) + " left (" + std::to_string(found->events.size()) + " events, " +
-                      std::to_string(found->entities.size()) + " entities)";
-        }
+        failure = judge(*reopened);
         if (failure.empty()) {  // it must take writes again
           entity_record row;
           row.collection = options.collection;
@@ -687,6 +689,26 @@ check_report check(const std::filesystem::path& work, OpenRecording open_recordi
           const entity_change c = detail_check::save(std::move(row), event_id_generator{n + 1}.next(later), later, "{}");
           if (auto done = reopened->commit(c); !done) failure = "a save after reopening failed: " + done.error().message;
         }
+      }
+    }
+    // Every 4th cut, the power goes again while the storage recovers from it (opens, closes).
+    if (failure.empty() && n % 4 == 3) {
+      ++report.recovery_cuts;
+      const auto again = work / "recovering";
+      recorder::write(crashed, again);
+      recorder during(again);
+      {
+        auto recovering = open_recording(again, during);
+        if (!recovering) failure = "opening failed on a state a file system may leave: " + recovering.error().message;
+      }
+      if (failure.empty()) {
+        const auto second = static_cast<std::size_t>(random() % (during.size() + 1));
+        recorder::write(during.state_at(second, persistence::chosen, random), again);
+        auto reopened = reopen(again);
+        failure = reopened ? judge(*reopened) : "opening failed: " + reopened.error().message;
+        if (!failure.empty())
+          failure = "after a second cut, at call " + std::to_string(second) + "/" + std::to_string(during.size()) +
+                    " of the recovery: " + failure;
       }
     }
     if (!failure.empty()) {
