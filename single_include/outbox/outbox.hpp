@@ -5013,6 +5013,55 @@ class group_commit {
   std::chrono::nanoseconds last_took_{0};
 };
 
+/// The queue of a storage whose group is one transaction on one connection (SQLite,
+/// PostgreSQL): callers submit a member, and the leader hands every queued member to the
+/// storage's `run(std::vector<Member*>&)`, which runs them in one transaction and settles each
+/// with its own outcome (so a group never fails whole).
+template <class Member>
+class member_queue {
+ public:
+  explicit member_queue(group_commit::tuning t) noexcept : commit_(t) {}
+  member_queue(const member_queue&) = delete;
+  member_queue& operator=(const member_queue&) = delete;
+
+  /// Queues `member`; returns once a group ran it (this caller leading it or not).
+  template <class Run>
+  void submit(Member& member, Run&& run) {
+    std::unique_lock lock(mutex_);
+    queue_.push_back(&member);
+    const std::uint64_t ticket = commit_.join();
+    steps<Run> s{*this, run};
+    commit_.await(lock, ticket, s);
+  }
+
+ private:
+  template <class Run>
+  struct steps {
+    member_queue& q;
+    Run& run;
+    struct batch {
+      std::vector<Member*> items;
+      std::size_t members = 0;
+    };
+    batch take(std::size_t /*queued*/) {
+      batch b;
+      b.items.swap(q.queue_);
+      b.members = b.items.size();
+      return b;
+    }
+    bool write(batch& b) {
+      run(b.items);
+      return true;
+    }
+    void finish(batch& /*b*/, bool /*written*/) {}
+    [[nodiscard]] bool stopped() const noexcept { return false; }
+  };
+
+  std::mutex mutex_;  // guards queue_ and commit_
+  std::vector<Member*> queue_;
+  group_commit commit_;
+};
+
 }  // namespace outbox::detail
 
 // ---- outbox/storage/file.hpp ---------------------------------------------------------------------

@@ -3,9 +3,9 @@
 /// Group commit on the PostgreSQL connection: concurrent writers of one storage queue their
 /// work, one of them (the leader) runs the queued work of all in one transaction with one
 /// COMMIT, and each caller returns once the commit that made its work durable is done. The
-/// leader/follower protocol and its gathering rule are detail/group_commit.hpp's; this file
-/// supplies PostgreSQL's steps (BEGIN, the members' statements, COMMIT; a savepoint per member
-/// when one fails). A write called inside an application's transaction on this connection joins
+/// leader/follower protocol, its gathering rule and the member queue are detail/group_commit.hpp's;
+/// this file supplies PostgreSQL's transaction (BEGIN, the members' statements, COMMIT; a
+/// savepoint per member when one fails). A write called inside an application's transaction on this connection joins
 /// that transaction in a savepoint instead.
 
 #include <libpq-fe.h>
@@ -62,11 +62,12 @@ class group_commit {
     // A deadlock with another process's transaction (40P01) rolls the group back; the server
     // chose it as the victim, and the same work goes through once the other one is done.
     for (int tries = 1;; ++tries) {
-      std::unique_lock lock(queue_mutex_);
-      queue_.push_back(&member);
-      const std::uint64_t ticket = commit_.join();
-      steps s{*this};
-      commit_.await(lock, ticket, s);  // a group settles each member
+      queue_.submit(member, [this](std::vector<item*>& items) {
+        auto lock = l_.lock_connection();
+        group_open_.store(true, std::memory_order_release);
+        run_group_locked(items);
+        group_open_.store(false, std::memory_order_release);
+      });
       if (member.outcome || tries == 3 ||
           member.outcome.error().code != make_error_code(postgres_errc::serialization_failure))
         return member.outcome;
@@ -78,29 +79,6 @@ class group_commit {
     std::function<result<void>()> work;  // may run twice (see run_group_locked): overwrites its outputs
     result<void> outcome;
     shape how = shape::several;
-  };
-
-  struct steps {
-    group_commit& g;
-    struct batch {
-      std::vector<item*> items;
-      std::size_t members = 0;
-    };
-    batch take(std::size_t) {
-      batch b;
-      b.items.swap(g.queue_);
-      b.members = b.items.size();
-      return b;
-    }
-    bool write(batch& b) {
-      auto lock = g.l_.lock_connection();
-      g.group_open_.store(true, std::memory_order_release);
-      g.run_group_locked(b.items);
-      g.group_open_.store(false, std::memory_order_release);
-      return true;
-    }
-    void finish(batch&, bool) {}
-    [[nodiscard]] bool stopped() const noexcept { return false; }
   };
 
   /// The connection is inside a transaction the storage did not open: this thread's
@@ -198,9 +176,7 @@ class group_commit {
   }
 
   link& l_;
-  std::mutex queue_mutex_;  // guards queue_ and commit_
-  std::vector<item*> queue_;
-  outbox::detail::group_commit commit_{
+  outbox::detail::member_queue<item> queue_{
       {std::chrono::microseconds(200), outbox::detail::group_commit::expectation::outstanding}};
   std::atomic<bool> group_open_{false};  // a leader's transaction is open on the connection
 };

@@ -2,9 +2,9 @@
 /// \file
 /// Group commit on the SQLite connection: concurrent writers queue their work, one of them (the
 /// leader) runs the queued work of all in one transaction with one sync, and each caller returns
-/// once the commit that made its work durable is done. The leader/follower protocol and its
-/// gathering rule are detail/group_commit.hpp's; this file supplies SQLite's steps (one
-/// transaction per group, a savepoint per member when one fails). A write called inside an
+/// once the commit that made its work durable is done. The leader/follower protocol, its
+/// gathering rule and the member queue are detail/group_commit.hpp's; this file supplies
+/// SQLite's transaction (one per group, a savepoint per member when one fails). A write called inside an
 /// application's transaction on this connection joins that transaction instead.
 
 #include <sqlite3.h>
@@ -80,40 +80,15 @@ class group_commit {
     group_marker& operator=(const group_marker&) = delete;
   };
 
-  /// SQLite's steps of a group commit: the leader takes the queue and runs it as one
-  /// transaction, which settles every member with its own outcome (so the group never fails
-  /// whole, and the storage never stops).
-  struct group_steps {
-    group_commit& g;
-    struct batch {
-      std::vector<write_item*> items;
-      std::size_t members = 0;
-    };
-    batch take(std::size_t /*queued*/) {
-      batch b;
-      b.items.swap(g.queue_);
-      b.members = b.items.size();
-      return b;
-    }
-    bool write(batch& b) {
-      auto db_lock = g.c_.lock_connection();
-      const group_marker open{g.group_open_};
-      g.run_group_locked(b.items);
-      return true;
-    }
-    void finish(batch& /*b*/, bool /*written*/) {}
-    [[nodiscard]] bool stopped() const noexcept { return false; }
-  };
-
   /// Queues `item`; leads a group when no one else does, else waits for the leader that ran it.
   /// A new leader gathers, for at most 200 µs, the writers the last commit released and those
-  /// that queued during it.
+  /// that queued during it. A SQLite group settles each member with its own outcome.
   result<void> queue_and_wait(write_item& item) {
-    std::unique_lock lock(queue_mutex_);
-    queue_.push_back(&item);
-    const std::uint64_t ticket = commit_.join();
-    group_steps steps{*this};
-    commit_.await(lock, ticket, steps);  // true: a SQLite group settles each member
+    queue_.submit(item, [this](std::vector<write_item*>& items) {
+      auto db_lock = c_.lock_connection();
+      const group_marker open{group_open_};
+      run_group_locked(items);
+    });
     return item.outcome;
   }
 
@@ -218,9 +193,7 @@ class group_commit {
   }
 
   connection& c_;
-  std::mutex queue_mutex_;  // guards queue_ and commit_
-  std::vector<write_item*> queue_;
-  outbox::detail::group_commit commit_{
+  outbox::detail::member_queue<write_item> queue_{
       {std::chrono::microseconds(200), outbox::detail::group_commit::expectation::outstanding}};
   std::atomic<bool> group_open_{false};  // a leader's transaction is open on the connection
 };
