@@ -32,6 +32,7 @@
 #include "outbox/detail/id_index.hpp"
 #include "outbox/detail/lifecycle.hpp"
 #include "outbox/detail/seq_deque.hpp"
+#include "outbox/detail/seq_set.hpp"
 #include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
@@ -396,9 +397,9 @@ class memory_state {
   struct user_state {
     std::unordered_map<std::string, line, transparent_string_hash, std::equal_to<>> lines;
     std::set<std::pair<std::int64_t, std::uint64_t>> ready;  // heads claimable now, in claim order
-    std::set<std::uint64_t> ready_by_seq;                  // the same heads, oldest first
+    seq_set ready_by_seq;                                  // the same heads, oldest first
     std::set<std::pair<timestamp, std::uint64_t>> waiting; // failed heads, earliest retry first
-    std::array<std::set<std::uint64_t>, status_count> by_status;
+    std::array<seq_set, status_count> by_status;
   };
 
   /// The new-event rules of lifecycle.hpp, with the uniqueness of the id against this state.
@@ -415,8 +416,7 @@ class memory_state {
     e.lease = 0;
     const event& stored = events_.emplace_hint(events_.end(), e.seq, std::move(e))->second;
     by_id_.insert_or_assign(stored.id, stored.seq);
-    auto& pending = user.by_status[index(status::pending)];
-    pending.insert(pending.end(), stored.seq);
+    user.by_status[index(status::pending)].insert(stored.seq);
     const bool new_head = l.members.empty();
     l.members.insert(stored.seq);
     // Behind an existing head the new event changes nothing about where the line is queued.
@@ -501,8 +501,7 @@ class memory_state {
   void move_status(user_state& user, event& e, status to) {
     user.by_status[index(e.status)].erase(e.seq);
     e.status = to;
-    auto& target = user.by_status[index(to)];
-    target.insert(target.end(), e.seq);  // mostly in seq order; a wrong hint costs only a lookup
+    user.by_status[index(to)].insert(e.seq);
   }
 
   void unqueue(user_state& user, line& l) {
