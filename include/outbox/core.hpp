@@ -446,7 +446,9 @@ class Outbox {
       return;
     }
 
-    results_.assign(batch_.size(), delivery_result::retryable("the transport returned no result for this event"));
+    // An event the transport writes no result for fails without a reason (see decide). The
+    // default result holds no string, so filling the batch allocates nothing per event.
+    results_.assign(batch_.size(), delivery_result{});
     try {
       transport_.send(std::span<const event>(batch_), std::span<delivery_result>(results_));
     } catch (...) {
@@ -486,7 +488,10 @@ class Outbox {
                                            : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
       retry_after = now + delay;
     }
-    return detail::lifecycle::failed(e, now, r.error.empty() ? "delivery failed" : r.error, permanent, retry_after);
+    return detail::lifecycle::failed(e, now,
+                                     r.error.empty() ? "delivery failed: the transport gave no reason (or no result)"
+                                                     : r.error,
+                                     permanent, retry_after);
   }
 
   void record(cycle_report& report) {
