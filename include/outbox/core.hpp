@@ -435,11 +435,11 @@ class Outbox {
     report.claimed = batch_.size();
     if (batch_.empty()) return;
 
-    outcomes_.clear();
-    outcomes_.reserve(batch_.size());
+    // One outcome slot per event, assigned in place: the slots of the last cycle are reused.
+    outcomes_.resize(batch_.size());
     if (session_changed(session)) {
       // The user logged out or switched between our claim and the send: hand nothing over.
-      for (const event& e : batch_) outcomes_.push_back(release(e, now, "released: the session changed"));
+      for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_[i] = release(batch_[i], now, "released: the session changed");
       record(report);
       report.released = report.unavailable;
       report.unavailable = 0;
@@ -458,7 +458,7 @@ class Outbox {
     }
 
     const timestamp done = clock_.now();
-    for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_.push_back(decide(batch_[i], results_[i], done));
+    for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_[i] = decide(batch_[i], results_[i], done);
     record(report);
   }
 

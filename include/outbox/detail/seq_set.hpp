@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <utility>
+#include <vector>
 
 namespace outbox::detail {
 
@@ -167,6 +169,45 @@ class seq_set {
   blocks blocks_;
   std::size_t size_ = 0;
   typename blocks::iterator last_ = blocks_.end();  // the block of the last insert or erase
+};
+
+/// Seqs by a time (a lease's end, a completion), earliest time first. A claim gives all its
+/// events one lease end and a record one completion time, so a time holds a `seq_set`, and
+/// adding or removing a seq flips a bit under a time found in a map of a few entries (most
+/// often the latest) instead of a node per event.
+template <class Time>
+class seqs_by_time {
+ public:
+  [[nodiscard]] bool empty() const noexcept { return times_.empty(); }
+
+  void insert(Time t, std::uint64_t seq) {
+    auto at = times_.end();
+    if (times_.empty() || std::prev(at)->first != t) at = times_.try_emplace(t).first;
+    else --at;
+    at->second.insert(seq);
+  }
+
+  void erase(Time t, std::uint64_t seq) noexcept {
+    const auto at = times_.find(t);
+    if (at == times_.end()) return;
+    at->second.erase(seq);
+    if (at->second.empty()) times_.erase(at);
+  }
+
+  /// The earliest time and its lowest seq; not empty.
+  [[nodiscard]] std::pair<Time, std::uint64_t> front() const noexcept {
+    return {times_.begin()->first, *times_.begin()->second.begin()};
+  }
+
+  /// The seqs whose time is after `t`, in time order.
+  [[nodiscard]] std::vector<std::uint64_t> after(Time t) const {
+    std::vector<std::uint64_t> seqs;
+    for (auto at = times_.upper_bound(t); at != times_.end(); ++at) seqs.insert(seqs.end(), at->second.begin(), at->second.end());
+    return seqs;
+  }
+
+ private:
+  std::map<Time, seq_set> times_;
 };
 
 }  // namespace outbox::detail
