@@ -2883,8 +2883,9 @@ class seqs_by_time {
 /// detail/lifecycle.hpp) or `waiting` set (ordered by retry_after). Claiming takes from the
 /// front of `ready`; due retries move from the front of `waiting`; expired leases leave from the
 /// front of `leases`. No operation on the delivery path walks all events. Ids find their events
-/// through a flat hash table (detail/id_index.hpp) and a line keeps its members in a ring of
-/// seqs (detail/seq_deque.hpp), neither with a node per event.
+/// through a flat hash table (detail/id_index.hpp), a line keeps its members in a ring of seqs
+/// (detail/seq_deque.hpp), and the sets by status, the ready heads by seq, the leases and the
+/// completions are bitsets of seqs (detail/seq_set.hpp): none of them has a node per event.
 
 
 
