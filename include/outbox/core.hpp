@@ -449,18 +449,20 @@ class Outbox {
     report.claimed = batch_.size();
     if (batch_.empty()) return;
 
-    outcomes_.clear();
-    outcomes_.reserve(batch_.size());
+    // One outcome slot per event, assigned in place: the slots of the last cycle are reused.
+    outcomes_.resize(batch_.size());
     if (session_changed(session)) {
       // The user logged out or switched between our claim and the send: hand nothing over.
-      for (const event& e : batch_) outcomes_.push_back(release(e, now, "released: the session changed"));
+      for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_[i] = release(batch_[i], now, "released: the session changed");
       record(report);
       report.released = report.unavailable;
       report.unavailable = 0;
       return;
     }
 
-    results_.assign(batch_.size(), delivery_result::retryable("the transport returned no result for this event"));
+    // An event the transport writes no result for fails without a reason (see decide). The
+    // default result holds no string, so filling the batch allocates nothing per event.
+    results_.assign(batch_.size(), delivery_result{});
     try {
       transport_.send(std::span<const event>(batch_), std::span<delivery_result>(results_));
     } catch (...) {
@@ -470,7 +472,7 @@ class Outbox {
     }
 
     const timestamp done = clock_.now();
-    for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_.push_back(decide(batch_[i], results_[i], done));
+    for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_[i] = decide(batch_[i], results_[i], done);
     record(report);
   }
 
@@ -500,7 +502,10 @@ class Outbox {
                                            : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
       retry_after = now + delay;
     }
-    return detail::lifecycle::failed(e, now, r.error.empty() ? "delivery failed" : r.error, permanent, retry_after);
+    return detail::lifecycle::failed(e, now,
+                                     r.error.empty() ? "delivery failed: the transport gave no reason (or no result)"
+                                                     : r.error,
+                                     permanent, retry_after);
   }
 
   void record(cycle_report& report) {

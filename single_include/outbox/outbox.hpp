@@ -41,10 +41,11 @@
 #include <ranges>
 #include <thread>
 #include <tuple>
-#include <limits>
 #include <set>
 #include <unordered_map>
+#include <limits>
 #include <bit>
+#include <iterator>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -1622,18 +1623,20 @@ class Outbox {
     report.claimed = batch_.size();
     if (batch_.empty()) return;
 
-    outcomes_.clear();
-    outcomes_.reserve(batch_.size());
+    // One outcome slot per event, assigned in place: the slots of the last cycle are reused.
+    outcomes_.resize(batch_.size());
     if (session_changed(session)) {
       // The user logged out or switched between our claim and the send: hand nothing over.
-      for (const event& e : batch_) outcomes_.push_back(release(e, now, "released: the session changed"));
+      for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_[i] = release(batch_[i], now, "released: the session changed");
       record(report);
       report.released = report.unavailable;
       report.unavailable = 0;
       return;
     }
 
-    results_.assign(batch_.size(), delivery_result::retryable("the transport returned no result for this event"));
+    // An event the transport writes no result for fails without a reason (see decide). The
+    // default result holds no string, so filling the batch allocates nothing per event.
+    results_.assign(batch_.size(), delivery_result{});
     try {
       transport_.send(std::span<const event>(batch_), std::span<delivery_result>(results_));
     } catch (...) {
@@ -1643,7 +1646,7 @@ class Outbox {
     }
 
     const timestamp done = clock_.now();
-    for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_.push_back(decide(batch_[i], results_[i], done));
+    for (std::size_t i = 0; i < batch_.size(); ++i) outcomes_[i] = decide(batch_[i], results_[i], done);
     record(report);
   }
 
@@ -1673,7 +1676,10 @@ class Outbox {
                                            : std::chrono::duration_cast<duration>(backoff_.delay(e.attempts));
       retry_after = now + delay;
     }
-    return detail::lifecycle::failed(e, now, r.error.empty() ? "delivery failed" : r.error, permanent, retry_after);
+    return detail::lifecycle::failed(e, now,
+                                     r.error.empty() ? "delivery failed: the transport gave no reason (or no result)"
+                                                     : r.error,
+                                     permanent, retry_after);
   }
 
   void record(cycle_report& report) {
@@ -2755,6 +2761,212 @@ class id_index {
 
 }  // namespace outbox::detail
 
+// ---- outbox/detail/seq_set.hpp -------------------------------------------------------------------
+/// \file
+/// `outbox::detail::seq_set`: an ordered set of seqs as bits, for the memory state's indexes
+/// by status and its ready heads in seq order.
+///
+/// Every event moves through three or four of these sets on its way to completed (pending,
+/// processing, completed; ready while it heads its line). A `std::set` makes each move an
+/// allocation, a free, and a walk down a tree of cold nodes with a rebalance. Seqs are dense
+/// integers handed out in order, so here a set is a sorted run of blocks of 1024 bits: a move is
+/// a bit flipped in a block found in a small tree (one entry per 1024 seqs), most often the very
+/// block the last operation touched. The lowest seq and the seqs after a given one (the queries
+/// by status) are found by scanning words, never by visiting absent seqs one by one.
+
+
+namespace outbox::detail {
+
+class seq_set {
+  static constexpr unsigned block_shift = 10;  // 1024 seqs per block
+  static constexpr std::size_t words_per_block = (std::size_t{1} << block_shift) / 64;
+  struct block {
+    std::array<std::uint64_t, words_per_block> words{};
+    std::size_t count = 0;
+  };
+  using blocks = std::map<std::uint64_t, block>;
+
+ public:
+  /// Visits the seqs in ascending order.
+  class const_iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = std::uint64_t;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const std::uint64_t*;
+    using reference = std::uint64_t;
+
+    const_iterator() = default;
+    reference operator*() const noexcept { return seq_; }
+    const_iterator& operator++() noexcept {
+      settle(seq_ + 1);
+      return *this;
+    }
+    const_iterator operator++(int) noexcept {
+      const_iterator before = *this;
+      ++*this;
+      return before;
+    }
+    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
+      return a.block_ == b.block_ && (a.block_ == a.end_ || a.seq_ == b.seq_);
+    }
+
+   private:
+    friend class seq_set;
+    const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::uint64_t from) noexcept
+        : block_(at), end_(end) {
+      settle(from);
+    }
+    /// Moves to the first seq >= `from` in this block or a later one.
+    void settle(std::uint64_t from) noexcept {
+      while (block_ != end_) {
+        const std::uint64_t base = block_->first << block_shift;
+        std::size_t bit = from > base ? static_cast<std::size_t>(from - base) : 0;
+        for (std::size_t w = bit / 64; w < words_per_block; ++w, bit = w * 64) {
+          const std::uint64_t word = block_->second.words[w] >> (bit % 64) << (bit % 64);
+          if (word != 0) {
+            seq_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
+            return;
+          }
+        }
+        ++block_;
+      }
+    }
+    typename blocks::const_iterator block_{};
+    typename blocks::const_iterator end_{};
+    std::uint64_t seq_ = 0;
+  };
+  using iterator = const_iterator;
+
+  seq_set() = default;
+  seq_set(const seq_set& other) : blocks_(other.blocks_), size_(other.size_) {}
+  seq_set& operator=(const seq_set& other) {
+    if (this != &other) {
+      blocks_ = other.blocks_;
+      size_ = other.size_;
+      last_ = blocks_.end();
+    }
+    return *this;
+  }
+  seq_set(seq_set&& other) noexcept : blocks_(std::move(other.blocks_)), size_(other.size_) { other.clear(); }
+  seq_set& operator=(seq_set&& other) noexcept {
+    if (this != &other) {
+      blocks_ = std::move(other.blocks_);
+      size_ = other.size_;
+      last_ = blocks_.end();
+      other.clear();
+    }
+    return *this;
+  }
+  ~seq_set() = default;
+
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+  /// Adds `seq`; false if it was there already.
+  bool insert(std::uint64_t seq) {
+    const std::uint64_t key = seq >> block_shift;
+    if (last_ == blocks_.end() || last_->first != key) last_ = blocks_.try_emplace(key).first;
+    std::uint64_t& word = last_->second.words[word_of(seq)];
+    const std::uint64_t mask = bit_of(seq);
+    if ((word & mask) != 0) return false;
+    word |= mask;
+    ++last_->second.count;
+    ++size_;
+    return true;
+  }
+
+  /// Removes `seq`; how many were removed (0 or 1).
+  std::size_t erase(std::uint64_t seq) noexcept {
+    const std::uint64_t key = seq >> block_shift;
+    if (last_ == blocks_.end() || last_->first != key) {
+      const auto found = blocks_.find(key);
+      if (found == blocks_.end()) return 0;
+      last_ = found;
+    }
+    std::uint64_t& word = last_->second.words[word_of(seq)];
+    const std::uint64_t mask = bit_of(seq);
+    if ((word & mask) == 0) return 0;
+    word &= ~mask;
+    --size_;
+    if (--last_->second.count == 0) {
+      blocks_.erase(last_);
+      last_ = blocks_.end();
+    }
+    return 1;
+  }
+
+  [[nodiscard]] bool contains(std::uint64_t seq) const noexcept {
+    const auto found = blocks_.find(seq >> block_shift);
+    return found != blocks_.end() && (found->second.words[word_of(seq)] & bit_of(seq)) != 0;
+  }
+
+  [[nodiscard]] const_iterator begin() const noexcept { return {blocks_.begin(), blocks_.end(), 0}; }
+  [[nodiscard]] const_iterator end() const noexcept { return {blocks_.end(), blocks_.end(), 0}; }
+  /// The first seq above `seq`.
+  [[nodiscard]] const_iterator upper_bound(std::uint64_t seq) const noexcept {
+    if (seq == UINT64_MAX) return end();
+    return {blocks_.lower_bound(seq >> block_shift), blocks_.end(), seq + 1};
+  }
+
+  void clear() noexcept {
+    blocks_.clear();
+    size_ = 0;
+    last_ = blocks_.end();
+  }
+
+ private:
+  static constexpr std::size_t word_of(std::uint64_t seq) noexcept {
+    return static_cast<std::size_t>(seq % (std::uint64_t{1} << block_shift)) / 64;
+  }
+  static constexpr std::uint64_t bit_of(std::uint64_t seq) noexcept { return std::uint64_t{1} << (seq % 64); }
+
+  blocks blocks_;
+  std::size_t size_ = 0;
+  typename blocks::iterator last_ = blocks_.end();  // the block of the last insert or erase
+};
+
+/// Seqs by a time (a lease's end, a completion), earliest time first. A claim gives all its
+/// events one lease end and a record one completion time, so a time holds a `seq_set`, and
+/// adding or removing a seq flips a bit under a time found in a map of a few entries (most
+/// often the latest) instead of a node per event.
+template <class Time>
+class seqs_by_time {
+ public:
+  [[nodiscard]] bool empty() const noexcept { return times_.empty(); }
+
+  void insert(Time t, std::uint64_t seq) {
+    auto at = times_.end();
+    if (times_.empty() || std::prev(at)->first != t) at = times_.try_emplace(t).first;
+    else --at;
+    at->second.insert(seq);
+  }
+
+  void erase(Time t, std::uint64_t seq) noexcept {
+    const auto at = times_.find(t);
+    if (at == times_.end()) return;
+    at->second.erase(seq);
+    if (at->second.empty()) times_.erase(at);
+  }
+
+  /// The earliest time and its lowest seq; not empty.
+  [[nodiscard]] std::pair<Time, std::uint64_t> front() const noexcept {
+    return {times_.begin()->first, *times_.begin()->second.begin()};
+  }
+
+  /// The seqs whose time is after `t`, in time order.
+  [[nodiscard]] std::vector<std::uint64_t> after(Time t) const {
+    std::vector<std::uint64_t> seqs;
+    for (auto at = times_.upper_bound(t); at != times_.end(); ++at) seqs.insert(seqs.end(), at->second.begin(), at->second.end());
+    return seqs;
+  }
+
+ private:
+  std::map<Time, seq_set> times_;
+};
+
+}  // namespace outbox::detail
+
 // ---- outbox/detail/memory_state.hpp --------------------------------------------------------------
 /// \file
 /// `memory_state`: the in-memory index of events and entities behind `memory_storage`, and the
@@ -2765,8 +2977,9 @@ class id_index {
 /// detail/lifecycle.hpp) or `waiting` set (ordered by retry_after). Claiming takes from the
 /// front of `ready`; due retries move from the front of `waiting`; expired leases leave from the
 /// front of `leases`. No operation on the delivery path walks all events. Ids find their events
-/// through a flat hash table (detail/id_index.hpp) and a line keeps its members in a ring of
-/// seqs (detail/seq_deque.hpp), neither with a node per event.
+/// through a flat hash table (detail/id_index.hpp), a line keeps its members in a ring of seqs
+/// (detail/seq_deque.hpp), and the sets by status, the ready heads by seq, the leases and the
+/// completions are bitsets of seqs (detail/seq_set.hpp): none of them has a node per event.
 
 
 
@@ -2777,6 +2990,14 @@ namespace detail {
 /// The whole state of a memory storage; not synchronised (memory_storage locks around it).
 class memory_state {
  public:
+  memory_state() = default;
+  // The ready sets point into the lines: a copy would point into its source.
+  memory_state(const memory_state&) = delete;
+  memory_state& operator=(const memory_state&) = delete;
+  memory_state(memory_state&&) = default;
+  memory_state& operator=(memory_state&&) = default;
+  ~memory_state() = default;
+
   /// Every later change is noted in `journal` until it is set back to nullptr.
   void set_journal(change_journal* journal) noexcept { journal_ = journal; }
 
@@ -2871,17 +3092,21 @@ class memory_state {
     promote_due(user, request.now);
     std::size_t claimed = 0;
     while (claimed < request.limit && !user.ready.empty()) {
-      const std::uint64_t seq = user.ready.begin()->second;
-      event& e = events_.at(seq);
-      line& l = user.lines.at(e.ordering_key);
-      unqueue(user, l);
+      // The head of the ready set: its line is at hand, and it leaves both ready indexes here.
+      const auto top = user.ready.begin();
+      const std::uint64_t seq = top->first.second;
+      line& l = *top->second.of;
+      event& e = *top->second.head;
+      user.ready.erase(top);
+      user.ready_by_seq.erase(seq);
+      l.queued = line::queue::none;
       move_status(user, e, status::processing);
       ++e.attempts;
       e.lease = next_lease_++;  // the claim order is lifecycle.hpp's: `ready` is sorted by claim_rank
       e.lease_until = request.lease_until;
       e.updated_at = request.now;
       ++l.in_flight;
-      leases_.emplace(e.lease_until, seq);
+      leases_.insert(e.lease_until, seq);
       out.push_back(e);
       note(seq);
       ++claimed;
@@ -2892,22 +3117,26 @@ class memory_state {
   result<std::size_t> record(std::span<outcome> outcomes) {
     if (auto valid = lifecycle::check_outcomes(outcomes); !valid) return valid.error();
     std::size_t applied = 0;
+    user_state* user = nullptr;  // a batch has one user: look it up once
+    std::string_view user_name;
     for (outcome& o : outcomes) {
       o.applied = false;
       const auto found = by_id_.find(o.id);
       if (!found) continue;
       event& e = events_.at(*found);
       if (!lifecycle::may_record(e.status, e.lease, o)) continue;  // stale result
-      user_state& user = user_of(e);
-      line& l = user.lines.at(e.ordering_key);
-      leases_.erase({e.lease_until, e.seq});
+      if (user == nullptr || e.user_id != user_name) {
+        user = &user_of(e);
+        user_name = e.user_id;  // the stored event's: it outlives the loop
+      }
+      line& l = user->lines.at(e.ordering_key);
+      leases_.erase(e.lease_until, e.seq);
       --l.in_flight;
       lifecycle::apply_outcome(e, o);
-      if (o.to == status::completed)
-        completed_.emplace_hint(completed_.end(), o.at, e.seq);  // completions come in time order
-      move_status(user, e, o.to);
+      if (o.to == status::completed) completed_.insert(o.at, e.seq);
+      move_status(*user, e, o.to);
       if (is_terminal(o.to)) l.members.erase(e.seq);
-      refresh(user, e.ordering_key, l);
+      refresh(*user, e.ordering_key, l);
       write_back(e);
       note(e.seq);
       o.applied = true;
@@ -2995,7 +3224,7 @@ class memory_state {
 
   [[nodiscard]] std::optional<timestamp> next_wake(std::string_view user_id) const {
     std::optional<timestamp> wake;
-    if (!leases_.empty()) wake = leases_.begin()->first;
+    if (!leases_.empty()) wake = leases_.front().first;
     auto found = users_.find(user_id);
     if (found != users_.end() && !found->second.waiting.empty()) {
       const timestamp retry = found->second.waiting.begin()->first;
@@ -3026,9 +3255,9 @@ class memory_state {
 
   result<std::size_t> purge_completed(timestamp before) {
     std::size_t count = 0;
-    while (!completed_.empty() && completed_.begin()->first < before) {
-      const std::uint64_t seq = completed_.begin()->second;
-      completed_.erase(completed_.begin());
+    while (!completed_.empty() && completed_.front().first < before) {
+      const auto [completed_at, seq] = completed_.front();
+      completed_.erase(completed_at, seq);
       auto found = events_.find(seq);
       user_of(found->second).by_status[index(status::completed)].erase(seq);
       by_id_.erase(found->second.id);
@@ -3055,15 +3284,11 @@ class memory_state {
         ++count;
       }
     }
-    std::vector<std::uint64_t> late;
-    for (auto it = leases_.upper_bound({lease_limit, std::numeric_limits<std::uint64_t>::max()});
-         it != leases_.end(); ++it)
-      late.push_back(it->second);
-    for (auto seq : late) {
+    for (auto seq : leases_.after(lease_limit)) {
       event& e = events_.at(seq);
-      leases_.erase({e.lease_until, seq});
+      leases_.erase(e.lease_until, seq);
       e.lease_until = lease_limit;
-      leases_.emplace(lease_limit, seq);
+      leases_.insert(lease_limit, seq);
       note(seq);
       ++count;
     }
@@ -3146,12 +3371,20 @@ class memory_state {
     std::pair<timestamp, std::uint64_t> waiting_entry{};  // (retry_after, seq) when waiting
   };
 
+  struct ready_head {
+    line* of;  // the line it heads
+    event* head;
+  };
+
   struct user_state {
     std::unordered_map<std::string, line, transparent_string_hash, std::equal_to<>> lines;
-    std::set<std::pair<std::int64_t, std::uint64_t>> ready;  // heads claimable now, in claim order
-    std::set<std::uint64_t> ready_by_seq;                  // the same heads, oldest first
+    // Heads claimable now, in claim order, each with its line and itself. Lines are nodes of
+    // `lines` and events of `events_`, which keep them in place; a head leaves `ready` before
+    // its line or itself is erased.
+    std::map<std::pair<std::int64_t, std::uint64_t>, ready_head> ready;
+    seq_set ready_by_seq;                                  // the same heads, oldest first
     std::set<std::pair<timestamp, std::uint64_t>> waiting; // failed heads, earliest retry first
-    std::array<std::set<std::uint64_t>, status_count> by_status;
+    std::array<seq_set, status_count> by_status;
   };
 
   /// The new-event rules of lifecycle.hpp, with the uniqueness of the id against this state.
@@ -3169,8 +3402,7 @@ class memory_state {
     const event& stored = events_.emplace_hint(events_.end(), e.seq, std::move(e))->second;
     by_id_.insert_or_assign(stored.id, stored.seq);
     index_fields(stored);
-    auto& pending = user.by_status[index(status::pending)];
-    pending.insert(pending.end(), stored.seq);
+    user.by_status[index(status::pending)].insert(stored.seq);
     const bool new_head = l.members.empty();
     l.members.insert(stored.seq);
     // Behind an existing head the new event changes nothing about where the line is queued.
@@ -3226,13 +3458,13 @@ class memory_state {
     index_fields(e);
     user_state& user = user_of(e);
     user.by_status[index(e.status)].insert(e.seq);
-    if (e.status == status::completed) completed_.emplace(e.completed_at, e.seq);
+    if (e.status == status::completed) completed_.insert(e.completed_at, e.seq);
     if (is_terminal(e.status)) return;
     line& l = user.lines[e.ordering_key];
     l.members.insert(e.seq);
     if (e.status == status::processing) {
       ++l.in_flight;
-      leases_.emplace(e.lease_until, e.seq);
+      leases_.insert(e.lease_until, e.seq);
     }
     refresh(user, e.ordering_key, l);
   }
@@ -3243,7 +3475,7 @@ class memory_state {
     const event e = it->second;  // a copy: the map entry goes below
     user_state& user = user_of(e);
     user.by_status[index(e.status)].erase(seq);
-    if (e.status == status::completed) completed_.erase({e.completed_at, seq});
+    if (e.status == status::completed) completed_.erase(e.completed_at, seq);
     by_id_.erase(e.id);
     unindex_fields(e);
     events_.erase(it);
@@ -3251,7 +3483,7 @@ class memory_state {
     line& l = user.lines.at(e.ordering_key);
     if (e.status == status::processing) {
       --l.in_flight;
-      leases_.erase({e.lease_until, seq});
+      leases_.erase(e.lease_until, seq);
     }
     l.members.erase(seq);
     refresh(user, e.ordering_key, l);
@@ -3268,8 +3500,7 @@ class memory_state {
   void move_status(user_state& user, event& e, status to) {
     user.by_status[index(e.status)].erase(e.seq);
     e.status = to;
-    auto& target = user.by_status[index(to)];
-    target.insert(target.end(), e.seq);  // mostly in seq order; a wrong hint costs only a lookup
+    user.by_status[index(to)].insert(e.seq);
   }
 
   void unqueue(user_state& user, line& l) {
@@ -3282,9 +3513,9 @@ class memory_state {
     l.queued = line::queue::none;
   }
 
-  void enqueue_ready(user_state& user, line& l, const event& e) {
+  void enqueue_ready(user_state& user, line& l, event& e) {
     l.ready_entry = lifecycle::claim_rank(e);
-    user.ready.insert(l.ready_entry);
+    user.ready.emplace(l.ready_entry, ready_head{&l, &e});
     user.ready_by_seq.insert(e.seq);
     l.queued = line::queue::ready;
   }
@@ -3297,7 +3528,7 @@ class memory_state {
       user.lines.erase(key);  // `key` may alias the erased map key: nothing below uses it
       return;
     }
-    const event& head = events_.at(l.members.front());
+    event& head = events_.at(l.members.front());
     if (head.status == status::pending) {
       enqueue_ready(user, l, head);
     } else if (head.status == status::failed) {
@@ -3312,7 +3543,7 @@ class memory_state {
     while (!user.waiting.empty() && user.waiting.begin()->first <= now) {
       const std::uint64_t seq = user.waiting.begin()->second;
       user.waiting.erase(user.waiting.begin());
-      const event& e = events_.at(seq);
+      event& e = events_.at(seq);
       line& l = user.lines.at(e.ordering_key);
       enqueue_ready(user, l, e);
     }
@@ -3320,9 +3551,9 @@ class memory_state {
 
   /// Leases that ran out, by lifecycle::lease_expiry.
   void expire_leases(timestamp now) {
-    while (!leases_.empty() && leases_.begin()->first <= now) {
-      const std::uint64_t seq = leases_.begin()->second;
-      leases_.erase(leases_.begin());
+    while (!leases_.empty() && leases_.front().first <= now) {
+      const auto [lease_until, seq] = leases_.front();
+      leases_.erase(lease_until, seq);
       event& e = events_.at(seq);
       user_state& user = user_of(e);
       line& l = user.lines.at(e.ordering_key);
@@ -3358,8 +3589,8 @@ class memory_state {
   std::map<std::uint64_t, event> events_;  // by seq: append order
   id_index by_id_;
   std::map<std::string, user_state, std::less<>> users_;
-  std::set<std::pair<timestamp, std::uint64_t>> leases_;     // (lease_until, seq), all users
-  std::set<std::pair<timestamp, std::uint64_t>> completed_;  // (completed_at, seq), for purge
+  seqs_by_time<timestamp> leases_;     // seqs by lease_until, all users
+  seqs_by_time<timestamp> completed_;  // seqs by completed_at, for purge
   field_index by_entity_;  // seqs by entity id, for queries
   field_index by_type_;    // seqs by type, for queries
   std::uint64_t next_seq_ = 1;

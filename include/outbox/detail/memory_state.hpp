@@ -8,14 +8,14 @@
 /// detail/lifecycle.hpp) or `waiting` set (ordered by retry_after). Claiming takes from the
 /// front of `ready`; due retries move from the front of `waiting`; expired leases leave from the
 /// front of `leases`. No operation on the delivery path walks all events. Ids find their events
-/// through a flat hash table (detail/id_index.hpp) and a line keeps its members in a ring of
-/// seqs (detail/seq_deque.hpp), neither with a node per event.
+/// through a flat hash table (detail/id_index.hpp), a line keeps its members in a ring of seqs
+/// (detail/seq_deque.hpp), and the sets by status, the ready heads by seq, the leases and the
+/// completions are bitsets of seqs (detail/seq_set.hpp): none of them has a node per event.
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
-#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -33,6 +33,7 @@
 #include "outbox/detail/id_index.hpp"
 #include "outbox/detail/lifecycle.hpp"
 #include "outbox/detail/seq_deque.hpp"
+#include "outbox/detail/seq_set.hpp"
 #include "outbox/entity.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
@@ -45,6 +46,14 @@ namespace detail {
 /// The whole state of a memory storage; not synchronised (memory_storage locks around it).
 class memory_state {
  public:
+  memory_state() = default;
+  // The ready sets point into the lines: a copy would point into its source.
+  memory_state(const memory_state&) = delete;
+  memory_state& operator=(const memory_state&) = delete;
+  memory_state(memory_state&&) = default;
+  memory_state& operator=(memory_state&&) = default;
+  ~memory_state() = default;
+
   /// Every later change is noted in `journal` until it is set back to nullptr.
   void set_journal(change_journal* journal) noexcept { journal_ = journal; }
 
@@ -139,17 +148,21 @@ class memory_state {
     promote_due(user, request.now);
     std::size_t claimed = 0;
     while (claimed < request.limit && !user.ready.empty()) {
-      const std::uint64_t seq = user.ready.begin()->second;
-      event& e = events_.at(seq);
-      line& l = user.lines.at(e.ordering_key);
-      unqueue(user, l);
+      // The head of the ready set: its line is at hand, and it leaves both ready indexes here.
+      const auto top = user.ready.begin();
+      const std::uint64_t seq = top->first.second;
+      line& l = *top->second.of;
+      event& e = *top->second.head;
+      user.ready.erase(top);
+      user.ready_by_seq.erase(seq);
+      l.queued = line::queue::none;
       move_status(user, e, status::processing);
       ++e.attempts;
       e.lease = next_lease_++;  // the claim order is lifecycle.hpp's: `ready` is sorted by claim_rank
       e.lease_until = request.lease_until;
       e.updated_at = request.now;
       ++l.in_flight;
-      leases_.emplace(e.lease_until, seq);
+      leases_.insert(e.lease_until, seq);
       out.push_back(e);
       note(seq);
       ++claimed;
@@ -160,22 +173,26 @@ class memory_state {
   result<std::size_t> record(std::span<outcome> outcomes) {
     if (auto valid = lifecycle::check_outcomes(outcomes); !valid) return valid.error();
     std::size_t applied = 0;
+    user_state* user = nullptr;  // a batch has one user: look it up once
+    std::string_view user_name;
     for (outcome& o : outcomes) {
       o.applied = false;
       const auto found = by_id_.find(o.id);
       if (!found) continue;
       event& e = events_.at(*found);
       if (!lifecycle::may_record(e.status, e.lease, o)) continue;  // stale result
-      user_state& user = user_of(e);
-      line& l = user.lines.at(e.ordering_key);
-      leases_.erase({e.lease_until, e.seq});
+      if (user == nullptr || e.user_id != user_name) {
+        user = &user_of(e);
+        user_name = e.user_id;  // the stored event's: it outlives the loop
+      }
+      line& l = user->lines.at(e.ordering_key);
+      leases_.erase(e.lease_until, e.seq);
       --l.in_flight;
       lifecycle::apply_outcome(e, o);
-      if (o.to == status::completed)
-        completed_.emplace_hint(completed_.end(), o.at, e.seq);  // completions come in time order
-      move_status(user, e, o.to);
+      if (o.to == status::completed) completed_.insert(o.at, e.seq);
+      move_status(*user, e, o.to);
       if (is_terminal(o.to)) l.members.erase(e.seq);
-      refresh(user, e.ordering_key, l);
+      refresh(*user, e.ordering_key, l);
       write_back(e);
       note(e.seq);
       o.applied = true;
@@ -263,7 +280,7 @@ class memory_state {
 
   [[nodiscard]] std::optional<timestamp> next_wake(std::string_view user_id) const {
     std::optional<timestamp> wake;
-    if (!leases_.empty()) wake = leases_.begin()->first;
+    if (!leases_.empty()) wake = leases_.front().first;
     auto found = users_.find(user_id);
     if (found != users_.end() && !found->second.waiting.empty()) {
       const timestamp retry = found->second.waiting.begin()->first;
@@ -294,9 +311,9 @@ class memory_state {
 
   result<std::size_t> purge_completed(timestamp before) {
     std::size_t count = 0;
-    while (!completed_.empty() && completed_.begin()->first < before) {
-      const std::uint64_t seq = completed_.begin()->second;
-      completed_.erase(completed_.begin());
+    while (!completed_.empty() && completed_.front().first < before) {
+      const auto [completed_at, seq] = completed_.front();
+      completed_.erase(completed_at, seq);
       auto found = events_.find(seq);
       user_of(found->second).by_status[index(status::completed)].erase(seq);
       by_id_.erase(found->second.id);
@@ -323,15 +340,11 @@ class memory_state {
         ++count;
       }
     }
-    std::vector<std::uint64_t> late;
-    for (auto it = leases_.upper_bound({lease_limit, std::numeric_limits<std::uint64_t>::max()});
-         it != leases_.end(); ++it)
-      late.push_back(it->second);
-    for (auto seq : late) {
+    for (auto seq : leases_.after(lease_limit)) {
       event& e = events_.at(seq);
-      leases_.erase({e.lease_until, seq});
+      leases_.erase(e.lease_until, seq);
       e.lease_until = lease_limit;
-      leases_.emplace(lease_limit, seq);
+      leases_.insert(lease_limit, seq);
       note(seq);
       ++count;
     }
@@ -414,12 +427,20 @@ class memory_state {
     std::pair<timestamp, std::uint64_t> waiting_entry{};  // (retry_after, seq) when waiting
   };
 
+  struct ready_head {
+    line* of;  // the line it heads
+    event* head;
+  };
+
   struct user_state {
     std::unordered_map<std::string, line, transparent_string_hash, std::equal_to<>> lines;
-    std::set<std::pair<std::int64_t, std::uint64_t>> ready;  // heads claimable now, in claim order
-    std::set<std::uint64_t> ready_by_seq;                  // the same heads, oldest first
+    // Heads claimable now, in claim order, each with its line and itself. Lines are nodes of
+    // `lines` and events of `events_`, which keep them in place; a head leaves `ready` before
+    // its line or itself is erased.
+    std::map<std::pair<std::int64_t, std::uint64_t>, ready_head> ready;
+    seq_set ready_by_seq;                                  // the same heads, oldest first
     std::set<std::pair<timestamp, std::uint64_t>> waiting; // failed heads, earliest retry first
-    std::array<std::set<std::uint64_t>, status_count> by_status;
+    std::array<seq_set, status_count> by_status;
   };
 
   /// The new-event rules of lifecycle.hpp, with the uniqueness of the id against this state.
@@ -437,8 +458,7 @@ class memory_state {
     const event& stored = events_.emplace_hint(events_.end(), e.seq, std::move(e))->second;
     by_id_.insert_or_assign(stored.id, stored.seq);
     index_fields(stored);
-    auto& pending = user.by_status[index(status::pending)];
-    pending.insert(pending.end(), stored.seq);
+    user.by_status[index(status::pending)].insert(stored.seq);
     const bool new_head = l.members.empty();
     l.members.insert(stored.seq);
     // Behind an existing head the new event changes nothing about where the line is queued.
@@ -494,13 +514,13 @@ class memory_state {
     index_fields(e);
     user_state& user = user_of(e);
     user.by_status[index(e.status)].insert(e.seq);
-    if (e.status == status::completed) completed_.emplace(e.completed_at, e.seq);
+    if (e.status == status::completed) completed_.insert(e.completed_at, e.seq);
     if (is_terminal(e.status)) return;
     line& l = user.lines[e.ordering_key];
     l.members.insert(e.seq);
     if (e.status == status::processing) {
       ++l.in_flight;
-      leases_.emplace(e.lease_until, e.seq);
+      leases_.insert(e.lease_until, e.seq);
     }
     refresh(user, e.ordering_key, l);
   }
@@ -511,7 +531,7 @@ class memory_state {
     const event e = it->second;  // a copy: the map entry goes below
     user_state& user = user_of(e);
     user.by_status[index(e.status)].erase(seq);
-    if (e.status == status::completed) completed_.erase({e.completed_at, seq});
+    if (e.status == status::completed) completed_.erase(e.completed_at, seq);
     by_id_.erase(e.id);
     unindex_fields(e);
     events_.erase(it);
@@ -519,7 +539,7 @@ class memory_state {
     line& l = user.lines.at(e.ordering_key);
     if (e.status == status::processing) {
       --l.in_flight;
-      leases_.erase({e.lease_until, seq});
+      leases_.erase(e.lease_until, seq);
     }
     l.members.erase(seq);
     refresh(user, e.ordering_key, l);
@@ -536,8 +556,7 @@ class memory_state {
   void move_status(user_state& user, event& e, status to) {
     user.by_status[index(e.status)].erase(e.seq);
     e.status = to;
-    auto& target = user.by_status[index(to)];
-    target.insert(target.end(), e.seq);  // mostly in seq order; a wrong hint costs only a lookup
+    user.by_status[index(to)].insert(e.seq);
   }
 
   void unqueue(user_state& user, line& l) {
@@ -550,9 +569,9 @@ class memory_state {
     l.queued = line::queue::none;
   }
 
-  void enqueue_ready(user_state& user, line& l, const event& e) {
+  void enqueue_ready(user_state& user, line& l, event& e) {
     l.ready_entry = lifecycle::claim_rank(e);
-    user.ready.insert(l.ready_entry);
+    user.ready.emplace(l.ready_entry, ready_head{&l, &e});
     user.ready_by_seq.insert(e.seq);
     l.queued = line::queue::ready;
   }
@@ -565,7 +584,7 @@ class memory_state {
       user.lines.erase(key);  // `key` may alias the erased map key: nothing below uses it
       return;
     }
-    const event& head = events_.at(l.members.front());
+    event& head = events_.at(l.members.front());
     if (head.status == status::pending) {
       enqueue_ready(user, l, head);
     } else if (head.status == status::failed) {
@@ -580,7 +599,7 @@ class memory_state {
     while (!user.waiting.empty() && user.waiting.begin()->first <= now) {
       const std::uint64_t seq = user.waiting.begin()->second;
       user.waiting.erase(user.waiting.begin());
-      const event& e = events_.at(seq);
+      event& e = events_.at(seq);
       line& l = user.lines.at(e.ordering_key);
       enqueue_ready(user, l, e);
     }
@@ -588,9 +607,9 @@ class memory_state {
 
   /// Leases that ran out, by lifecycle::lease_expiry.
   void expire_leases(timestamp now) {
-    while (!leases_.empty() && leases_.begin()->first <= now) {
-      const std::uint64_t seq = leases_.begin()->second;
-      leases_.erase(leases_.begin());
+    while (!leases_.empty() && leases_.front().first <= now) {
+      const auto [lease_until, seq] = leases_.front();
+      leases_.erase(lease_until, seq);
       event& e = events_.at(seq);
       user_state& user = user_of(e);
       line& l = user.lines.at(e.ordering_key);
@@ -626,8 +645,8 @@ class memory_state {
   std::map<std::uint64_t, event> events_;  // by seq: append order
   id_index by_id_;
   std::map<std::string, user_state, std::less<>> users_;
-  std::set<std::pair<timestamp, std::uint64_t>> leases_;     // (lease_until, seq), all users
-  std::set<std::pair<timestamp, std::uint64_t>> completed_;  // (completed_at, seq), for purge
+  seqs_by_time<timestamp> leases_;     // seqs by lease_until, all users
+  seqs_by_time<timestamp> completed_;  // seqs by completed_at, for purge
   field_index by_entity_;  // seqs by entity id, for queries
   field_index by_type_;    // seqs by type, for queries
   std::uint64_t next_seq_ = 1;
