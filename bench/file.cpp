@@ -416,7 +416,8 @@ bool write_compacted_log(const temp_directory& dir, std::size_t completed, std::
   const auto path = dir.path() / outbox::detail::file::segment_name(1);
   const int file = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (file < 0) return false;
-  const bool whole = outbox::detail::file::put_at(file, bytes, 0);
+  outbox::detail::file::posix_io io;
+  const bool whole = outbox::detail::file::put_at(io, file, bytes, 0);
   ::close(file);
   sync_directory_files(dir.path());
   return whole;
@@ -456,9 +457,10 @@ void BM_baseline_read_log(benchmark::State& state) {
     return;
   }
   const auto path = dir.path() / outbox::detail::file::segment_name(1);
+  outbox::detail::file::posix_io io;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
-    auto bytes = outbox::detail::file::read_file(path);
+    auto bytes = outbox::detail::file::read_file(io, path);
     std::size_t records = 0;
     std::size_t pos = outbox::detail::log::header_size;
     while (bytes) {

@@ -3532,6 +3532,51 @@ using test_outbox = Outbox<memory_storage, mock_transport, manual_clock, exponen
 
 }  // namespace outbox
 
+// ---- outbox/detail/file_io.hpp -------------------------------------------------------------------
+/// \file
+/// The file storage's I/O layer: every system call through which `file_storage` reads, writes,
+/// syncs, renames, truncates or removes its files goes through one object of this shape, a
+/// policy of `basic_file_storage`. `posix_io` (the default) is the system itself, each member an
+/// inline call; the test kit's power-loss simulator (testing/power_loss.hpp) records them to
+/// build the states a power cut could leave.
+///
+/// A layer provides, with the system calls' meaning (-1 and errno on failure):
+///
+///     int open(const char* path, int flags, unsigned mode);   // O_DIRECTORY for a directory
+///     long long pwrite(int fd, const void* data, std::size_t n, std::uint64_t offset);
+///     long long read(int fd, void* out, std::size_t n);
+///     int fstat(int fd, struct stat* out);
+///     int fdatasync(int fd);
+///     int fsync(int fd);                                       // also a directory's
+///     int ftruncate(int fd, std::uint64_t size);
+///     int rename(const char* from, const char* to);
+///     int unlink(const char* path);
+///
+/// Closing stays `::close` (detail::file::fd): it changes nothing on disk.
+
+
+
+namespace outbox::detail::file {
+
+/// The real system calls.
+struct posix_io {
+  int open(const char* path, int flags, unsigned mode = 0) const noexcept {
+    return ::open(path, flags, static_cast<mode_t>(mode));
+  }
+  long long pwrite(int fd, const void* data, std::size_t n, std::uint64_t offset) const noexcept {
+    return ::pwrite(fd, data, n, static_cast<off_t>(offset));
+  }
+  long long read(int fd, void* out, std::size_t n) const noexcept { return ::read(fd, out, n); }
+  int fstat(int fd, struct stat* out) const noexcept { return ::fstat(fd, out); }
+  int fdatasync(int fd) const noexcept { return ::fdatasync(fd); }
+  int fsync(int fd) const noexcept { return ::fsync(fd); }
+  int ftruncate(int fd, std::uint64_t size) const noexcept { return ::ftruncate(fd, static_cast<off_t>(size)); }
+  int rename(const char* from, const char* to) const noexcept { return ::rename(from, to); }
+  int unlink(const char* path) const noexcept { return ::unlink(path); }
+};
+
+}  // namespace outbox::detail::file
+
 // ---- outbox/detail/crc32c.hpp --------------------------------------------------------------------
 /// \file
 /// CRC-32C (Castagnoli), the checksum of the file storage's records. On x86-64 with SSE4.2 (a
@@ -4104,6 +4149,21 @@ struct event_view {
   return pos + frame_overhead + length;
 }
 
+/// Whether the unreadable bytes from `from` up to a readable record at `to` are what a write cut
+/// short by a power loss leaves in a segment's last, unsynced stretch: a 512-byte sector of the
+/// write that never reached the disk reads as the zeros that were there before (preallocated,
+/// or past the end), from `from` or the sector's start up to the sector's end. The kernel and
+/// the disk write a write's sectors in any order, so later ones, readable records among them,
+/// may have arrived. Damage that is not such a sector of zeros stays corruption.
+[[nodiscard]] inline bool lost_sector_between(std::string_view bytes, std::size_t from, std::size_t to) noexcept {
+  constexpr std::size_t sector = 512;
+  for (std::size_t end = (from / sector + 1) * sector; end <= to && end <= bytes.size(); end += sector) {
+    const std::size_t start = std::max(from, end - sector);
+    if (bytes.substr(start, end - start).find_first_not_of('\0') == std::string_view::npos) return true;
+  }
+  return false;
+}
+
 /// The outcome of reading one segment.
 struct segment_scan {
   std::vector<std::vector<record>> groups;  ///< complete groups, in order
@@ -4111,6 +4171,7 @@ struct segment_scan {
   std::size_t valid_end = header_size;      ///< end of the last complete group
   std::optional<std::size_t> bad_offset;    ///< where the first unreadable record starts
   bool valid_after_bad = false;             ///< a readable record exists after the bad one
+  std::size_t readable_after = 0;           ///< if so, where the first of them starts
   bool bad_header = false;
   bool snapshot = false;                    ///< the segment starts with a snapshot record
   /// With `keep_completed`: the completed events' records of `groups`, which hold completed_runs
@@ -4171,6 +4232,7 @@ struct segment_scan {
         if (frame_end(bytes, next, &b) && decode(b)) break;
       }
       const bool found = next + frame_overhead <= bytes.size();
+      if (found && !scan.valid_after_bad) scan.readable_after = next;
       scan.valid_after_bad = scan.valid_after_bad || found;
       if (!salvage || !found) break;
       group.clear();  // the interrupted group cannot be trusted whole
@@ -4582,11 +4644,12 @@ class fd {
 
 /// Writes all of `data` at `offset`: false if it stopped short (errno says why). `*written`
 /// is how far it got.
-inline bool put_at(int file, std::string_view data, std::uint64_t offset, std::uint64_t* written = nullptr) {
+template <class Io>
+bool put_at(Io& io, int file, std::string_view data, std::uint64_t offset, std::uint64_t* written = nullptr) {
   std::uint64_t done = 0;
   bool whole = true;
   while (done < data.size()) {
-    const ssize_t n = ::pwrite(file, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    const long long n = io.pwrite(file, data.data() + done, data.size() - done, offset + done);
     if (n < 0) {
       if (errno == EINTR) continue;
       whole = false;
@@ -4599,50 +4662,55 @@ inline bool put_at(int file, std::string_view data, std::uint64_t offset, std::u
 }
 
 /// Writes `bytes` at `offset`.
-inline result<void> write_at(int file, std::string_view bytes, std::uint64_t offset, const std::filesystem::path& path) {
-  if (!put_at(file, bytes, offset)) return os_error("writing", path);
+template <class Io>
+result<void> write_at(Io& io, int file, std::string_view bytes, std::uint64_t offset, const std::filesystem::path& path) {
+  if (!put_at(io, file, bytes, offset)) return os_error("writing", path);
   return {};
 }
 
 /// Writes up to `zeros` zero bytes at `offset` and returns how many it wrote. Preallocation is
 /// an optimisation, so it never fails: on a full disk it stops where the room ends, and a real
 /// I/O error shows in the sync that follows.
-inline std::uint64_t preallocate(int file, std::uint64_t offset, std::uint64_t zeros) {
+template <class Io>
+std::uint64_t preallocate(Io& io, int file, std::uint64_t offset, std::uint64_t zeros) {
   static constexpr char zero_block[1 << 16] = {};
   std::uint64_t done = 0;
   while (done < zeros) {
     const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(zeros - done, sizeof zero_block));
     std::uint64_t written = 0;
-    const bool whole = put_at(file, std::string_view(zero_block, chunk), offset + done, &written);
+    const bool whole = put_at(io, file, std::string_view(zero_block, chunk), offset + done, &written);
     done += written;
     if (!whole) break;
   }
   return done;
 }
 
-inline result<void> sync_file(int file, const std::filesystem::path& path) {
-  if (::fdatasync(file) != 0) return os_error("syncing", path);
+template <class Io>
+result<void> sync_file(Io& io, int file, const std::filesystem::path& path) {
+  if (io.fdatasync(file) != 0) return os_error("syncing", path);
   return {};
 }
 
-inline result<void> sync_directory(const std::filesystem::path& dir) {
-  fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+template <class Io>
+result<void> sync_directory(Io& io, const std::filesystem::path& dir) {
+  fd d(io.open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!d) return os_error("opening directory", dir);
-  if (::fsync(d.get()) != 0) return os_error("syncing directory", dir);
+  if (io.fsync(d.get()) != 0) return os_error("syncing directory", dir);
   return {};
 }
 
-inline result<std::string> read_file(const std::filesystem::path& path) {
-  fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+template <class Io>
+result<std::string> read_file(Io& io, const std::filesystem::path& path) {
+  fd f(io.open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!f) return os_error("opening", path);
   // Read straight into a string of the file's size (one allocation, no copy), then on while the
   // file turns out longer than it was.
   struct stat st {};
-  std::string data(::fstat(f.get(), &st) == 0 && st.st_size > 0 ? static_cast<std::size_t>(st.st_size) : 0, '\0');
+  std::string data(io.fstat(f.get(), &st) == 0 && st.st_size > 0 ? static_cast<std::size_t>(st.st_size) : 0, '\0');
   std::size_t done = 0;
   while (true) {
     if (done == data.size()) data.resize(std::max<std::size_t>(2 * data.size(), 1 << 16));
-    const ssize_t n = ::read(f.get(), data.data() + done, data.size() - done);
+    const long long n = io.read(f.get(), data.data() + done, data.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
       return os_error("reading", path);
@@ -4672,10 +4740,13 @@ inline std::optional<std::uint64_t> segment_number(const std::string& name) {
 }
 
 /// The log's state on disk and in memory, and the steps that open, extend and compact it. Not
-/// synchronised: the storage holds its mutex around every use.
+/// synchronised: the storage holds its mutex around every use. Every system call that touches
+/// the files' content or names goes through `io` (detail/file_io.hpp).
+template <class Io>
 struct segment_log {
   std::filesystem::path dir;
   file_options options;
+  [[no_unique_address]] Io io;
   detail::file::fd lock_file;
   file_recovery recovery;
   memory_state memory;
@@ -4698,7 +4769,8 @@ struct segment_log {
   std::uint64_t compact_again_at = 0;    // dead bytes to wait for after a failed compaction
   bool unreadable_last = false;  // the last segment's header was unreadable (salvage kept going)
 
-  segment_log(std::filesystem::path directory, file_options o) : dir(std::move(directory)), options(o) {}
+  segment_log(std::filesystem::path directory, file_options o, Io layer)
+      : dir(std::move(directory)), options(o), io(std::move(layer)) {}
 
   std::filesystem::path path_of(std::uint64_t number) const { return dir / detail::file::segment_name(number); }
 
@@ -4710,7 +4782,7 @@ struct segment_log {
     if (ec) return outbox::error(errc::io_error, "creating " + dir.string() + ": " + ec.message());
     ::chmod(dir.c_str(), 0700);
     const auto lock_path = dir / "LOCK";
-    lock_file = fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    lock_file = fd(io.open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!lock_file) return os_error("opening", lock_path);
     if (::flock(lock_file.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK)
@@ -4723,7 +4795,7 @@ struct segment_log {
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
       const std::string name = entry.path().filename().string();
       if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
-        std::filesystem::remove(entry.path(), ec);
+        io.unlink(entry.path().c_str());
         continue;
       }
       if (auto n = segment_number(name)) found.push_back(*n);
@@ -4735,7 +4807,7 @@ struct segment_log {
     std::size_t first = 0;
     std::vector<std::shared_ptr<const std::string>> contents(found.size());
     for (std::size_t i = found.size(); i-- > 0;) {
-      auto bytes = read_file(path_of(found[i]));
+      auto bytes = read_file(io, path_of(found[i]));
       if (!bytes) return bytes.error();
       contents[i] = std::make_shared<const std::string>(std::move(*bytes));
       const std::string_view head(*contents[i]);
@@ -4753,7 +4825,7 @@ struct segment_log {
     }
     archive.finish_loading();
     // Segments before the snapshot are garbage from a compaction that crashed before deleting.
-    for (std::size_t i = 0; i < first; ++i) std::filesystem::remove(path_of(found[i]), ec);
+    for (std::size_t i = 0; i < first; ++i) io.unlink(path_of(found[i]).c_str());
     segments.assign(found.begin() + static_cast<std::ptrdiff_t>(first), found.end());
 
     memory.set_next_lease(lifecycle::random_lease_start());
@@ -4769,7 +4841,12 @@ struct segment_log {
     const std::string& bytes = *contents;
     auto scan = log::scan_segment(bytes, options.salvage, true);
     if (scan.bad_offset) {
-      const bool torn = last && !scan.valid_after_bad && !scan.bad_header;
+      // The last segment's tail may be a write a power cut tore: then everything from the bad
+      // record on was never acknowledged (each write is synced before the next one starts),
+      // readable records after it included, and it is cut off below.
+      const bool torn = last && !scan.bad_header &&
+                        (!scan.valid_after_bad || log::lost_sector_between(bytes, *scan.bad_offset, scan.readable_after));
+      if (torn && scan.valid_after_bad && options.salvage) scan = log::scan_segment(bytes, false);
       if (!torn && !options.salvage) {
         return outbox::error(errc::corrupt_data, path.string() + ": unreadable record at offset " +
                                                      std::to_string(*scan.bad_offset) +
@@ -4801,8 +4878,8 @@ struct segment_log {
     if (last && written_end > scan.valid_end && !scan.bad_header) {
       // A crash mid-write: cut back to the last whole group.
       const std::uint64_t cut = written_end - scan.valid_end;
-      fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-      if (!f || ::ftruncate(f.get(), static_cast<off_t>(scan.valid_end)) != 0 || ::fsync(f.get()) != 0)
+      fd f(io.open(path.c_str(), O_WRONLY | O_CLOEXEC));
+      if (!f || io.ftruncate(f.get(), scan.valid_end) != 0 || io.fsync(f.get()) != 0)
         return os_error("truncating the torn tail of", path);
       recovery.torn_bytes_truncated += cut;
       recovery.torn_file = path.string();
@@ -4819,8 +4896,7 @@ struct segment_log {
     if (last && scan.bad_header && bytes.size() >= log::header_size) unreadable_last = true;
     if (scan.bad_header && last && bytes.size() < log::header_size) {
       // A segment whose creation was cut short: start it again.
-      std::error_code ec;
-      std::filesystem::remove(path, ec);
+      io.unlink(path.c_str());
     }
     return scan.valid_end;
   }
@@ -4916,18 +4992,18 @@ struct segment_log {
   /// Makes the last segment active; its log ends at `log_end`, zeros (if any) follow.
   result<void> open_active(std::uint64_t log_end) {
     const auto path = path_of(segments.back());
-    active = fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    active = fd(io.open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
     if (!active) return os_error("opening", path);
     struct stat st {};
-    if (::fstat(active.get(), &st) != 0) return os_error("inspecting", path);
+    if (io.fstat(active.get(), &st) != 0) return os_error("inspecting", path);
     allocated_bytes = static_cast<std::uint64_t>(st.st_size);
     active_bytes = std::min(log_end, allocated_bytes);
     if (active_bytes < log::header_size) {
       // Empty (its creation was cut short): write the header again.
-      if (::ftruncate(active.get(), 0) != 0) return os_error("resetting", path);
+      if (io.ftruncate(active.get(), 0) != 0) return os_error("resetting", path);
       const std::string header = log::segment_header();
-      if (auto w = write_at(active.get(), header, 0, path); !w) return w;
-      if (auto s = sync_file(active.get(), path); !s) return s;
+      if (auto w = write_at(io, active.get(), header, 0, path); !w) return w;
+      if (auto s = sync_file(io, active.get(), path); !s) return s;
       active_bytes = allocated_bytes = header.size();
     }
     return {};
@@ -4943,20 +5019,19 @@ struct segment_log {
     const auto tmp = std::filesystem::path(path.string() + ".tmp");
     if (clean) *clean = true;
     auto written = [&]() -> result<void> {
-      fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      fd f(io.open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
       if (!f) return os_error("creating", tmp);
-      if (auto w = write_at(f.get(), log::segment_header(), 0, tmp); !w) return w;
-      if (auto w = write_at(f.get(), initial, log::header_size, tmp); !w) return w;
-      return sync_file(f.get(), tmp);
+      if (auto w = write_at(io, f.get(), log::segment_header(), 0, tmp); !w) return w;
+      if (auto w = write_at(io, f.get(), initial, log::header_size, tmp); !w) return w;
+      return sync_file(io, f.get(), tmp);
     }();
-    if (written && ::rename(tmp.c_str(), path.c_str()) != 0) written = os_error("renaming", tmp);
+    if (written && io.rename(tmp.c_str(), path.c_str()) != 0) written = os_error("renaming", tmp);
     if (!written) {
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);  // its room back, on a full disk
+      io.unlink(tmp.c_str());  // its room back, on a full disk
       return written;
     }
     if (clean) *clean = false;
-    if (auto d = sync_directory(dir); !d) return d;
+    if (auto d = sync_directory(io, dir); !d) return d;
     segments.push_back(number);
     total_bytes += log::header_size + initial.size();
     return open_active(log::header_size + initial.size());
@@ -4974,7 +5049,7 @@ struct segment_log {
   result<void> seal_active() {
     if (allocated_bytes <= active_bytes) return {};
     const auto path = path_of(segments.back());
-    if (::ftruncate(active.get(), static_cast<off_t>(active_bytes)) != 0 || ::fsync(active.get()) != 0)
+    if (io.ftruncate(active.get(), active_bytes) != 0 || io.fsync(active.get()) != 0)
       return os_error("sealing", path);
     allocated_bytes = active_bytes;
     return {};
@@ -5004,12 +5079,11 @@ struct segment_log {
       return maintenance_failed(started.error(), clean);
     total_bytes = log::header_size + snapshot.size();
     archive.rebase(std::move(snapshot_bytes), archived_at);
-    std::error_code ec;
-    for (auto n : old) std::filesystem::remove(path_of(n), ec);
+    for (auto n : old) io.unlink(path_of(n).c_str());
     segments.erase(segments.begin(), segments.end() - 1);
     ++compactions;
     compact_again_at = 0;
-    if (auto synced = sync_directory(dir); !synced) return maintenance_failed(synced.error(), false);
+    if (auto synced = sync_directory(io, dir); !synced) return maintenance_failed(synced.error(), false);
     return {};
   }
 };
@@ -5215,23 +5289,27 @@ namespace outbox {
 
 
 /// A durable `outbox::storage` and `outbox::entity_storage` on plain files. Movable; thread-safe.
-class file_storage {
+/// `Io` is the layer its system calls go through (detail/file_io.hpp): the system itself in
+/// `file_storage`, a recorder in the power-loss simulator (testing/power_loss.hpp).
+template <class Io = detail::file::posix_io>
+class basic_file_storage {
  public:
   /// Opens (creating if needed) the storage in `directory`. Typed errors: already_open (another
   /// owner), corrupt_data (with file and offset), io_error, disk_full.
-  [[nodiscard]] static result<file_storage> open(const std::filesystem::path& directory, file_options options = {}) {
-    auto s = std::make_unique<state>(directory, options);
+  [[nodiscard]] static result<basic_file_storage> open(const std::filesystem::path& directory, file_options options = {},
+                                                       Io io = {}) {
+    auto s = std::make_unique<state>(directory, options, std::move(io));
     if (auto opened = s->open(); !opened) return opened.error();
-    return file_storage(std::move(s));
+    return basic_file_storage(std::move(s));
   }
 
   /// Throws `outbox::exception` with the error `open` returns.
-  explicit file_storage(const std::filesystem::path& directory, file_options options = {})
-      : file_storage(open(directory, options).value()) {}
+  explicit basic_file_storage(const std::filesystem::path& directory, file_options options = {}, Io io = {})
+      : basic_file_storage(open(directory, options, std::move(io)).value()) {}
 
-  file_storage(file_storage&&) noexcept = default;
-  file_storage& operator=(file_storage&&) noexcept = default;
-  ~file_storage() = default;
+  basic_file_storage(basic_file_storage&&) noexcept = default;
+  basic_file_storage& operator=(basic_file_storage&&) noexcept = default;
+  ~basic_file_storage() = default;
 
   /// From this many events up, an append hands the indexing of its events to a helper thread
   /// (started by the first such append, one per storage) and writes and syncs them while it
@@ -5359,10 +5437,15 @@ class file_storage {
 
  private:
   struct state;
-  explicit file_storage(std::unique_ptr<state> s) : s_(std::move(s)) {}
+  explicit basic_file_storage(std::unique_ptr<state> s) : s_(std::move(s)) {}
 
 
-  struct state : detail::file::segment_log {
+  struct state : detail::file::segment_log<Io> {
+    using log = detail::file::segment_log<Io>;
+    using log::account_event, log::account_entity, log::active, log::active_bytes, log::allocated_bytes,
+        log::broken, log::compact_locked, log::forget_entity, log::forget_event, log::io, log::maintenance_failed,
+        log::memory, log::options, log::path_of, log::seal_active, log::segments, log::start_segment,
+        log::total_bytes, log::live_bytes, log::compact_again_at, log::archive;
 
     std::mutex mutex;  // guards everything, the log's state included
     detail::change_journal journal;
@@ -5404,8 +5487,8 @@ class file_storage {
     std::uint64_t syncs = 0;
     std::uint64_t writes = 0;
 
-    state(std::filesystem::path directory, file_options o)
-        : segment_log(std::move(directory), o),
+    state(std::filesystem::path directory, file_options o, Io layer)
+        : log(std::move(directory), o, std::move(layer)),
           commit_group({o.sync == file_options::sync_policy::group ? std::chrono::microseconds(250) : std::chrono::microseconds(0),
                         detail::group_commit::expectation::last_group}) {}
     state(const state&) = delete;
@@ -5422,7 +5505,7 @@ class file_storage {
       // Leave the log as long as what it holds. Unsynced: should the cut be lost, opening
       // reads the zeros as free space anyway.
       if (active && !broken && allocated_bytes > active_bytes) {
-        const int cut = ::ftruncate(active.get(), static_cast<off_t>(active_bytes));
+        const int cut = io.ftruncate(active.get(), active_bytes);
         static_cast<void>(cut);
       }
     }
@@ -5622,11 +5705,11 @@ class file_storage {
 
     /// Writes and syncs a flush; the mutex is not held. The zeros after the bytes are best
     /// effort: `job.zeros` becomes what fitted.
-    result<void> write_batch(flush_job& job) const {
-      auto written = detail::file::write_at(job.file, job.bytes, job.offset, job.path);
+    result<void> write_batch(flush_job& job) {
+      auto written = detail::file::write_at(io, job.file, job.bytes, job.offset, job.path);
       if (!written) return written;
-      if (job.zeros > 0) job.zeros = detail::file::preallocate(job.file, job.offset + job.bytes.size(), job.zeros);
-      if (options.sync != file_options::sync_policy::none) written = detail::file::sync_file(job.file, job.path);
+      if (job.zeros > 0) job.zeros = detail::file::preallocate(io, job.file, job.offset + job.bytes.size(), job.zeros);
+      if (options.sync != file_options::sync_policy::none) written = detail::file::sync_file(io, job.file, job.path);
       return written;
     }
 
@@ -5710,6 +5793,9 @@ class file_storage {
 
   std::unique_ptr<state> s_;
 };
+
+/// The file storage on the system's own calls.
+using file_storage = basic_file_storage<>;
 
 }  // namespace outbox
 

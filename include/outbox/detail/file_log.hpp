@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "outbox/detail/completed_archive.hpp"
+#include "outbox/detail/file_io.hpp"
 #include "outbox/detail/lifecycle.hpp"
 #include "outbox/detail/log_format.hpp"
 #include "outbox/detail/memory_state.hpp"
@@ -75,11 +76,12 @@ class fd {
 
 /// Writes all of `data` at `offset`: false if it stopped short (errno says why). `*written`
 /// is how far it got.
-inline bool put_at(int file, std::string_view data, std::uint64_t offset, std::uint64_t* written = nullptr) {
+template <class Io>
+bool put_at(Io& io, int file, std::string_view data, std::uint64_t offset, std::uint64_t* written = nullptr) {
   std::uint64_t done = 0;
   bool whole = true;
   while (done < data.size()) {
-    const ssize_t n = ::pwrite(file, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    const long long n = io.pwrite(file, data.data() + done, data.size() - done, offset + done);
     if (n < 0) {
       if (errno == EINTR) continue;
       whole = false;
@@ -92,50 +94,55 @@ inline bool put_at(int file, std::string_view data, std::uint64_t offset, std::u
 }
 
 /// Writes `bytes` at `offset`.
-inline result<void> write_at(int file, std::string_view bytes, std::uint64_t offset, const std::filesystem::path& path) {
-  if (!put_at(file, bytes, offset)) return os_error("writing", path);
+template <class Io>
+result<void> write_at(Io& io, int file, std::string_view bytes, std::uint64_t offset, const std::filesystem::path& path) {
+  if (!put_at(io, file, bytes, offset)) return os_error("writing", path);
   return {};
 }
 
 /// Writes up to `zeros` zero bytes at `offset` and returns how many it wrote. Preallocation is
 /// an optimisation, so it never fails: on a full disk it stops where the room ends, and a real
 /// I/O error shows in the sync that follows.
-inline std::uint64_t preallocate(int file, std::uint64_t offset, std::uint64_t zeros) {
+template <class Io>
+std::uint64_t preallocate(Io& io, int file, std::uint64_t offset, std::uint64_t zeros) {
   static constexpr char zero_block[1 << 16] = {};
   std::uint64_t done = 0;
   while (done < zeros) {
     const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(zeros - done, sizeof zero_block));
     std::uint64_t written = 0;
-    const bool whole = put_at(file, std::string_view(zero_block, chunk), offset + done, &written);
+    const bool whole = put_at(io, file, std::string_view(zero_block, chunk), offset + done, &written);
     done += written;
     if (!whole) break;
   }
   return done;
 }
 
-inline result<void> sync_file(int file, const std::filesystem::path& path) {
-  if (::fdatasync(file) != 0) return os_error("syncing", path);
+template <class Io>
+result<void> sync_file(Io& io, int file, const std::filesystem::path& path) {
+  if (io.fdatasync(file) != 0) return os_error("syncing", path);
   return {};
 }
 
-inline result<void> sync_directory(const std::filesystem::path& dir) {
-  fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+template <class Io>
+result<void> sync_directory(Io& io, const std::filesystem::path& dir) {
+  fd d(io.open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!d) return os_error("opening directory", dir);
-  if (::fsync(d.get()) != 0) return os_error("syncing directory", dir);
+  if (io.fsync(d.get()) != 0) return os_error("syncing directory", dir);
   return {};
 }
 
-inline result<std::string> read_file(const std::filesystem::path& path) {
-  fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+template <class Io>
+result<std::string> read_file(Io& io, const std::filesystem::path& path) {
+  fd f(io.open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!f) return os_error("opening", path);
   // Read straight into a string of the file's size (one allocation, no copy), then on while the
   // file turns out longer than it was.
   struct stat st {};
-  std::string data(::fstat(f.get(), &st) == 0 && st.st_size > 0 ? static_cast<std::size_t>(st.st_size) : 0, '\0');
+  std::string data(io.fstat(f.get(), &st) == 0 && st.st_size > 0 ? static_cast<std::size_t>(st.st_size) : 0, '\0');
   std::size_t done = 0;
   while (true) {
     if (done == data.size()) data.resize(std::max<std::size_t>(2 * data.size(), 1 << 16));
-    const ssize_t n = ::read(f.get(), data.data() + done, data.size() - done);
+    const long long n = io.read(f.get(), data.data() + done, data.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
       return os_error("reading", path);
@@ -165,10 +172,13 @@ inline std::optional<std::uint64_t> segment_number(const std::string& name) {
 }
 
 /// The log's state on disk and in memory, and the steps that open, extend and compact it. Not
-/// synchronised: the storage holds its mutex around every use.
+/// synchronised: the storage holds its mutex around every use. Every system call that touches
+/// the files' content or names goes through `io` (detail/file_io.hpp).
+template <class Io>
 struct segment_log {
   std::filesystem::path dir;
   file_options options;
+  [[no_unique_address]] Io io;
   detail::file::fd lock_file;
   file_recovery recovery;
   memory_state memory;
@@ -191,7 +201,8 @@ struct segment_log {
   std::uint64_t compact_again_at = 0;    // dead bytes to wait for after a failed compaction
   bool unreadable_last = false;  // the last segment's header was unreadable (salvage kept going)
 
-  segment_log(std::filesystem::path directory, file_options o) : dir(std::move(directory)), options(o) {}
+  segment_log(std::filesystem::path directory, file_options o, Io layer)
+      : dir(std::move(directory)), options(o), io(std::move(layer)) {}
 
   std::filesystem::path path_of(std::uint64_t number) const { return dir / detail::file::segment_name(number); }
 
@@ -203,7 +214,7 @@ struct segment_log {
     if (ec) return outbox::error(errc::io_error, "creating " + dir.string() + ": " + ec.message());
     ::chmod(dir.c_str(), 0700);
     const auto lock_path = dir / "LOCK";
-    lock_file = fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    lock_file = fd(io.open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!lock_file) return os_error("opening", lock_path);
     if (::flock(lock_file.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK)
@@ -216,7 +227,7 @@ struct segment_log {
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
       const std::string name = entry.path().filename().string();
       if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
-        std::filesystem::remove(entry.path(), ec);
+        io.unlink(entry.path().c_str());
         continue;
       }
       if (auto n = segment_number(name)) found.push_back(*n);
@@ -228,7 +239,7 @@ struct segment_log {
     std::size_t first = 0;
     std::vector<std::shared_ptr<const std::string>> contents(found.size());
     for (std::size_t i = found.size(); i-- > 0;) {
-      auto bytes = read_file(path_of(found[i]));
+      auto bytes = read_file(io, path_of(found[i]));
       if (!bytes) return bytes.error();
       contents[i] = std::make_shared<const std::string>(std::move(*bytes));
       const std::string_view head(*contents[i]);
@@ -246,7 +257,7 @@ struct segment_log {
     }
     archive.finish_loading();
     // Segments before the snapshot are garbage from a compaction that crashed before deleting.
-    for (std::size_t i = 0; i < first; ++i) std::filesystem::remove(path_of(found[i]), ec);
+    for (std::size_t i = 0; i < first; ++i) io.unlink(path_of(found[i]).c_str());
     segments.assign(found.begin() + static_cast<std::ptrdiff_t>(first), found.end());
 
     memory.set_next_lease(lifecycle::random_lease_start());
@@ -262,7 +273,12 @@ struct segment_log {
     const std::string& bytes = *contents;
     auto scan = log::scan_segment(bytes, options.salvage, true);
     if (scan.bad_offset) {
-      const bool torn = last && !scan.valid_after_bad && !scan.bad_header;
+      // The last segment's tail may be a write a power cut tore: then everything from the bad
+      // record on was never acknowledged (each write is synced before the next one starts),
+      // readable records after it included, and it is cut off below.
+      const bool torn = last && !scan.bad_header &&
+                        (!scan.valid_after_bad || log::lost_sector_between(bytes, *scan.bad_offset, scan.readable_after));
+      if (torn && scan.valid_after_bad && options.salvage) scan = log::scan_segment(bytes, false);
       if (!torn && !options.salvage) {
         return outbox::error(errc::corrupt_data, path.string() + ": unreadable record at offset " +
                                                      std::to_string(*scan.bad_offset) +
@@ -294,8 +310,8 @@ struct segment_log {
     if (last && written_end > scan.valid_end && !scan.bad_header) {
       // A crash mid-write: cut back to the last whole group.
       const std::uint64_t cut = written_end - scan.valid_end;
-      fd f(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-      if (!f || ::ftruncate(f.get(), static_cast<off_t>(scan.valid_end)) != 0 || ::fsync(f.get()) != 0)
+      fd f(io.open(path.c_str(), O_WRONLY | O_CLOEXEC));
+      if (!f || io.ftruncate(f.get(), scan.valid_end) != 0 || io.fsync(f.get()) != 0)
         return os_error("truncating the torn tail of", path);
       recovery.torn_bytes_truncated += cut;
       recovery.torn_file = path.string();
@@ -312,8 +328,7 @@ struct segment_log {
     if (last && scan.bad_header && bytes.size() >= log::header_size) unreadable_last = true;
     if (scan.bad_header && last && bytes.size() < log::header_size) {
       // A segment whose creation was cut short: start it again.
-      std::error_code ec;
-      std::filesystem::remove(path, ec);
+      io.unlink(path.c_str());
     }
     return scan.valid_end;
   }
@@ -409,18 +424,18 @@ struct segment_log {
   /// Makes the last segment active; its log ends at `log_end`, zeros (if any) follow.
   result<void> open_active(std::uint64_t log_end) {
     const auto path = path_of(segments.back());
-    active = fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    active = fd(io.open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
     if (!active) return os_error("opening", path);
     struct stat st {};
-    if (::fstat(active.get(), &st) != 0) return os_error("inspecting", path);
+    if (io.fstat(active.get(), &st) != 0) return os_error("inspecting", path);
     allocated_bytes = static_cast<std::uint64_t>(st.st_size);
     active_bytes = std::min(log_end, allocated_bytes);
     if (active_bytes < log::header_size) {
       // Empty (its creation was cut short): write the header again.
-      if (::ftruncate(active.get(), 0) != 0) return os_error("resetting", path);
+      if (io.ftruncate(active.get(), 0) != 0) return os_error("resetting", path);
       const std::string header = log::segment_header();
-      if (auto w = write_at(active.get(), header, 0, path); !w) return w;
-      if (auto s = sync_file(active.get(), path); !s) return s;
+      if (auto w = write_at(io, active.get(), header, 0, path); !w) return w;
+      if (auto s = sync_file(io, active.get(), path); !s) return s;
       active_bytes = allocated_bytes = header.size();
     }
     return {};
@@ -436,20 +451,19 @@ struct segment_log {
     const auto tmp = std::filesystem::path(path.string() + ".tmp");
     if (clean) *clean = true;
     auto written = [&]() -> result<void> {
-      fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      fd f(io.open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
       if (!f) return os_error("creating", tmp);
-      if (auto w = write_at(f.get(), log::segment_header(), 0, tmp); !w) return w;
-      if (auto w = write_at(f.get(), initial, log::header_size, tmp); !w) return w;
-      return sync_file(f.get(), tmp);
+      if (auto w = write_at(io, f.get(), log::segment_header(), 0, tmp); !w) return w;
+      if (auto w = write_at(io, f.get(), initial, log::header_size, tmp); !w) return w;
+      return sync_file(io, f.get(), tmp);
     }();
-    if (written && ::rename(tmp.c_str(), path.c_str()) != 0) written = os_error("renaming", tmp);
+    if (written && io.rename(tmp.c_str(), path.c_str()) != 0) written = os_error("renaming", tmp);
     if (!written) {
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);  // its room back, on a full disk
+      io.unlink(tmp.c_str());  // its room back, on a full disk
       return written;
     }
     if (clean) *clean = false;
-    if (auto d = sync_directory(dir); !d) return d;
+    if (auto d = sync_directory(io, dir); !d) return d;
     segments.push_back(number);
     total_bytes += log::header_size + initial.size();
     return open_active(log::header_size + initial.size());
@@ -467,7 +481,7 @@ struct segment_log {
   result<void> seal_active() {
     if (allocated_bytes <= active_bytes) return {};
     const auto path = path_of(segments.back());
-    if (::ftruncate(active.get(), static_cast<off_t>(active_bytes)) != 0 || ::fsync(active.get()) != 0)
+    if (io.ftruncate(active.get(), active_bytes) != 0 || io.fsync(active.get()) != 0)
       return os_error("sealing", path);
     allocated_bytes = active_bytes;
     return {};
@@ -497,12 +511,11 @@ struct segment_log {
       return maintenance_failed(started.error(), clean);
     total_bytes = log::header_size + snapshot.size();
     archive.rebase(std::move(snapshot_bytes), archived_at);
-    std::error_code ec;
-    for (auto n : old) std::filesystem::remove(path_of(n), ec);
+    for (auto n : old) io.unlink(path_of(n).c_str());
     segments.erase(segments.begin(), segments.end() - 1);
     ++compactions;
     compact_again_at = 0;
-    if (auto synced = sync_directory(dir); !synced) return maintenance_failed(synced.error(), false);
+    if (auto synced = sync_directory(io, dir); !synced) return maintenance_failed(synced.error(), false);
     return {};
   }
 };

@@ -476,6 +476,21 @@ struct event_view {
   return pos + frame_overhead + length;
 }
 
+/// Whether the unreadable bytes from `from` up to a readable record at `to` are what a write cut
+/// short by a power loss leaves in a segment's last, unsynced stretch: a 512-byte sector of the
+/// write that never reached the disk reads as the zeros that were there before (preallocated,
+/// or past the end), from `from` or the sector's start up to the sector's end. The kernel and
+/// the disk write a write's sectors in any order, so later ones, readable records among them,
+/// may have arrived. Damage that is not such a sector of zeros stays corruption.
+[[nodiscard]] inline bool lost_sector_between(std::string_view bytes, std::size_t from, std::size_t to) noexcept {
+  constexpr std::size_t sector = 512;
+  for (std::size_t end = (from / sector + 1) * sector; end <= to && end <= bytes.size(); end += sector) {
+    const std::size_t start = std::max(from, end - sector);
+    if (bytes.substr(start, end - start).find_first_not_of('\0') == std::string_view::npos) return true;
+  }
+  return false;
+}
+
 /// The outcome of reading one segment.
 struct segment_scan {
   std::vector<std::vector<record>> groups;  ///< complete groups, in order
@@ -483,6 +498,7 @@ struct segment_scan {
   std::size_t valid_end = header_size;      ///< end of the last complete group
   std::optional<std::size_t> bad_offset;    ///< where the first unreadable record starts
   bool valid_after_bad = false;             ///< a readable record exists after the bad one
+  std::size_t readable_after = 0;           ///< if so, where the first of them starts
   bool bad_header = false;
   bool snapshot = false;                    ///< the segment starts with a snapshot record
   /// With `keep_completed`: the completed events' records of `groups`, which hold completed_runs
@@ -543,6 +559,7 @@ struct segment_scan {
         if (frame_end(bytes, next, &b) && decode(b)) break;
       }
       const bool found = next + frame_overhead <= bytes.size();
+      if (found && !scan.valid_after_bad) scan.readable_after = next;
       scan.valid_after_bad = scan.valid_after_bad || found;
       if (!salvage || !found) break;
       group.clear();  // the interrupted group cannot be trusted whole

@@ -80,6 +80,7 @@
 #include <vector>
 
 #include "outbox/detail/change_journal.hpp"
+#include "outbox/detail/file_io.hpp"
 #include "outbox/detail/file_log.hpp"
 #include "outbox/detail/group_commit.hpp"
 #include "outbox/detail/lifecycle.hpp"
@@ -96,23 +97,27 @@ namespace outbox {
 
 
 /// A durable `outbox::storage` and `outbox::entity_storage` on plain files. Movable; thread-safe.
-class file_storage {
+/// `Io` is the layer its system calls go through (detail/file_io.hpp): the system itself in
+/// `file_storage`, a recorder in the power-loss simulator (testing/power_loss.hpp).
+template <class Io = detail::file::posix_io>
+class basic_file_storage {
  public:
   /// Opens (creating if needed) the storage in `directory`. Typed errors: already_open (another
   /// owner), corrupt_data (with file and offset), io_error, disk_full.
-  [[nodiscard]] static result<file_storage> open(const std::filesystem::path& directory, file_options options = {}) {
-    auto s = std::make_unique<state>(directory, options);
+  [[nodiscard]] static result<basic_file_storage> open(const std::filesystem::path& directory, file_options options = {},
+                                                       Io io = {}) {
+    auto s = std::make_unique<state>(directory, options, std::move(io));
     if (auto opened = s->open(); !opened) return opened.error();
-    return file_storage(std::move(s));
+    return basic_file_storage(std::move(s));
   }
 
   /// Throws `outbox::exception` with the error `open` returns.
-  explicit file_storage(const std::filesystem::path& directory, file_options options = {})
-      : file_storage(open(directory, options).value()) {}
+  explicit basic_file_storage(const std::filesystem::path& directory, file_options options = {}, Io io = {})
+      : basic_file_storage(open(directory, options, std::move(io)).value()) {}
 
-  file_storage(file_storage&&) noexcept = default;
-  file_storage& operator=(file_storage&&) noexcept = default;
-  ~file_storage() = default;
+  basic_file_storage(basic_file_storage&&) noexcept = default;
+  basic_file_storage& operator=(basic_file_storage&&) noexcept = default;
+  ~basic_file_storage() = default;
 
   /// From this many events up, an append hands the indexing of its events to a helper thread
   /// (started by the first such append, one per storage) and writes and syncs them while it
@@ -240,10 +245,15 @@ class file_storage {
 
  private:
   struct state;
-  explicit file_storage(std::unique_ptr<state> s) : s_(std::move(s)) {}
+  explicit basic_file_storage(std::unique_ptr<state> s) : s_(std::move(s)) {}
 
 
-  struct state : detail::file::segment_log {
+  struct state : detail::file::segment_log<Io> {
+    using log = detail::file::segment_log<Io>;
+    using log::account_event, log::account_entity, log::active, log::active_bytes, log::allocated_bytes,
+        log::broken, log::compact_locked, log::forget_entity, log::forget_event, log::io, log::maintenance_failed,
+        log::memory, log::options, log::path_of, log::seal_active, log::segments, log::start_segment,
+        log::total_bytes, log::live_bytes, log::compact_again_at, log::archive;
 
     std::mutex mutex;  // guards everything, the log's state included
     detail::change_journal journal;
@@ -285,8 +295,8 @@ class file_storage {
     std::uint64_t syncs = 0;
     std::uint64_t writes = 0;
 
-    state(std::filesystem::path directory, file_options o)
-        : segment_log(std::move(directory), o),
+    state(std::filesystem::path directory, file_options o, Io layer)
+        : log(std::move(directory), o, std::move(layer)),
           commit_group({o.sync == file_options::sync_policy::group ? std::chrono::microseconds(250) : std::chrono::microseconds(0),
                         detail::group_commit::expectation::last_group}) {}
     state(const state&) = delete;
@@ -303,7 +313,7 @@ class file_storage {
       // Leave the log as long as what it holds. Unsynced: should the cut be lost, opening
       // reads the zeros as free space anyway.
       if (active && !broken && allocated_bytes > active_bytes) {
-        const int cut = ::ftruncate(active.get(), static_cast<off_t>(active_bytes));
+        const int cut = io.ftruncate(active.get(), active_bytes);
         static_cast<void>(cut);
       }
     }
@@ -503,11 +513,11 @@ class file_storage {
 
     /// Writes and syncs a flush; the mutex is not held. The zeros after the bytes are best
     /// effort: `job.zeros` becomes what fitted.
-    result<void> write_batch(flush_job& job) const {
-      auto written = detail::file::write_at(job.file, job.bytes, job.offset, job.path);
+    result<void> write_batch(flush_job& job) {
+      auto written = detail::file::write_at(io, job.file, job.bytes, job.offset, job.path);
       if (!written) return written;
-      if (job.zeros > 0) job.zeros = detail::file::preallocate(job.file, job.offset + job.bytes.size(), job.zeros);
-      if (options.sync != file_options::sync_policy::none) written = detail::file::sync_file(job.file, job.path);
+      if (job.zeros > 0) job.zeros = detail::file::preallocate(io, job.file, job.offset + job.bytes.size(), job.zeros);
+      if (options.sync != file_options::sync_policy::none) written = detail::file::sync_file(io, job.file, job.path);
       return written;
     }
 
@@ -591,5 +601,8 @@ class file_storage {
 
   std::unique_ptr<state> s_;
 };
+
+/// The file storage on the system's own calls.
+using file_storage = basic_file_storage<>;
 
 }  // namespace outbox

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 namespace outbox {
 
@@ -11,7 +12,7 @@ namespace outbox {
 struct sqlite_options {
   enum class sync_mode : std::uint8_t {
     full,    ///< every commit is synced: survives power loss (default)
-    normal,  ///< WAL synced at checkpoints: survives a process crash, not power loss
+    normal,  ///< WAL synced at checkpoints: survives a process crash; a power cut may lose the commits since the last checkpoint, never consistency
     off,     ///< never synced: for tests and throwaway data
   };
   sync_mode synchronous = sync_mode::full;
@@ -21,6 +22,10 @@ struct sqlite_options {
   /// with one `pwrite` (per 64 KiB) just before its sync, instead of two per page. See
   /// detail::sqlite::wal_gather. Ignored by `adopt()`, whose connection keeps its own VFS.
   bool gather_wal_writes = true;
+  /// The VFS to open the database with, by the name it was registered under
+  /// (`sqlite3_vfs_register`); empty: SQLite's default. WAL gathering layers over it. For a test
+  /// VFS such as the power-loss simulator's (testing/power_loss_sqlite.hpp). Ignored by `adopt()`.
+  std::string vfs{};
 };
 
 }  // namespace outbox

@@ -37,8 +37,12 @@ class sqlite_storage {
   [[nodiscard]] static result<sqlite_storage> open(const std::string& path, sqlite_options options = {}) {
     sqlite3* db = nullptr;
     const bool gather = options.gather_wal_writes && options.synchronous == sqlite_options::sync_mode::full;
+    const char* base = options.vfs.empty() ? nullptr : options.vfs.c_str();
+    if (base && !sqlite3_vfs_find(base))
+      return error(errc::invalid_argument, "outbox::sqlite_storage::open: no SQLite VFS is registered as \"" + options.vfs + "\"");
+    const char* vfs = gather ? detail::sqlite::wal_gather::vfs_name(base) : base;
     const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                   gather ? detail::sqlite::wal_gather::vfs_name() : nullptr);
+                                   vfs ? vfs : base);
     if (rc != SQLITE_OK) {
       auto e = detail::sqlite::failure(db, rc, "opening " + path);
       sqlite3_close_v2(db);

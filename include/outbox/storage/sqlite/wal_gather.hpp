@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 
@@ -144,13 +147,15 @@ inline int x_unfetch(sqlite3_file* p, sqlite3_int64 at, void* mapped) {
   return self(p)->real->pMethods->xUnfetch(self(p)->real, at, mapped);
 }
 
-inline sqlite3_vfs*& base_vfs() noexcept {
-  static sqlite3_vfs* base = nullptr;
-  return base;
-}
+/// A gathering VFS and the VFS under it. SQLite calls the methods with `&vfs`, the first member.
+struct layered_vfs {
+  sqlite3_vfs vfs;
+  sqlite3_vfs* base;
+  std::string name;
+};
 
-inline int x_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* p, int flags, int* out_flags) {
-  sqlite3_vfs* base = base_vfs();
+inline int x_open(sqlite3_vfs* self_vfs, sqlite3_filename name, sqlite3_file* p, int flags, int* out_flags) {
+  sqlite3_vfs* base = reinterpret_cast<layered_vfs*>(self_vfs)->base;
   if ((flags & SQLITE_OPEN_WAL) == 0) return base->xOpen(base, name, p, flags, out_flags);  // the default's own
   auto* real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(p) + real_offset);
   std::memset(real, 0, static_cast<std::size_t>(base->szOsFile));
@@ -175,21 +180,28 @@ inline int x_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* p, int flag
 
 inline constexpr const char* vfs_id = "outbox-wal-gather";
 
-/// Registers the VFS (once, not as the default) over the default VFS of that moment; its name,
-/// or nullptr if SQLite has no default VFS or refused it.
-inline const char* vfs_name() {
-  static const bool registered = [] {
-    sqlite3_vfs* base = sqlite3_vfs_find(nullptr);
-    if (base == nullptr || base->iVersion < 1) return false;
-    base_vfs() = base;
-    static sqlite3_vfs vfs = *base;  // every other method is the default's, with its own data
-    vfs.szOsFile = static_cast<int>(real_offset) + base->szOsFile;
-    vfs.pNext = nullptr;
-    vfs.zName = vfs_id;
-    vfs.xOpen = x_open;
-    return sqlite3_vfs_register(&vfs, 0) == SQLITE_OK;
-  }();
-  return registered ? vfs_id : nullptr;
+/// Registers (once, not as the default) the VFS over the VFS named `base_name` (nullptr: the
+/// default VFS of that moment); its name, or nullptr if there is no such VFS or SQLite refused.
+inline const char* vfs_name(const char* base_name = nullptr) {
+  static std::mutex mutex;
+  static std::map<std::string, std::unique_ptr<layered_vfs>> registered;  // by base name; never freed
+  std::lock_guard lock(mutex);
+  const std::string key = base_name ? base_name : "";
+  if (auto it = registered.find(key); it != registered.end()) return it->second ? it->second->name.c_str() : nullptr;
+  std::unique_ptr<layered_vfs>& made = registered[key];
+  sqlite3_vfs* base = sqlite3_vfs_find(base_name);
+  if (base == nullptr || base->iVersion < 1) return nullptr;
+  auto layered = std::make_unique<layered_vfs>();
+  layered->vfs = *base;  // every other method is the base's, with its own data
+  layered->base = base;
+  layered->name = base_name ? std::string(vfs_id) + ":" + base_name : std::string(vfs_id);
+  layered->vfs.szOsFile = static_cast<int>(real_offset) + base->szOsFile;
+  layered->vfs.pNext = nullptr;
+  layered->vfs.zName = layered->name.c_str();
+  layered->vfs.xOpen = x_open;
+  if (sqlite3_vfs_register(&layered->vfs, 0) != SQLITE_OK) return nullptr;
+  made = std::move(layered);
+  return made->name.c_str();
 }
 
 }  // namespace wal_gather
