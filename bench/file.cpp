@@ -9,6 +9,8 @@
 ///     BM_baseline_prealloc_write_fdatasync/batch:N  the same, written over zeros already on disk: the floor
 ///     BM_file_storage_drain/events:N                process_once() until empty, batches of 100
 ///     BM_baseline_file_drain/events:N               per 100 events: write+fdatasync the claim group, then the record group
+///     BM_file_storage_open/completed:C/pending:P    file_storage::open of a compacted log of C completed and P pending events
+///     BM_baseline_read_log/completed:C/pending:P    read the same segment files and check every record's checksum
 ///     BM_file_storage_savers/device_sync_us:D/threads:T              T threads, enqueue(one event) each call, durable on return
 ///     BM_baseline_write_fdatasync_savers/device_sync_us:D/threads:T  T threads, write+fdatasync of one event's group each, one O_APPEND file
 ///     BM_baseline_group_commit_savers/device_sync_us:D/threads:T     T threads, the same groups through the bare group-commit handshake: the floor
@@ -53,6 +55,7 @@
 #include <utility>
 #include <vector>
 
+#include "outbox/detail/file_log.hpp"
 #include "outbox/detail/log_format.hpp"
 #include "outbox/outbox.hpp"
 #include "outbox/storage/file.hpp"
@@ -384,6 +387,99 @@ void BM_baseline_file_drain(benchmark::State& state) {
 }
 BENCHMARK(BM_baseline_file_drain)->Apply(outbox_bench::drain_rows)->Arg(10'000)->Iterations(5);
 BENCHMARK(BM_baseline_file_drain)->Apply(outbox_bench::drain_rows)->Arg(100'000)->Iterations(1);
+
+// ---- open -------------------------------------------------------------------------------------
+
+/// A directory holding what compaction leaves after `completed` deliveries with `pending` events
+/// still queued: one segment, a snapshot of every retained event (the completed ones, then the
+/// pending ones, entity ids in rotation), as the storage writes it. Built once per row, off the
+/// clock, synced; removed with the directory.
+bool write_compacted_log(const temp_directory& dir, std::size_t completed, std::size_t pending) {
+  namespace log = outbox::detail::log;
+  const std::vector<outbox::new_event> pool = make_pool();
+  outbox::event_id_generator ids(11);
+  const outbox::timestamp now = outbox::system_clock{}.now();
+  const std::size_t total = completed + pending;
+  std::string bytes = log::segment_header();
+  log::put_marker(bytes, log::record_type::snapshot, total + 1);
+  for (std::size_t i = 0; i < total; ++i) {
+    outbox::event e = stored_event(pool[i % pool.size()], ids.next(now), i + 1, now);
+    if (i < completed) {
+      e.status = outbox::status::completed;
+      e.attempts = 1;
+      e.completed_at = now;
+      e.remote_id = "remote-" + std::to_string(i);
+    }
+    log::put_event(bytes, e);
+  }
+  log::put_marker(bytes, log::record_type::commit, total + 1);
+  const auto path = dir.path() / outbox::detail::file::segment_name(1);
+  const int file = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (file < 0) return false;
+  outbox::detail::file::posix_io io;
+  const bool whole = outbox::detail::file::put_at(io, file, bytes, 0);
+  ::close(file);
+  sync_directory_files(dir.path());
+  return whole;
+}
+
+void open_rows(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"completed", "pending"})->Args({1'000'000, 1'000})->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
+/// file_storage::open of the compacted log: list, read and check the segments, rebuild the
+/// index. The storage's destructor runs off the clock. The target: proportional to the live
+/// (pending) events, not to the completed ones the log retains for queries until purged.
+void BM_file_storage_open(benchmark::State& state) {
+  temp_directory dir;
+  if (!write_compacted_log(dir, static_cast<std::size_t>(state.range(0)), static_cast<std::size_t>(state.range(1)))) {
+    state.SkipWithError("setup: could not write the log");
+    return;
+  }
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    auto storage = outbox::file_storage::open(dir.path());
+    const auto stop = std::chrono::steady_clock::now();
+    if (!succeeded(state, storage)) break;
+    state.SetIterationTime(seconds_between(start, stop));
+  }
+  state.SetItemsProcessed(state.iterations() * (state.range(0) + state.range(1)));  // retained events opened
+  state.counters["log_bytes"] = static_cast<double>(logged_bytes_in(dir.path()));
+}
+BENCHMARK(BM_file_storage_open)->Apply(open_rows);
+
+/// Reads the same segment files and checks each record's frame and checksum: the floor of any
+/// open that reads its whole log.
+void BM_baseline_read_log(benchmark::State& state) {
+  temp_directory dir;
+  if (!write_compacted_log(dir, static_cast<std::size_t>(state.range(0)), static_cast<std::size_t>(state.range(1)))) {
+    state.SkipWithError("setup: could not write the log");
+    return;
+  }
+  const auto path = dir.path() / outbox::detail::file::segment_name(1);
+  outbox::detail::file::posix_io io;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    auto bytes = outbox::detail::file::read_file(io, path);
+    std::size_t records = 0;
+    std::size_t pos = outbox::detail::log::header_size;
+    while (bytes) {
+      const auto end = outbox::detail::log::frame_end(*bytes, pos);
+      if (!end) break;
+      pos = *end;
+      ++records;
+    }
+    const auto stop = std::chrono::steady_clock::now();
+    if (!bytes || pos != bytes->size()) {
+      state.SkipWithError("the log did not read whole");
+      break;
+    }
+    benchmark::DoNotOptimize(records);
+    state.SetIterationTime(seconds_between(start, stop));
+  }
+  state.SetItemsProcessed(state.iterations() * (state.range(0) + state.range(1)));
+}
+BENCHMARK(BM_baseline_read_log)->Apply(open_rows);
 
 // ---- concurrent savers -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ PAIRS = [
     ("BM_file_storage_enqueue", "BM_baseline_write_fdatasync"),
     ("BM_file_storage_enqueue", "BM_baseline_prealloc_write_fdatasync"),
     ("BM_file_storage_drain", "BM_baseline_file_drain"),
+    ("BM_file_storage_open", "BM_baseline_read_log"),
     ("BM_file_storage_savers", "BM_baseline_write_fdatasync_savers"),
     ("BM_file_storage_savers", "BM_baseline_group_commit_savers"),
     ("BM_sqlite_storage_concurrent_enqueue", "BM_baseline_group_commit_floor"),
@@ -156,6 +157,11 @@ def savers_targets(storage: str, name: str, floor: str):
     ]
 
 
+def seconds_for(name: str, events: int, *parts: str):
+    """Seconds the row takes for `events` items: for targets stated as a duration."""
+    return lambda r: (lambda v: events / v if v else None)(pick(r, name, *parts))
+
+
 # The performance targets, in one table: (storage, target text, wanted, how to compute, test of
 # the value). Each computes a ratio from rows of the same run (or, where the target is absolute,
 # a row's throughput on this machine). A row with no test is context for the targets above it:
@@ -198,6 +204,12 @@ TARGETS = [
     ("file", "drain at 100k, outbox / raw file drain", ">= 0.8",
      against("BM_file_storage_drain", "BM_baseline_file_drain", "events:100000"),
      lambda v: v >= 0.8),
+    ("file", "open of 1M completed + 1k pending events, seconds (this machine)", "<= 0.3",
+     seconds_for("BM_file_storage_open", 1_001_000, "completed:1000000", "pending:1000"),
+     lambda v: v <= 0.3),
+    ("file", "context: that open / reading and checking the same log", "(context)",
+     against("BM_file_storage_open", "BM_baseline_read_log", "completed:1000000", "pending:1000"),
+     None),
     ("file", "drain, cost per event at 100k / at 10k", "flat (<= 1.2)",
      cost_growth("BM_file_storage_drain"),
      lambda v: v <= 1.2),

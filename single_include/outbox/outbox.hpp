@@ -4279,10 +4279,12 @@ class reader {
     if (v < INT32_MIN || v > INT32_MAX) ok_ = false;
     return ok_ ? static_cast<int>(v) : 0;
   }
-  std::string str() {
+  std::string str() { return std::string(view()); }
+  /// A string field as a view into the bytes read.
+  std::string_view view() {
     const std::uint32_t n = u32();
     if (!need(n)) return {};
-    std::string s(bytes_.substr(pos_, n));
+    const std::string_view s = bytes_.substr(pos_, n);
     pos_ += n;
     return s;
   }
@@ -4331,7 +4333,96 @@ struct marker {
   record_type type;
   std::uint64_t next_seq;
 };
-using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record, removed_entity, marker>;
+/// A completed event's record left undecoded by a scan that asked for it (scan_segment's
+/// `keep_completed`): what an index of completed events needs, and where the record's body is
+/// in the bytes scanned. `user_id` views those bytes.
+struct completed_record {
+  std::uint64_t seq = 0;
+  event_id id{};
+  timestamp completed_at{};
+  std::string_view user_id;
+  std::size_t body = 0;       ///< offset of the body in the scanned bytes
+  std::uint32_t body_size = 0;
+};
+/// In such a scan, records [first, first + count) of segment_scan::completed, in log order, at
+/// this place in their group.
+struct completed_run {
+  std::size_t first = 0;
+  std::size_t count = 0;
+};
+using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record, removed_entity, marker, completed_run>;
+
+/// An event record's fields, its strings viewing the record's bytes: the one statement of the
+/// event record's layout and validity, which `decode` and the scan of completed events share.
+struct event_view {
+  std::uint64_t seq = 0;
+  event_id id{};
+  std::string_view type, entity_id, entity_type, ordering_key, user_id, payload;
+  int priority = 0;
+  status state = status::pending;
+  int attempts = 0;
+  int max_attempts = 0;
+  timestamp created_at{}, updated_at{}, retry_after{}, completed_at{};
+  std::string_view last_error, remote_id;
+  std::uint64_t lease = 0;
+  timestamp lease_until{};
+
+  /// Reads the fields after the type byte; false if they do not describe a possible event
+  /// (a record that decodes but describes an impossible event is corruption too). The caller
+  /// checks that the reader is still ok and at the end.
+  bool read(reader& r) {
+    seq = r.u64();
+    id = r.id();
+    type = r.view();
+    entity_id = r.view();
+    entity_type = r.view();
+    ordering_key = r.view();
+    user_id = r.view();
+    payload = r.view();
+    priority = r.small_int();
+    const std::uint8_t st = r.u8();
+    attempts = r.small_int();
+    max_attempts = r.small_int();
+    created_at = r.time();
+    updated_at = r.time();
+    retry_after = r.time();
+    completed_at = r.time();
+    last_error = r.view();
+    remote_id = r.view();
+    lease = r.u64();
+    lease_until = r.time();
+    if (st >= status_count || seq == 0 || seq >= max_seq || id.is_nil() || attempts < 0 ||
+        attempts > max_attempts_value || max_attempts < 1 || max_attempts > max_attempts_value)
+      return false;
+    state = static_cast<status>(st);
+    return true;
+  }
+
+  [[nodiscard]] event materialise() const {
+    event e;
+    e.seq = seq;
+    e.id = id;
+    e.type = type;
+    e.entity_id = entity_id;
+    e.entity_type = entity_type;
+    e.ordering_key = ordering_key;
+    e.user_id = user_id;
+    e.payload = payload;
+    e.priority = priority;
+    e.status = state;
+    e.attempts = attempts;
+    e.max_attempts = max_attempts;
+    e.created_at = created_at;
+    e.updated_at = updated_at;
+    e.retry_after = retry_after;
+    e.completed_at = completed_at;
+    e.last_error = last_error;
+    e.remote_id = remote_id;
+    e.lease = lease;
+    e.lease_until = lease_until;
+    return e;
+  }
+};
 
 /// Decodes one record body (type byte included). nullopt: the body is not a valid record.
 [[nodiscard]] inline std::optional<record> decode(std::string_view body) {
@@ -4340,33 +4431,9 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
   record out;
   switch (type) {
     case record_type::event: {
-      event e;
-      e.seq = r.u64();
-      e.id = r.id();
-      e.type = r.str();
-      e.entity_id = r.str();
-      e.entity_type = r.str();
-      e.ordering_key = r.str();
-      e.user_id = r.str();
-      e.payload = r.str();
-      e.priority = r.small_int();
-      const std::uint8_t st = r.u8();
-      e.attempts = r.small_int();
-      e.max_attempts = r.small_int();
-      e.created_at = r.time();
-      e.updated_at = r.time();
-      e.retry_after = r.time();
-      e.completed_at = r.time();
-      e.last_error = r.str();
-      e.remote_id = r.str();
-      e.lease = r.u64();
-      e.lease_until = r.time();
-      // A record that decodes but describes an impossible event is corruption too.
-      if (st >= status_count || e.seq == 0 || e.seq >= max_seq || e.id.is_nil() || e.attempts < 0 ||
-          e.attempts > max_attempts_value || e.max_attempts < 1 || e.max_attempts > max_attempts_value)
-        return std::nullopt;
-      e.status = static_cast<status>(st);
-      out = std::move(e);
+      event_view e;
+      if (!e.read(r) || !r.ok() || !r.at_end()) return std::nullopt;
+      out = e.materialise();
       break;
     }
     case record_type::event_removed: {
@@ -4415,6 +4482,19 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
   return out;
 }
 
+/// If `body` is a valid record of a completed event, appends it to `completed` (`body_at` is
+/// where the body starts in the bytes scanned) and answers true, building no strings for it.
+/// False for anything else: `decode` reads that.
+[[nodiscard]] inline bool decode_completed(std::string_view body, std::size_t body_at,
+                                           std::vector<completed_record>& completed) {
+  if (body.empty() || static_cast<record_type>(body[0]) != record_type::event) return false;
+  reader r(body.substr(1));
+  event_view e;
+  if (!e.read(r) || !r.ok() || !r.at_end() || e.state != status::completed) return false;
+  completed.push_back({e.seq, e.id, e.completed_at, e.user_id, body_at, static_cast<std::uint32_t>(body.size())});
+  return true;
+}
+
 /// Where the next frame starting at `pos` ends, if a whole, checksummed frame is there.
 [[nodiscard]] inline std::optional<std::size_t> frame_end(std::string_view bytes, std::size_t pos,
                                                           std::string_view* body_out = nullptr) {
@@ -4454,11 +4534,16 @@ struct segment_scan {
   std::size_t readable_after = 0;           ///< if so, where the first of them starts
   bool bad_header = false;
   bool snapshot = false;                    ///< the segment starts with a snapshot record
+  /// With `keep_completed`: the completed events' records of `groups`, which hold completed_runs
+  /// of them.
+  std::vector<completed_record> completed;
 };
 
 /// Reads a whole segment. With `salvage`, an unreadable stretch is skipped to the next readable
 /// record (the group it interrupted is dropped); without it, reading stops at the first one.
-[[nodiscard]] inline segment_scan scan_segment(std::string_view bytes, bool salvage) {
+/// With `keep_completed`, completed events are not decoded into `event`s but listed in
+/// `completed` (decode_keeping_completed); everything else is read the same.
+[[nodiscard]] inline segment_scan scan_segment(std::string_view bytes, bool salvage, bool keep_completed = false) {
   segment_scan scan;
   if (bytes.size() < header_size || bytes.substr(0, magic.size()) != magic) {
     scan.bad_header = !bytes.empty();
@@ -4478,11 +4563,24 @@ struct segment_scan {
   std::vector<record> group;
   std::size_t group_start = header_size;
   std::size_t pos = header_size;
+  std::size_t completed_committed = 0;  // scan.completed of whole groups
   bool first = true;
   bool dropping = false;  // after a skip, up to the next commit: the rest of a damaged group
   while (pos < bytes.size()) {
     std::string_view body;
     auto end = frame_end(bytes, pos, &body);
+    if (end && keep_completed && decode_completed(body, pos + frame_overhead, scan.completed)) {
+      if (group.empty()) group_start = pos;
+      first = false;  // a segment that starts with an event is no snapshot
+      // Consecutive completed events make one run.
+      auto* run = group.empty() ? nullptr : std::get_if<completed_run>(&group.back());
+      if (run && run->first + run->count + 1 == scan.completed.size())
+        ++run->count;
+      else
+        group.emplace_back(completed_run{scan.completed.size() - 1, 1});
+      pos = *end;
+      continue;
+    }
     std::optional<record> rec;
     if (end) rec = decode(body);
     if (!rec) {
@@ -4498,6 +4596,7 @@ struct segment_scan {
       scan.valid_after_bad = scan.valid_after_bad || found;
       if (!salvage || !found) break;
       group.clear();  // the interrupted group cannot be trusted whole
+      scan.completed.resize(completed_committed);
       dropping = true;
       pos = next;
       continue;
@@ -4510,17 +4609,22 @@ struct segment_scan {
     if (group.empty()) group_start = pos;
     pos = *end;
     const auto* m = std::get_if<marker>(&*rec);
+    const bool commit = m && m->type == record_type::commit;
     group.push_back(std::move(*rec));
-    if (m && m->type == record_type::commit) {
+    if (commit) {
       if (!dropping) {
         scan.groups.push_back(std::move(group));
         scan.group_offsets.push_back(group_start);
+        completed_committed = scan.completed.size();
+      } else {
+        scan.completed.resize(completed_committed);
       }
       dropping = false;
       group.clear();
       scan.valid_end = pos;
     }
   }
+  scan.completed.resize(completed_committed);  // an unfinished group's
   return scan;
 }
 
@@ -4622,6 +4726,201 @@ class seq_sizes {
 };
 
 }  // namespace outbox::detail
+
+// ---- outbox/detail/completed_archive.hpp ---------------------------------------------------------
+/// \file
+/// `completed_archive`: the completed events the file storage read back from its log, kept as
+/// their records' bytes instead of in the memory index (detail/memory_state.hpp).
+///
+/// A completed event changes no more: it waits only to be queried (the audit trail) or purged.
+/// Rebuilding it into the index at open costs microseconds per event, so a log that retains a
+/// million deliveries would open in seconds. Here opening an event costs its checksum, a parse
+/// of its record without building strings, and about 100 bytes of index (an entry, id-table
+/// slots); a query decodes only the records it returns. The bytes stay those of the segments read (shared, so
+/// compaction can copy the records as they are), and after a compaction those of its snapshot.
+///
+/// Not synchronised: the file storage holds its mutex around every use.
+
+
+
+namespace outbox::detail::file {
+
+class completed_archive {
+ public:
+  using bytes_ptr = std::shared_ptr<const std::string>;
+
+  [[nodiscard]] bool empty() const noexcept { return live_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return live_; }
+
+  void clear() { *this = completed_archive(); }
+
+  /// Adds (or replaces, by seq) a completed event whose record `c` lies in `bytes` (a segment's
+  /// contents), which it keeps. The caller has checked that no other event holds its id.
+  void put(const log::completed_record& c, const bytes_ptr& bytes) {
+    if (chunks_.empty() || chunks_.back() != bytes) chunks_.push_back(bytes);
+    remove(c.seq);
+    if (!entries_.empty() && entries_.back().seq > c.seq) sorted_ = false;
+    entries_.push_back({c.seq, to_micros(c.completed_at), user_number(c.user_id),
+                        static_cast<std::uint32_t>(chunks_.size() - 1), c.body, c.body_size, false});
+    positions_.set(c.seq, static_cast<std::uint32_t>(entries_.size()));  // position + 1: never 0
+    ids_.insert_or_assign(c.id, c.seq);
+    ++user_counts_[entries_.back().user];
+    ++live_;
+  }
+
+  /// Forgets the event `seq`, if it is here.
+  bool remove(std::uint64_t seq) {
+    const std::uint32_t at = positions_.get(seq);
+    if (at == 0) return false;
+    entry& e = entries_[at - 1];
+    positions_.erase(seq);
+    ids_.erase(id_of(e));
+    --user_counts_[e.user];
+    e.removed = true;
+    --live_;
+    return true;
+  }
+
+  /// The seq of the archived event `id`, if there is one.
+  [[nodiscard]] std::optional<std::uint64_t> seq_of(const event_id& id) const noexcept {
+    if (live_ == 0) return std::nullopt;
+    return ids_.find(id);
+  }
+
+  /// After the last put of an open: entries in seq order, for queries.
+  void finish_loading() {
+    if (sorted_) return;
+    std::stable_sort(entries_.begin(), entries_.end(), [](const entry& a, const entry& b) { return a.seq < b.seq; });
+    reindex();
+  }
+
+  [[nodiscard]] std::optional<event> find(const event_id& id) const {
+    const auto seq = seq_of(id);
+    if (!seq) return std::nullopt;
+    return decode(entries_[positions_.get(*seq) - 1]);
+  }
+
+  /// Completed events of `user` (every user if none) after `after_seq`, in seq order, at most
+  /// `limit`.
+  [[nodiscard]] std::vector<event> query(const std::optional<std::string>& user, std::uint64_t after_seq,
+                                         std::size_t limit) const {
+    std::vector<event> page;
+    if (live_ == 0) return page;
+    std::optional<std::uint32_t> only;
+    if (user) {
+      const auto found = std::find(users_.begin(), users_.end(), *user);
+      if (found == users_.end()) return page;
+      only = static_cast<std::uint32_t>(found - users_.begin());
+    }
+    auto it = std::upper_bound(entries_.begin(), entries_.end(), after_seq,
+                               [](std::uint64_t seq, const entry& e) { return seq < e.seq; });
+    for (; it != entries_.end() && page.size() < limit; ++it)
+      if (!it->removed && (!only || it->user == *only)) page.push_back(decode(*it));
+    return page;
+  }
+
+  /// Archived events of `user` (every user if none).
+  [[nodiscard]] std::size_t count(std::optional<std::string_view> user) const {
+    if (!user) return live_;
+    const auto found = std::find(users_.begin(), users_.end(), *user);
+    return found == users_.end() ? 0 : user_counts_[static_cast<std::size_t>(found - users_.begin())];
+  }
+
+  /// Removes the events completed before `before`, appending their seqs to `removed`.
+  std::size_t purge(timestamp before, std::vector<std::uint64_t>& removed) {
+    const std::int64_t limit = to_micros(before);
+    std::size_t count = 0;
+    for (const entry& e : entries_) {
+      if (e.removed || e.completed_at >= limit) continue;
+      removed.push_back(e.seq);
+      ++count;
+    }
+    for (std::size_t i = removed.size() - count; i < removed.size(); ++i) remove(removed[i]);
+    return count;
+  }
+
+  /// Appends every archived record, framed as it was, to `out`; `at` gets where each body
+  /// lands, in entry order. For a compaction's snapshot.
+  void copy_records(std::string& out, std::vector<std::size_t>& at) const {
+    for (const entry& e : entries_) {
+      if (e.removed) continue;
+      const std::string& bytes = *chunks_[e.chunk];
+      at.push_back(out.size() + log::frame_overhead);
+      out.append(bytes, e.body - log::frame_overhead, e.body_size + log::frame_overhead);
+    }
+  }
+
+  /// After a compaction wrote copy_records' output into `snapshot`: the records are read from
+  /// there from now on, at `at`.
+  void rebase(bytes_ptr snapshot, const std::vector<std::size_t>& at) {
+    std::vector<entry> kept;
+    kept.reserve(live_);
+    std::size_t i = 0;
+    for (const entry& e : entries_) {
+      if (e.removed) continue;
+      kept.push_back(e);
+      kept.back().chunk = 0;
+      kept.back().body = at[i++];
+    }
+    entries_ = std::move(kept);
+    chunks_.assign(1, std::move(snapshot));
+    reindex();
+  }
+
+ private:
+  struct entry {
+    std::uint64_t seq;
+    std::int64_t completed_at;  // us since the epoch
+    std::uint32_t user;         // into users_
+    std::uint32_t chunk;        // into chunks_
+    std::size_t body;           // where the record's body starts in its chunk
+    std::uint32_t body_size;
+    bool removed;
+  };
+
+  event_id id_of(const entry& e) const {
+    log::reader r(std::string_view(*chunks_[e.chunk]).substr(e.body + 1 + 8, 16));  // type byte, seq, then the id
+    return r.id();
+  }
+
+  event decode(const entry& e) const {
+    log::reader r(std::string_view(*chunks_[e.chunk]).substr(e.body + 1, e.body_size - 1));
+    log::event_view v;
+    v.read(r);  // checked when it was read from the log
+    return v.materialise();
+  }
+
+  std::uint32_t user_number(std::string_view user) {
+    // Few users, and a log's records mostly repeat the previous one's.
+    if (last_user_ < users_.size() && users_[last_user_] == user) return last_user_;
+    const auto found = std::find(users_.begin(), users_.end(), user);
+    last_user_ = static_cast<std::uint32_t>(found - users_.begin());
+    if (found == users_.end()) {
+      users_.emplace_back(user);
+      user_counts_.push_back(0);
+    }
+    return last_user_;
+  }
+
+  void reindex() {
+    positions_.clear();
+    for (std::size_t i = 0; i < entries_.size(); ++i)
+      if (!entries_[i].removed) positions_.set(entries_[i].seq, static_cast<std::uint32_t>(i + 1));
+    sorted_ = true;
+  }
+
+  std::vector<bytes_ptr> chunks_;
+  std::vector<entry> entries_;  // in seq order once loaded; removed ones until the next compaction
+  seq_sizes positions_;         // seq -> position in entries_ + 1
+  id_index ids_;                // id -> seq
+  std::vector<std::string> users_;
+  std::vector<std::size_t> user_counts_;
+  std::uint32_t last_user_ = 0;
+  std::size_t live_ = 0;
+  bool sorted_ = true;
+};
+
+}  // namespace outbox::detail::file
 
 // ---- outbox/storage/file_options.hpp -------------------------------------------------------------
 /// \file
@@ -4764,17 +5063,22 @@ template <class Io>
 result<std::string> read_file(Io& io, const std::filesystem::path& path) {
   fd f(io.open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!f) return os_error("opening", path);
-  std::string data;
-  char buffer[1 << 16];
+  // Read straight into a string of the file's size (one allocation, no copy), then on while the
+  // file turns out longer than it was.
+  struct stat st {};
+  std::string data(io.fstat(f.get(), &st) == 0 && st.st_size > 0 ? static_cast<std::size_t>(st.st_size) : 0, '\0');
+  std::size_t done = 0;
   while (true) {
-    const long long n = io.read(f.get(), buffer, sizeof buffer);
+    if (done == data.size()) data.resize(std::max<std::size_t>(2 * data.size(), 1 << 16));
+    const long long n = io.read(f.get(), data.data() + done, data.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
       return os_error("reading", path);
     }
     if (n == 0) break;
-    data.append(buffer, static_cast<std::size_t>(n));
+    done += static_cast<std::size_t>(n);
   }
+  data.resize(done);
   return data;
 }
 
@@ -4806,6 +5110,7 @@ struct segment_log {
   detail::file::fd lock_file;
   file_recovery recovery;
   memory_state memory;
+  completed_archive archive;  // completed events read back at open: not in `memory`
   std::optional<outbox::error> broken;  // set once the files' state is unknown: reopen
 
   // The log: segment numbers in order; the last one is active (appended to).
@@ -4860,14 +5165,13 @@ struct segment_log {
 
     // Start from the newest segment that begins with a snapshot: it holds the whole state.
     std::size_t first = 0;
-    std::vector<std::string> contents(found.size());
+    std::vector<std::shared_ptr<const std::string>> contents(found.size());
     for (std::size_t i = found.size(); i-- > 0;) {
       auto bytes = read_file(io, path_of(found[i]));
       if (!bytes) return bytes.error();
-      contents[i] = std::move(*bytes);
-      if (log::scan_segment(std::string_view(contents[i]).substr(0, std::min<std::size_t>(contents[i].size(), 1 << 20)),
-                                    false)
-              .snapshot) {
+      contents[i] = std::make_shared<const std::string>(std::move(*bytes));
+      const std::string_view head(*contents[i]);
+      if (log::scan_segment(head.substr(0, std::min<std::size_t>(head.size(), 1 << 20)), false).snapshot) {
         first = i;
         break;
       }
@@ -4879,6 +5183,7 @@ struct segment_log {
       if (!replayed) return replayed.error();
       log_end = *replayed;
     }
+    archive.finish_loading();
     // Segments before the snapshot are garbage from a compaction that crashed before deleting.
     for (std::size_t i = 0; i < first; ++i) io.unlink(path_of(found[i]).c_str());
     segments.assign(found.begin() + static_cast<std::ptrdiff_t>(first), found.end());
@@ -4889,10 +5194,12 @@ struct segment_log {
     return open_active(log_end);
   }
 
-  /// Replays one segment; returns where its readable log ends.
-  result<std::uint64_t> replay(std::uint64_t number, const std::string& bytes, bool last) {
+  /// Replays one segment; returns where its readable log ends. Its completed events go to the
+  /// archive, which keeps `contents` for them.
+  result<std::uint64_t> replay(std::uint64_t number, const std::shared_ptr<const std::string>& contents, bool last) {
     const auto path = path_of(number);
-    auto scan = log::scan_segment(bytes, options.salvage);
+    const std::string& bytes = *contents;
+    auto scan = log::scan_segment(bytes, options.salvage, true);
     if (scan.bad_offset) {
       // The last segment's tail may be a write a power cut tore: then everything from the bad
       // record on was never acknowledged (each write is synced before the next one starts),
@@ -4913,7 +5220,7 @@ struct segment_log {
       }
     }
     for (std::size_t i = 0; i < scan.groups.size(); ++i) {
-      const auto contradiction = apply_group(scan.groups[i]);
+      const auto contradiction = apply_group(scan.groups[i], scan.completed, contents);
       if (!contradiction) continue;
       const std::string where = path.string() + ": the group at offset " + std::to_string(scan.group_offsets[i]);
       if (!options.salvage)
@@ -4954,15 +5261,39 @@ struct segment_log {
     return scan.valid_end;
   }
 
-  /// Replays one group into memory. A record that contradicts the state (an event id or a
-  /// natural key already held by another live item: the log was checksummed, but not written
-  /// by this storage) is left out, and the first such is described in the return value.
-  std::optional<std::string> apply_group(std::vector<log::record>& group) {
+  /// Replays one group into memory, and its completed events (in `completed`) into the
+  /// archive. A record that contradicts the state (an event id or a natural key already held by
+  /// another live item: the log was checksummed, but not written by this storage) is left out,
+  /// and the first such is described in the return value.
+  std::optional<std::string> apply_group(std::vector<log::record>& group, const std::vector<log::completed_record>& completed,
+                                         const completed_archive::bytes_ptr& bytes) {
     std::optional<std::string> contradiction;
+    auto id_taken = [&](const event_id& id, std::uint64_t seq) {
+      if (const auto archived = archive.seq_of(id); archived && *archived != seq) return true;
+      if (const event* same = memory.event_at(seq); same && same->id == id) return false;
+      const auto holder = memory.find(id);
+      return holder && holder->seq != seq;
+    };
+    auto taken_message = [](const event_id& id, std::uint64_t seq) {
+      return "event " + id.to_string() + " logged under seq " + std::to_string(seq) + " while another event holds that id";
+    };
     for (auto& rec : group) {
-      if (auto* m = std::get_if<log::marker>(&rec)) {
+      if (auto* run = std::get_if<log::completed_run>(&rec)) {
+        for (std::size_t i = run->first; i < run->first + run->count; ++i) {
+          const log::completed_record& c = completed[i];
+          if (id_taken(c.id, c.seq)) {
+            if (!contradiction) contradiction = taken_message(c.id, c.seq);
+            continue;
+          }
+          memory.restore_removed_event(c.seq);  // an earlier state of it
+          memory.set_next_seq(c.seq + 1);
+          archive.put(c, bytes);
+          account_event(c.seq, c.body_size + static_cast<std::uint32_t>(log::frame_overhead));
+        }
+      } else if (auto* m = std::get_if<log::marker>(&rec)) {
         if (m->type == log::record_type::snapshot) {
           memory = memory_state();
+          archive.clear();
           event_bytes.clear();
           entity_bytes.clear();
           live_bytes = 0;
@@ -4970,14 +5301,16 @@ struct segment_log {
         }
         memory.set_next_seq(m->next_seq);
       } else if (auto* e = std::get_if<event>(&rec)) {
-        if (!memory.restore_event(*e)) {
-          if (!contradiction) contradiction = "event " + e->id.to_string() + " logged under seq " + std::to_string(e->seq) + " while another event holds that id";
+        if (const auto archived = archive.seq_of(e->id); (archived && *archived != e->seq) || !memory.restore_event(*e)) {
+          if (!contradiction) contradiction = taken_message(e->id, e->seq);
           continue;
         }
+        archive.remove(e->seq);  // a later state of an archived event: memory holds it now
         account_event(e->seq, record_size(*e));
       } else if (auto* seq = std::get_if<std::uint64_t>(&rec)) {
         forget_event(*seq);
         memory.restore_removed_event(*seq);
+        archive.remove(*seq);
       } else if (auto* row = std::get_if<entity_record>(&rec)) {
         if (!memory.restore_entity(*row)) {
           if (!contradiction) contradiction = "entity " + row->collection + "/" + row->id + " logged with natural key \"" + row->natural_key + "\" while another row of its user holds it";
@@ -5090,9 +5423,13 @@ struct segment_log {
     // The active segment's zeros go first: they are room the snapshot may need on a full disk,
     // and the segment is deleted after a compaction anyway.
     if (auto sealed = seal_active(); !sealed) return maintenance_failed(sealed.error(), false);
-    std::string snapshot;
+    auto snapshot_bytes = std::make_shared<std::string>();
+    std::string& snapshot = *snapshot_bytes;
     snapshot.reserve(live_bytes + 2 * (log::frame_overhead + 9));
     log::put_marker(snapshot, log::record_type::snapshot, memory.next_seq());
+    std::vector<std::size_t> archived_at;  // the archive's records, copied as they are
+    archived_at.reserve(archive.size());
+    archive.copy_records(snapshot, archived_at);
     for (const auto& entry : memory.events()) log::put_event(snapshot, entry.second);
     for (const auto& entry : memory.entities()) log::put_entity(snapshot, entry.second);
     log::put_marker(snapshot, log::record_type::commit, memory.next_seq());
@@ -5101,6 +5438,7 @@ struct segment_log {
     if (auto started = start_segment(segments.back() + 1, snapshot, &clean); !started)
       return maintenance_failed(started.error(), clean);
     total_bytes = log::header_size + snapshot.size();
+    archive.rebase(std::move(snapshot_bytes), archived_at);
     for (auto n : old) io.unlink(path_of(n).c_str());
     segments.erase(segments.begin(), segments.end() - 1);
     ++compactions;
@@ -5306,7 +5644,10 @@ class member_queue {
 /// of each event and entity it touched, then a commit record) to the active segment file, and
 /// returns once the group is durable under the sync policy. Opening replays the segments into the
 /// same in-memory index `memory_storage` uses (detail/memory_state.hpp), so claim order and
-/// per-key rules are identical.
+/// per-key rules are identical. Completed events, which no claim needs, stay out of it: they are
+/// kept as their records (detail/completed_archive.hpp), which `find`, `query`, `stats` and
+/// `purge_completed` read beside the index, so an open costs the index of the live events and
+/// not of every delivery the log still retains.
 ///
 /// Durability (`file_options::sync`): `group` (default) and `every_commit` return after
 /// `fdatasync`, so nothing acknowledged is lost on power loss; `group` lets concurrent callers
@@ -5423,7 +5764,10 @@ class basic_file_storage {
 
   result<void> append(std::span<event> events) {
     if (events.size() >= overlap_min_events) return s_->append_overlapped(events);
-    return s_->mutate([&](auto& m) { return m.append(events); });
+    return s_->mutate([&](auto& m) -> result<void> {
+      if (auto fresh = s_->not_archived(events); !fresh) return fresh;
+      return m.append(events);
+    });
   }
   result<std::size_t> claim(const claim_request& request, std::vector<event>& out) {
     const std::size_t before = out.size();
@@ -5438,15 +5782,22 @@ class basic_file_storage {
     return done;
   }
   result<std::optional<event>> find(event_id id) {
-    return s_->read([&](auto& m) { return result<std::optional<event>>(m.find(id)); });
+    return s_->read([&](auto& m) {
+      auto found = m.find(id);
+      return result<std::optional<event>>(found ? std::move(found) : s_->archive.find(id));
+    });
   }
   result<std::vector<event>> query(const event_query& q) {
-    return s_->read([&](auto& m) { return result<std::vector<event>>(m.query(q)); });
+    return s_->read([&](auto& m) { return result<std::vector<event>>(s_->query_locked(m, q)); });
   }
   /// Counts and ages for `user` (all users if none), aged at `now`: the shape every storage and
   /// the outbox share. `now` is the outbox's clock; without it, the wall clock.
   result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
-    return s_->read([&](auto& m) { return result<event_stats>(m.stats(user, now)); });
+    return s_->read([&](auto& m) {
+      event_stats counted = m.stats(user, now);
+      counted.counts[static_cast<std::size_t>(status::completed)] += s_->archive.count(user);
+      return result<event_stats>(counted);
+    });
   }
   result<event_stats> stats(std::optional<std::string_view> user = std::nullopt) {
     return stats(user, system_clock{}.now());
@@ -5461,7 +5812,12 @@ class basic_file_storage {
     return s_->mutate([&](auto& m) { return m.reset_dead(user, now); });
   }
   result<std::size_t> purge_completed(timestamp before) {
-    return s_->mutate([&](auto& m) { return m.purge_completed(before); });
+    return s_->mutate([&](auto& m) -> result<std::size_t> {
+      auto purged = m.purge_completed(before);
+      if (!purged) return purged;
+      // The archive's share is logged as removals with the index's, in the same group.
+      return *purged + s_->archive.purge(before, s_->journal.removed_events);
+    });
   }
   result<std::size_t> clamp_schedule(timestamp retry_limit, timestamp lease_limit) {
     return s_->mutate([&](auto& m) { return m.clamp_schedule(retry_limit, lease_limit); });
@@ -5470,7 +5826,12 @@ class basic_file_storage {
   // ---- outbox::entity_storage ------------------------------------------------------------------
 
   result<void> commit(const entity_change& change) {
-    return s_->mutate([&](auto& m) { return m.commit(change); });
+    return s_->mutate([&](auto& m) -> result<void> {
+      if (change.op == entity_change::event_op::append) {
+        if (auto fresh = s_->not_archived(std::span<const event>(&change.event, 1)); !fresh) return fresh;
+      }
+      return m.commit(change);
+    });
   }
   result<std::optional<entity_record>> find_entity(std::string_view collection, std::string_view id) {
     return s_->read([&](auto& m) { return result<std::optional<entity_record>>(m.find_entity(collection, id)); });
@@ -5495,7 +5856,7 @@ class basic_file_storage {
     using log::account_event, log::account_entity, log::active, log::active_bytes, log::allocated_bytes,
         log::broken, log::compact_locked, log::forget_entity, log::forget_event, log::io, log::maintenance_failed,
         log::memory, log::options, log::path_of, log::seal_active, log::segments, log::start_segment,
-        log::total_bytes, log::live_bytes, log::compact_again_at;
+        log::total_bytes, log::live_bytes, log::compact_again_at, log::archive;
 
     std::mutex mutex;  // guards everything, the log's state included
     detail::change_journal journal;
@@ -5604,6 +5965,7 @@ class basic_file_storage {
       std::unique_lock lock(mutex);
       index_ready(lock);
       if (broken) return *broken;
+      if (auto fresh = not_archived(events); !fresh) return fresh;
       if (!indexer_running()) return mutate_locked(lock, [&](auto& m) { return m.append(events); });
       if (auto valid = memory.check_append(events); !valid) return valid;
       std::uint64_t seq = memory.next_seq();
@@ -5626,6 +5988,32 @@ class basic_file_storage {
       // Whatever the flush gave, the indexer uses `events` until it is done with them.
       indexed_cv.wait(lock, [&] { return index_jobs_done >= job; });
       return durable;
+    }
+
+    /// New events must not reuse the id of an archived one (memory checks its own).
+    [[nodiscard]] result<void> not_archived(std::span<const event> events) const {
+      if (archive.empty()) return {};
+      for (const event& e : events)
+        if (archive.seq_of(e.id)) return detail::lifecycle::duplicate_id(e.id);
+      return {};
+    }
+
+    /// The index's page merged with the archive's, in seq order.
+    std::vector<event> query_locked(detail::memory_state& m, const event_query& q) const {
+      std::vector<event> page = m.query(q);
+      if (archive.empty() || (q.status_is && *q.status_is != status::completed)) return page;
+      std::vector<event> archived = archive.query(q.user_id, q.after_seq, q.limit);
+      if (archived.empty()) return page;
+      std::vector<event> merged;
+      merged.reserve(std::min(q.limit, page.size() + archived.size()));
+      auto a = page.begin(), b = archived.begin();
+      while (merged.size() < q.limit && (a != page.end() || b != archived.end())) {
+        if (b == archived.end() || (a != page.end() && a->seq < b->seq))
+          merged.push_back(std::move(*a++));
+        else
+          merged.push_back(std::move(*b++));
+      }
+      return merged;
     }
 
     /// Waits until memory holds every event logged so far: the indexer has no job. Every use

@@ -115,9 +115,41 @@ void check_index(outbox::detail::memory_state& memory) {
 }
 #endif
 
+/// A scan that keeps completed events undecoded (as file_storage opens) reads the same groups,
+/// with every completed event of the full scan, in order, in its runs.
+void check_keeping_completed(const wire::segment_scan& full, std::string_view bytes, bool salvage) {
+  const wire::segment_scan kept = wire::scan_segment(bytes, salvage, true);
+  if (kept.valid_end != full.valid_end || kept.bad_offset != full.bad_offset ||
+      kept.valid_after_bad != full.valid_after_bad || kept.bad_header != full.bad_header ||
+      kept.snapshot != full.snapshot || kept.group_offsets != full.group_offsets || kept.groups.size() != full.groups.size())
+    broken("keeping completed events changed what the scan read");
+  std::size_t next = 0;  // in kept.completed
+  for (std::size_t g = 0; g < full.groups.size(); ++g) {
+    std::size_t k = 0;
+    for (const auto& rec : full.groups[g]) {
+      const auto* e = std::get_if<outbox::event>(&rec);
+      if (e && e->status == outbox::status::completed) {
+        const auto* run = k < kept.groups[g].size() ? std::get_if<wire::completed_run>(&kept.groups[g][k]) : nullptr;
+        if (!run || next < run->first || next >= run->first + run->count || next >= kept.completed.size())
+          broken("a completed event missing from its run");
+        const auto& c = kept.completed[next];
+        if (c.seq != e->seq || c.id != e->id || c.completed_at != e->completed_at || c.user_id != e->user_id ||
+            c.body + c.body_size > bytes.size())
+          broken("a completed event kept unlike the one decoded");
+        if (++next == run->first + run->count) ++k;
+      } else if (k >= kept.groups[g].size() || kept.groups[g][k++].index() != rec.index()) {
+        broken("a record other than a completed event read differently");
+      }
+    }
+    if (k != kept.groups[g].size()) broken("a kept group longer than the decoded one");
+  }
+  if (next != kept.completed.size()) broken("completed events kept outside the groups");
+}
+
 void replay(std::string_view bytes, bool salvage) {
   const wire::segment_scan scan = wire::scan_segment(bytes, salvage);
   check_scan(scan, bytes, salvage);
+  check_keeping_completed(scan, bytes, salvage);
   outbox::detail::memory_state memory;
   for (const auto& group : scan.groups) apply_group(memory, group);
 #if OUTBOX_FUZZ_INVARIANTS

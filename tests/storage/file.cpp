@@ -197,6 +197,78 @@ TEST_CASE("compaction keeps the state across a reopen; leftovers of a crashed co
   CHECK(s.find(batch[1].id).value()->status == status::pending);
 }
 
+TEST_CASE("completed events read back at open stay queryable, purgeable and unique without the index",
+          "[storage][file][archive]") {
+  // Opening leaves completed events out of the index (detail/completed_archive.hpp): every
+  // read must still see them, as before the reopen.
+  const auto dir = temp_path("outbox-archive");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  std::vector<outbox::event> batch = {f.make("alice", "a"), f.make("bob", "b"), f.make("alice", "c"),
+                                      f.make("alice", "d")};
+  auto deliver = [&](outbox::file_storage& s, const std::string& user, outbox::timestamp at) {
+    std::vector<outbox::event> claimed;
+    REQUIRE(s.claim(f.claim_at(user, at, 10), claimed).has_value());
+    std::vector<outbox::outcome> done;
+    for (const auto& e : claimed) done.push_back(outbox::testing::storage_fixture::complete(e, at, "r-" + e.entity_id));
+    REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == done.size());
+  };
+  {
+    outbox::file_storage s(dir);
+    std::vector<outbox::event> early = {batch[0], batch[1]}, late = {batch[2], batch[3]};
+    REQUIRE(outbox::testing::append_keeping(s, early).has_value());
+    deliver(s, "alice", f.t0);
+    deliver(s, "bob", f.t0 + 10s);
+    REQUIRE(outbox::testing::append_keeping(s, late).has_value());
+    batch = {early[0], early[1], late[0], late[1]};
+  }
+  auto check_reads = [&](outbox::file_storage& s) {
+    CHECK(s.find(batch[0].id).value()->remote_id == "r-a");
+    CHECK(s.find(batch[1].id).value()->status == status::completed);
+    const auto all = s.query({}).value();
+    REQUIRE(all.size() == 4);
+    for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i].id == batch[i].id);  // seq order, archive merged
+    const auto alice_done = s.query({.status_is = status::completed, .user_id = "alice"}).value();
+    REQUIRE(alice_done.size() == 1);
+    CHECK(alice_done[0].id == batch[0].id);
+    CHECK(s.query({.status_is = status::pending}).value().size() == 2);
+    const auto paged = s.query({.limit = 2, .after_seq = batch[0].seq}).value();
+    REQUIRE(paged.size() == 2);
+    CHECK(paged[0].id == batch[1].id);
+    CHECK(paged[1].id == batch[2].id);
+    CHECK(s.stats().value().count(status::completed) == 2);
+    CHECK(s.stats("bob").value().count(status::completed) == 1);
+    // An archived id is still taken, alone or in a large append.
+    std::vector<outbox::event> again = {batch[0]};
+    CHECK(outbox::testing::append_keeping(s, again).error().code == errc::invalid_argument);
+    std::vector<outbox::event> many;
+    for (int i = 0; i < 20; ++i) many.push_back(f.make("carol", "k" + std::to_string(i)));
+    many.push_back(batch[1]);
+    CHECK(outbox::testing::append_keeping(s, many).error().code == errc::invalid_argument);
+  };
+  {
+    outbox::file_storage s(dir);
+    check_reads(s);
+    // A compaction copies the archived records into its snapshot; reopened, nothing changed.
+    REQUIRE(s.compact().has_value());
+    check_reads(s);
+  }
+  {
+    outbox::file_storage s(dir);
+    check_reads(s);
+    // Purging reaches archived events, and is logged: a reopen does not bring them back.
+    CHECK(s.purge_completed(f.t0 + 5s).value() == 1);
+    CHECK_FALSE(s.find(batch[0].id).value().has_value());
+    CHECK(s.stats().value().count(status::completed) == 1);
+  }
+  outbox::file_storage s(dir);
+  CHECK_FALSE(s.find(batch[0].id).value().has_value());
+  CHECK(s.find(batch[1].id).value()->remote_id == "r-b");
+  CHECK(s.query({}).value().size() == 3);
+  CHECK(s.purge_completed(f.t0 + 1h).value() == 1);
+  CHECK(s.query({.status_is = status::completed}).value().empty());
+}
+
 // ---- the record writer and checksum ------------------------------------------------------------
 
 TEST_CASE("CRC-32C: the hardware and table versions agree, and give the standard check value", "[storage][file][crc]") {

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,6 +24,7 @@
 #include <variant>
 #include <vector>
 
+#include "outbox/detail/completed_archive.hpp"
 #include "outbox/detail/file_io.hpp"
 #include "outbox/detail/lifecycle.hpp"
 #include "outbox/detail/log_format.hpp"
@@ -133,17 +135,22 @@ template <class Io>
 result<std::string> read_file(Io& io, const std::filesystem::path& path) {
   fd f(io.open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!f) return os_error("opening", path);
-  std::string data;
-  char buffer[1 << 16];
+  // Read straight into a string of the file's size (one allocation, no copy), then on while the
+  // file turns out longer than it was.
+  struct stat st {};
+  std::string data(io.fstat(f.get(), &st) == 0 && st.st_size > 0 ? static_cast<std::size_t>(st.st_size) : 0, '\0');
+  std::size_t done = 0;
   while (true) {
-    const long long n = io.read(f.get(), buffer, sizeof buffer);
+    if (done == data.size()) data.resize(std::max<std::size_t>(2 * data.size(), 1 << 16));
+    const long long n = io.read(f.get(), data.data() + done, data.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
       return os_error("reading", path);
     }
     if (n == 0) break;
-    data.append(buffer, static_cast<std::size_t>(n));
+    done += static_cast<std::size_t>(n);
   }
+  data.resize(done);
   return data;
 }
 
@@ -175,6 +182,7 @@ struct segment_log {
   detail::file::fd lock_file;
   file_recovery recovery;
   memory_state memory;
+  completed_archive archive;  // completed events read back at open: not in `memory`
   std::optional<outbox::error> broken;  // set once the files' state is unknown: reopen
 
   // The log: segment numbers in order; the last one is active (appended to).
@@ -229,14 +237,13 @@ struct segment_log {
 
     // Start from the newest segment that begins with a snapshot: it holds the whole state.
     std::size_t first = 0;
-    std::vector<std::string> contents(found.size());
+    std::vector<std::shared_ptr<const std::string>> contents(found.size());
     for (std::size_t i = found.size(); i-- > 0;) {
       auto bytes = read_file(io, path_of(found[i]));
       if (!bytes) return bytes.error();
-      contents[i] = std::move(*bytes);
-      if (log::scan_segment(std::string_view(contents[i]).substr(0, std::min<std::size_t>(contents[i].size(), 1 << 20)),
-                                    false)
-              .snapshot) {
+      contents[i] = std::make_shared<const std::string>(std::move(*bytes));
+      const std::string_view head(*contents[i]);
+      if (log::scan_segment(head.substr(0, std::min<std::size_t>(head.size(), 1 << 20)), false).snapshot) {
         first = i;
         break;
       }
@@ -248,6 +255,7 @@ struct segment_log {
       if (!replayed) return replayed.error();
       log_end = *replayed;
     }
+    archive.finish_loading();
     // Segments before the snapshot are garbage from a compaction that crashed before deleting.
     for (std::size_t i = 0; i < first; ++i) io.unlink(path_of(found[i]).c_str());
     segments.assign(found.begin() + static_cast<std::ptrdiff_t>(first), found.end());
@@ -258,10 +266,12 @@ struct segment_log {
     return open_active(log_end);
   }
 
-  /// Replays one segment; returns where its readable log ends.
-  result<std::uint64_t> replay(std::uint64_t number, const std::string& bytes, bool last) {
+  /// Replays one segment; returns where its readable log ends. Its completed events go to the
+  /// archive, which keeps `contents` for them.
+  result<std::uint64_t> replay(std::uint64_t number, const std::shared_ptr<const std::string>& contents, bool last) {
     const auto path = path_of(number);
-    auto scan = log::scan_segment(bytes, options.salvage);
+    const std::string& bytes = *contents;
+    auto scan = log::scan_segment(bytes, options.salvage, true);
     if (scan.bad_offset) {
       // The last segment's tail may be a write a power cut tore: then everything from the bad
       // record on was never acknowledged (each write is synced before the next one starts),
@@ -282,7 +292,7 @@ struct segment_log {
       }
     }
     for (std::size_t i = 0; i < scan.groups.size(); ++i) {
-      const auto contradiction = apply_group(scan.groups[i]);
+      const auto contradiction = apply_group(scan.groups[i], scan.completed, contents);
       if (!contradiction) continue;
       const std::string where = path.string() + ": the group at offset " + std::to_string(scan.group_offsets[i]);
       if (!options.salvage)
@@ -323,15 +333,39 @@ struct segment_log {
     return scan.valid_end;
   }
 
-  /// Replays one group into memory. A record that contradicts the state (an event id or a
-  /// natural key already held by another live item: the log was checksummed, but not written
-  /// by this storage) is left out, and the first such is described in the return value.
-  std::optional<std::string> apply_group(std::vector<log::record>& group) {
+  /// Replays one group into memory, and its completed events (in `completed`) into the
+  /// archive. A record that contradicts the state (an event id or a natural key already held by
+  /// another live item: the log was checksummed, but not written by this storage) is left out,
+  /// and the first such is described in the return value.
+  std::optional<std::string> apply_group(std::vector<log::record>& group, const std::vector<log::completed_record>& completed,
+                                         const completed_archive::bytes_ptr& bytes) {
     std::optional<std::string> contradiction;
+    auto id_taken = [&](const event_id& id, std::uint64_t seq) {
+      if (const auto archived = archive.seq_of(id); archived && *archived != seq) return true;
+      if (const event* same = memory.event_at(seq); same && same->id == id) return false;
+      const auto holder = memory.find(id);
+      return holder && holder->seq != seq;
+    };
+    auto taken_message = [](const event_id& id, std::uint64_t seq) {
+      return "event " + id.to_string() + " logged under seq " + std::to_string(seq) + " while another event holds that id";
+    };
     for (auto& rec : group) {
-      if (auto* m = std::get_if<log::marker>(&rec)) {
+      if (auto* run = std::get_if<log::completed_run>(&rec)) {
+        for (std::size_t i = run->first; i < run->first + run->count; ++i) {
+          const log::completed_record& c = completed[i];
+          if (id_taken(c.id, c.seq)) {
+            if (!contradiction) contradiction = taken_message(c.id, c.seq);
+            continue;
+          }
+          memory.restore_removed_event(c.seq);  // an earlier state of it
+          memory.set_next_seq(c.seq + 1);
+          archive.put(c, bytes);
+          account_event(c.seq, c.body_size + static_cast<std::uint32_t>(log::frame_overhead));
+        }
+      } else if (auto* m = std::get_if<log::marker>(&rec)) {
         if (m->type == log::record_type::snapshot) {
           memory = memory_state();
+          archive.clear();
           event_bytes.clear();
           entity_bytes.clear();
           live_bytes = 0;
@@ -339,14 +373,16 @@ struct segment_log {
         }
         memory.set_next_seq(m->next_seq);
       } else if (auto* e = std::get_if<event>(&rec)) {
-        if (!memory.restore_event(*e)) {
-          if (!contradiction) contradiction = "event " + e->id.to_string() + " logged under seq " + std::to_string(e->seq) + " while another event holds that id";
+        if (const auto archived = archive.seq_of(e->id); (archived && *archived != e->seq) || !memory.restore_event(*e)) {
+          if (!contradiction) contradiction = taken_message(e->id, e->seq);
           continue;
         }
+        archive.remove(e->seq);  // a later state of an archived event: memory holds it now
         account_event(e->seq, record_size(*e));
       } else if (auto* seq = std::get_if<std::uint64_t>(&rec)) {
         forget_event(*seq);
         memory.restore_removed_event(*seq);
+        archive.remove(*seq);
       } else if (auto* row = std::get_if<entity_record>(&rec)) {
         if (!memory.restore_entity(*row)) {
           if (!contradiction) contradiction = "entity " + row->collection + "/" + row->id + " logged with natural key \"" + row->natural_key + "\" while another row of its user holds it";
@@ -459,9 +495,13 @@ struct segment_log {
     // The active segment's zeros go first: they are room the snapshot may need on a full disk,
     // and the segment is deleted after a compaction anyway.
     if (auto sealed = seal_active(); !sealed) return maintenance_failed(sealed.error(), false);
-    std::string snapshot;
+    auto snapshot_bytes = std::make_shared<std::string>();
+    std::string& snapshot = *snapshot_bytes;
     snapshot.reserve(live_bytes + 2 * (log::frame_overhead + 9));
     log::put_marker(snapshot, log::record_type::snapshot, memory.next_seq());
+    std::vector<std::size_t> archived_at;  // the archive's records, copied as they are
+    archived_at.reserve(archive.size());
+    archive.copy_records(snapshot, archived_at);
     for (const auto& entry : memory.events()) log::put_event(snapshot, entry.second);
     for (const auto& entry : memory.entities()) log::put_entity(snapshot, entry.second);
     log::put_marker(snapshot, log::record_type::commit, memory.next_seq());
@@ -470,6 +510,7 @@ struct segment_log {
     if (auto started = start_segment(segments.back() + 1, snapshot, &clean); !started)
       return maintenance_failed(started.error(), clean);
     total_bytes = log::header_size + snapshot.size();
+    archive.rebase(std::move(snapshot_bytes), archived_at);
     for (auto n : old) io.unlink(path_of(n).c_str());
     segments.erase(segments.begin(), segments.end() - 1);
     ++compactions;

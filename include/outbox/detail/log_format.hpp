@@ -246,10 +246,12 @@ class reader {
     if (v < INT32_MIN || v > INT32_MAX) ok_ = false;
     return ok_ ? static_cast<int>(v) : 0;
   }
-  std::string str() {
+  std::string str() { return std::string(view()); }
+  /// A string field as a view into the bytes read.
+  std::string_view view() {
     const std::uint32_t n = u32();
     if (!need(n)) return {};
-    std::string s(bytes_.substr(pos_, n));
+    const std::string_view s = bytes_.substr(pos_, n);
     pos_ += n;
     return s;
   }
@@ -298,7 +300,96 @@ struct marker {
   record_type type;
   std::uint64_t next_seq;
 };
-using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record, removed_entity, marker>;
+/// A completed event's record left undecoded by a scan that asked for it (scan_segment's
+/// `keep_completed`): what an index of completed events needs, and where the record's body is
+/// in the bytes scanned. `user_id` views those bytes.
+struct completed_record {
+  std::uint64_t seq = 0;
+  event_id id{};
+  timestamp completed_at{};
+  std::string_view user_id;
+  std::size_t body = 0;       ///< offset of the body in the scanned bytes
+  std::uint32_t body_size = 0;
+};
+/// In such a scan, records [first, first + count) of segment_scan::completed, in log order, at
+/// this place in their group.
+struct completed_run {
+  std::size_t first = 0;
+  std::size_t count = 0;
+};
+using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record, removed_entity, marker, completed_run>;
+
+/// An event record's fields, its strings viewing the record's bytes: the one statement of the
+/// event record's layout and validity, which `decode` and the scan of completed events share.
+struct event_view {
+  std::uint64_t seq = 0;
+  event_id id{};
+  std::string_view type, entity_id, entity_type, ordering_key, user_id, payload;
+  int priority = 0;
+  status state = status::pending;
+  int attempts = 0;
+  int max_attempts = 0;
+  timestamp created_at{}, updated_at{}, retry_after{}, completed_at{};
+  std::string_view last_error, remote_id;
+  std::uint64_t lease = 0;
+  timestamp lease_until{};
+
+  /// Reads the fields after the type byte; false if they do not describe a possible event
+  /// (a record that decodes but describes an impossible event is corruption too). The caller
+  /// checks that the reader is still ok and at the end.
+  bool read(reader& r) {
+    seq = r.u64();
+    id = r.id();
+    type = r.view();
+    entity_id = r.view();
+    entity_type = r.view();
+    ordering_key = r.view();
+    user_id = r.view();
+    payload = r.view();
+    priority = r.small_int();
+    const std::uint8_t st = r.u8();
+    attempts = r.small_int();
+    max_attempts = r.small_int();
+    created_at = r.time();
+    updated_at = r.time();
+    retry_after = r.time();
+    completed_at = r.time();
+    last_error = r.view();
+    remote_id = r.view();
+    lease = r.u64();
+    lease_until = r.time();
+    if (st >= status_count || seq == 0 || seq >= max_seq || id.is_nil() || attempts < 0 ||
+        attempts > max_attempts_value || max_attempts < 1 || max_attempts > max_attempts_value)
+      return false;
+    state = static_cast<status>(st);
+    return true;
+  }
+
+  [[nodiscard]] event materialise() const {
+    event e;
+    e.seq = seq;
+    e.id = id;
+    e.type = type;
+    e.entity_id = entity_id;
+    e.entity_type = entity_type;
+    e.ordering_key = ordering_key;
+    e.user_id = user_id;
+    e.payload = payload;
+    e.priority = priority;
+    e.status = state;
+    e.attempts = attempts;
+    e.max_attempts = max_attempts;
+    e.created_at = created_at;
+    e.updated_at = updated_at;
+    e.retry_after = retry_after;
+    e.completed_at = completed_at;
+    e.last_error = last_error;
+    e.remote_id = remote_id;
+    e.lease = lease;
+    e.lease_until = lease_until;
+    return e;
+  }
+};
 
 /// Decodes one record body (type byte included). nullopt: the body is not a valid record.
 [[nodiscard]] inline std::optional<record> decode(std::string_view body) {
@@ -307,33 +398,9 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
   record out;
   switch (type) {
     case record_type::event: {
-      event e;
-      e.seq = r.u64();
-      e.id = r.id();
-      e.type = r.str();
-      e.entity_id = r.str();
-      e.entity_type = r.str();
-      e.ordering_key = r.str();
-      e.user_id = r.str();
-      e.payload = r.str();
-      e.priority = r.small_int();
-      const std::uint8_t st = r.u8();
-      e.attempts = r.small_int();
-      e.max_attempts = r.small_int();
-      e.created_at = r.time();
-      e.updated_at = r.time();
-      e.retry_after = r.time();
-      e.completed_at = r.time();
-      e.last_error = r.str();
-      e.remote_id = r.str();
-      e.lease = r.u64();
-      e.lease_until = r.time();
-      // A record that decodes but describes an impossible event is corruption too.
-      if (st >= status_count || e.seq == 0 || e.seq >= max_seq || e.id.is_nil() || e.attempts < 0 ||
-          e.attempts > max_attempts_value || e.max_attempts < 1 || e.max_attempts > max_attempts_value)
-        return std::nullopt;
-      e.status = static_cast<status>(st);
-      out = std::move(e);
+      event_view e;
+      if (!e.read(r) || !r.ok() || !r.at_end()) return std::nullopt;
+      out = e.materialise();
       break;
     }
     case record_type::event_removed: {
@@ -382,6 +449,19 @@ using record = std::variant<event, std::uint64_t /*removed seq*/, entity_record,
   return out;
 }
 
+/// If `body` is a valid record of a completed event, appends it to `completed` (`body_at` is
+/// where the body starts in the bytes scanned) and answers true, building no strings for it.
+/// False for anything else: `decode` reads that.
+[[nodiscard]] inline bool decode_completed(std::string_view body, std::size_t body_at,
+                                           std::vector<completed_record>& completed) {
+  if (body.empty() || static_cast<record_type>(body[0]) != record_type::event) return false;
+  reader r(body.substr(1));
+  event_view e;
+  if (!e.read(r) || !r.ok() || !r.at_end() || e.state != status::completed) return false;
+  completed.push_back({e.seq, e.id, e.completed_at, e.user_id, body_at, static_cast<std::uint32_t>(body.size())});
+  return true;
+}
+
 /// Where the next frame starting at `pos` ends, if a whole, checksummed frame is there.
 [[nodiscard]] inline std::optional<std::size_t> frame_end(std::string_view bytes, std::size_t pos,
                                                           std::string_view* body_out = nullptr) {
@@ -421,11 +501,16 @@ struct segment_scan {
   std::size_t readable_after = 0;           ///< if so, where the first of them starts
   bool bad_header = false;
   bool snapshot = false;                    ///< the segment starts with a snapshot record
+  /// With `keep_completed`: the completed events' records of `groups`, which hold completed_runs
+  /// of them.
+  std::vector<completed_record> completed;
 };
 
 /// Reads a whole segment. With `salvage`, an unreadable stretch is skipped to the next readable
 /// record (the group it interrupted is dropped); without it, reading stops at the first one.
-[[nodiscard]] inline segment_scan scan_segment(std::string_view bytes, bool salvage) {
+/// With `keep_completed`, completed events are not decoded into `event`s but listed in
+/// `completed` (decode_keeping_completed); everything else is read the same.
+[[nodiscard]] inline segment_scan scan_segment(std::string_view bytes, bool salvage, bool keep_completed = false) {
   segment_scan scan;
   if (bytes.size() < header_size || bytes.substr(0, magic.size()) != magic) {
     scan.bad_header = !bytes.empty();
@@ -445,11 +530,24 @@ struct segment_scan {
   std::vector<record> group;
   std::size_t group_start = header_size;
   std::size_t pos = header_size;
+  std::size_t completed_committed = 0;  // scan.completed of whole groups
   bool first = true;
   bool dropping = false;  // after a skip, up to the next commit: the rest of a damaged group
   while (pos < bytes.size()) {
     std::string_view body;
     auto end = frame_end(bytes, pos, &body);
+    if (end && keep_completed && decode_completed(body, pos + frame_overhead, scan.completed)) {
+      if (group.empty()) group_start = pos;
+      first = false;  // a segment that starts with an event is no snapshot
+      // Consecutive completed events make one run.
+      auto* run = group.empty() ? nullptr : std::get_if<completed_run>(&group.back());
+      if (run && run->first + run->count + 1 == scan.completed.size())
+        ++run->count;
+      else
+        group.emplace_back(completed_run{scan.completed.size() - 1, 1});
+      pos = *end;
+      continue;
+    }
     std::optional<record> rec;
     if (end) rec = decode(body);
     if (!rec) {
@@ -465,6 +563,7 @@ struct segment_scan {
       scan.valid_after_bad = scan.valid_after_bad || found;
       if (!salvage || !found) break;
       group.clear();  // the interrupted group cannot be trusted whole
+      scan.completed.resize(completed_committed);
       dropping = true;
       pos = next;
       continue;
@@ -477,17 +576,22 @@ struct segment_scan {
     if (group.empty()) group_start = pos;
     pos = *end;
     const auto* m = std::get_if<marker>(&*rec);
+    const bool commit = m && m->type == record_type::commit;
     group.push_back(std::move(*rec));
-    if (m && m->type == record_type::commit) {
+    if (commit) {
       if (!dropping) {
         scan.groups.push_back(std::move(group));
         scan.group_offsets.push_back(group_start);
+        completed_committed = scan.completed.size();
+      } else {
+        scan.completed.resize(completed_committed);
       }
       dropping = false;
       group.clear();
       scan.valid_end = pos;
     }
   }
+  scan.completed.resize(completed_committed);  // an unfinished group's
   return scan;
 }
 

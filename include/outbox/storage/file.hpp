@@ -9,7 +9,10 @@
 /// of each event and entity it touched, then a commit record) to the active segment file, and
 /// returns once the group is durable under the sync policy. Opening replays the segments into the
 /// same in-memory index `memory_storage` uses (detail/memory_state.hpp), so claim order and
-/// per-key rules are identical.
+/// per-key rules are identical. Completed events, which no claim needs, stay out of it: they are
+/// kept as their records (detail/completed_archive.hpp), which `find`, `query`, `stats` and
+/// `purge_completed` read beside the index, so an open costs the index of the live events and
+/// not of every delivery the log still retains.
 ///
 /// Durability (`file_options::sync`): `group` (default) and `every_commit` return after
 /// `fdatasync`, so nothing acknowledged is lost on power loss; `group` lets concurrent callers
@@ -82,6 +85,7 @@
 #include "outbox/detail/file_io.hpp"
 #include "outbox/detail/file_log.hpp"
 #include "outbox/detail/group_commit.hpp"
+#include "outbox/detail/lifecycle.hpp"
 #include "outbox/detail/log_format.hpp"
 #include "outbox/detail/memory_state.hpp"
 #include "outbox/clock.hpp"
@@ -159,7 +163,10 @@ class basic_file_storage {
 
   result<void> append(std::span<event> events) {
     if (events.size() >= overlap_min_events) return s_->append_overlapped(events);
-    return s_->mutate([&](auto& m) { return m.append(events); });
+    return s_->mutate([&](auto& m) -> result<void> {
+      if (auto fresh = s_->not_archived(events); !fresh) return fresh;
+      return m.append(events);
+    });
   }
   result<std::size_t> claim(const claim_request& request, std::vector<event>& out) {
     const std::size_t before = out.size();
@@ -174,15 +181,22 @@ class basic_file_storage {
     return done;
   }
   result<std::optional<event>> find(event_id id) {
-    return s_->read([&](auto& m) { return result<std::optional<event>>(m.find(id)); });
+    return s_->read([&](auto& m) {
+      auto found = m.find(id);
+      return result<std::optional<event>>(found ? std::move(found) : s_->archive.find(id));
+    });
   }
   result<std::vector<event>> query(const event_query& q) {
-    return s_->read([&](auto& m) { return result<std::vector<event>>(m.query(q)); });
+    return s_->read([&](auto& m) { return result<std::vector<event>>(s_->query_locked(m, q)); });
   }
   /// Counts and ages for `user` (all users if none), aged at `now`: the shape every storage and
   /// the outbox share. `now` is the outbox's clock; without it, the wall clock.
   result<event_stats> stats(std::optional<std::string_view> user, timestamp now) {
-    return s_->read([&](auto& m) { return result<event_stats>(m.stats(user, now)); });
+    return s_->read([&](auto& m) {
+      event_stats counted = m.stats(user, now);
+      counted.counts[static_cast<std::size_t>(status::completed)] += s_->archive.count(user);
+      return result<event_stats>(counted);
+    });
   }
   result<event_stats> stats(std::optional<std::string_view> user = std::nullopt) {
     return stats(user, system_clock{}.now());
@@ -197,7 +211,12 @@ class basic_file_storage {
     return s_->mutate([&](auto& m) { return m.reset_dead(user, now); });
   }
   result<std::size_t> purge_completed(timestamp before) {
-    return s_->mutate([&](auto& m) { return m.purge_completed(before); });
+    return s_->mutate([&](auto& m) -> result<std::size_t> {
+      auto purged = m.purge_completed(before);
+      if (!purged) return purged;
+      // The archive's share is logged as removals with the index's, in the same group.
+      return *purged + s_->archive.purge(before, s_->journal.removed_events);
+    });
   }
   result<std::size_t> clamp_schedule(timestamp retry_limit, timestamp lease_limit) {
     return s_->mutate([&](auto& m) { return m.clamp_schedule(retry_limit, lease_limit); });
@@ -206,7 +225,12 @@ class basic_file_storage {
   // ---- outbox::entity_storage ------------------------------------------------------------------
 
   result<void> commit(const entity_change& change) {
-    return s_->mutate([&](auto& m) { return m.commit(change); });
+    return s_->mutate([&](auto& m) -> result<void> {
+      if (change.op == entity_change::event_op::append) {
+        if (auto fresh = s_->not_archived(std::span<const event>(&change.event, 1)); !fresh) return fresh;
+      }
+      return m.commit(change);
+    });
   }
   result<std::optional<entity_record>> find_entity(std::string_view collection, std::string_view id) {
     return s_->read([&](auto& m) { return result<std::optional<entity_record>>(m.find_entity(collection, id)); });
@@ -231,7 +255,7 @@ class basic_file_storage {
     using log::account_event, log::account_entity, log::active, log::active_bytes, log::allocated_bytes,
         log::broken, log::compact_locked, log::forget_entity, log::forget_event, log::io, log::maintenance_failed,
         log::memory, log::options, log::path_of, log::seal_active, log::segments, log::start_segment,
-        log::total_bytes, log::live_bytes, log::compact_again_at;
+        log::total_bytes, log::live_bytes, log::compact_again_at, log::archive;
 
     std::mutex mutex;  // guards everything, the log's state included
     detail::change_journal journal;
@@ -340,6 +364,7 @@ class basic_file_storage {
       std::unique_lock lock(mutex);
       index_ready(lock);
       if (broken) return *broken;
+      if (auto fresh = not_archived(events); !fresh) return fresh;
       if (!indexer_running()) return mutate_locked(lock, [&](auto& m) { return m.append(events); });
       if (auto valid = memory.check_append(events); !valid) return valid;
       std::uint64_t seq = memory.next_seq();
@@ -362,6 +387,32 @@ class basic_file_storage {
       // Whatever the flush gave, the indexer uses `events` until it is done with them.
       indexed_cv.wait(lock, [&] { return index_jobs_done >= job; });
       return durable;
+    }
+
+    /// New events must not reuse the id of an archived one (memory checks its own).
+    [[nodiscard]] result<void> not_archived(std::span<const event> events) const {
+      if (archive.empty()) return {};
+      for (const event& e : events)
+        if (archive.seq_of(e.id)) return detail::lifecycle::duplicate_id(e.id);
+      return {};
+    }
+
+    /// The index's page merged with the archive's, in seq order.
+    std::vector<event> query_locked(detail::memory_state& m, const event_query& q) const {
+      std::vector<event> page = m.query(q);
+      if (archive.empty() || (q.status_is && *q.status_is != status::completed)) return page;
+      std::vector<event> archived = archive.query(q.user_id, q.after_seq, q.limit);
+      if (archived.empty()) return page;
+      std::vector<event> merged;
+      merged.reserve(std::min(q.limit, page.size() + archived.size()));
+      auto a = page.begin(), b = archived.begin();
+      while (merged.size() < q.limit && (a != page.end() || b != archived.end())) {
+        if (b == archived.end() || (a != page.end() && a->seq < b->seq))
+          merged.push_back(std::move(*a++));
+        else
+          merged.push_back(std::move(*b++));
+      }
+      return merged;
     }
 
     /// Waits until memory holds every event logged so far: the indexer has no job. Every use
