@@ -3915,6 +3915,7 @@ using test_outbox = Outbox<memory_storage, mock_transport, manual_clock, exponen
 /// Closing stays `::close` (detail::file::fd): it changes nothing on disk.
 
 
+#include <cstdio>  // ::rename
 
 namespace outbox::detail::file {
 

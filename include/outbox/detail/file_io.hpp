@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>  // ::rename
 
 namespace outbox::detail::file {
 
