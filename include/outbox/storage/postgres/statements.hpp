@@ -155,8 +155,9 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "AND t.collection = u.entity_type AND t.id = u.entity_id) SELECT id FROM u")                                  \
   X(find_event, "SELECT " OUTBOX_PG_EVENT_COLUMNS " FROM {S}.events WHERE id = $1")                              \
   X(count_by_status, "SELECT status, count(*) FROM {S}.events WHERE ($1::text IS NULL OR user_id = $1) GROUP BY status") \
-  X(oldest_pending,                                                                                               \
-    "SELECT created_at FROM {S}.events WHERE status = 0 AND ($1::text IS NULL OR user_id = $1) ORDER BY seq LIMIT 1") \
+  /* The event of status $2 appended first: the oldest pending, failed and dead ages. */                          \
+  X(oldest_with_status,                                                                                           \
+    "SELECT created_at FROM {S}.events WHERE status = $2 AND ($1::text IS NULL OR user_id = $1) ORDER BY seq LIMIT 1") \
   /* The oldest claimable event: a head (as in the claim) that is pending, or failed and due. */                  \
   X(oldest_due,                                                                                                   \
     "SELECT e.created_at FROM {S}.events e WHERE ($1::text IS NULL OR e.user_id = $1) AND (e.status = 0 OR "      \
@@ -166,9 +167,21 @@ inline entity_record read_entity(const result_handle& r, int row) {
   X(next_wake,                                                                                                    \
     "SELECT least((SELECT min(retry_after) FROM {S}.events WHERE user_id = $1 AND status = 3), "                  \
     "(SELECT min(lease_until) FROM {S}.events WHERE status = 1))")                                                \
+  /* Pages of events (event_query): one statement per indexed filter, so each names its index's */              \
+  /* column plainly and the planner walks that index in seq order whatever the statistics say; the */          \
+  /* other filters ($2 status, $3 user; $6 type beside an entity) are checked on the rows it reads. */           \
   X(query_events,                                                                                                 \
     "SELECT " OUTBOX_PG_EVENT_COLUMNS " FROM {S}.events WHERE seq > $1 AND ($2::smallint IS NULL OR status = $2) " \
     "AND ($3::text IS NULL OR user_id = $3) ORDER BY seq LIMIT $4")                                               \
+  /* By entity id ($5): the index events_entity (entity_id, seq). */                                              \
+  X(query_events_of_entity,                                                                                       \
+    "SELECT " OUTBOX_PG_EVENT_COLUMNS " FROM {S}.events WHERE entity_id = $5 AND seq > $1 AND "                   \
+    "($2::smallint IS NULL OR status = $2) AND ($3::text IS NULL OR user_id = $3) AND "                           \
+    "($6::text IS NULL OR type = $6) ORDER BY entity_id, seq LIMIT $4")                                           \
+  /* By type ($5): the index events_type (type, seq). */                                                          \
+  X(query_events_of_type,                                                                                         \
+    "SELECT " OUTBOX_PG_EVENT_COLUMNS " FROM {S}.events WHERE type = $5 AND seq > $1 AND "                        \
+    "($2::smallint IS NULL OR status = $2) AND ($3::text IS NULL OR user_id = $3) ORDER BY type, seq LIMIT $4")   \
   X(reset,                                                                                                        \
     "UPDATE {S}.events SET status = 0, attempts = 0, retry_after = 0, updated_at = $2 "                           \
     "WHERE id = ANY($1::uuid[]) AND status IN (3, 4)")                                                            \
