@@ -106,3 +106,27 @@ TEST_CASE("postgres: queries by entity and by type walk their indexes", "[storag
     CHECK(uses_index(plan_of(raw, sql.query_events_of_type, {"5", "0", "u3", "10", "type-7"}), "events_type"));
   }
 }
+
+TEST_CASE("postgres: a claim checks each candidate's key head at its key, with or without statistics",
+          "[storage][postgres][plans]") {
+  OUTBOX_REQUIRE_POSTGRES();
+  schema_owner owner(fresh_schema());
+  (void)outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+  raw_pg raw;
+  fill(raw, owner.schema, 10000);  // filled in one burst: no statistics yet
+  const statements sql(owner.schema);
+  // $1 user, $2 now, $3 lease end, $4 limit, $5 relay.
+  auto check_plan = [&] {
+    const std::string plan = plan_of(raw, sql.claim, {"u1", "100000000", "100000001", "100", "1"});
+    INFO(plan);
+    // A key's head is looked up per candidate at its (user, key), never by a scan of the user's
+    // whole line per candidate (the anti-join the planner chose without statistics).
+    CHECK(plan.find("Index Cond: ((user_id = e.user_id) AND (ordering_key = e.ordering_key))") != std::string::npos);
+    CHECK(plan.find("Anti Join") == std::string::npos);
+  };
+  SECTION("never analyzed") { check_plan(); }
+  SECTION("analyzed") {
+    raw.exec("ANALYZE " + owner.schema + ".events; ANALYZE " + owner.schema + ".keys");
+    check_plan();
+  }
+}

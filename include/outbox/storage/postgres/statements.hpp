@@ -21,6 +21,15 @@
   "e.seq, e.id, e.type, e.entity_id, e.entity_type, e.ordering_key, e.user_id, e.payload, e.priority, "   \
   "e.status, e.attempts, e.max_attempts, e.created_at, e.updated_at, e.retry_after, e.completed_at, "     \
   "e.last_error, e.remote_id, e.lease, e.lease_until"
+// Event `e` heads its ordering key: no undelivered event of the key before it and none of the key
+// in flight. OFFSET 0 keeps this a subplan run per candidate with e's user and key bound, so its
+// one plan is the events_line index at (user_id, ordering_key): the planner cannot turn it into
+// an anti-join. As a join, on a table without statistics (filled in one burst, not analyzed yet)
+// it was planned as a scan of the user's whole line index per candidate: a claim of 100 at 10k
+// pending took 1.7 s instead of 2 ms. So the cost of a claim does not hang on statistics.
+#define OUTBOX_PG_HEAD_OF_KEY                                                                             \
+  "NOT EXISTS (SELECT 1 FROM {S}.events p WHERE p.user_id = e.user_id AND p.ordering_key = e.ordering_key " \
+  "AND p.status IN (0, 1, 3) AND (p.seq < e.seq OR p.status = 1) OFFSET 0)"
 #define OUTBOX_PG_ENTITY_COLUMNS                                                                                  \
   "collection, id, user_id, natural_key, payload, occurred_at, sync, remote_id, sync_error, last_event, version, " \
   "created_at, updated_at"
@@ -119,9 +128,8 @@ inline entity_record read_entity(const result_handle& r, int row) {
   X(claim,                                                                                                        \
     "WITH c AS (SELECT e.seq FROM {S}.events e JOIN {S}.keys k ON k.user_id = e.user_id AND "                      \
     "k.ordering_key = e.ordering_key WHERE e.user_id = $1 AND (e.status = 0 OR (e.status = 3 AND "                \
-    "e.retry_after <= $2)) AND k.in_flight = 0 AND NOT EXISTS (SELECT 1 FROM {S}.events p WHERE "                 \
-    "p.user_id = e.user_id AND p.ordering_key = e.ordering_key AND p.status IN (0, 1, 3) AND "                    \
-    "(p.seq < e.seq OR p.status = 1)) ORDER BY e.priority DESC, e.seq LIMIT $4 FOR UPDATE OF e, k SKIP LOCKED), " \
+    "e.retry_after <= $2)) AND k.in_flight = 0 AND " OUTBOX_PG_HEAD_OF_KEY " "                                    \
+    "ORDER BY e.priority DESC, e.seq LIMIT $4 FOR UPDATE OF e, k SKIP LOCKED), "                                  \
     "u AS (UPDATE {S}.events e SET status = 1, attempts = e.attempts + 1, lease = nextval('{S}.leases'), "         \
     "lease_until = $3, updated_at = $2, relay = $5 FROM c WHERE e.seq = c.seq RETURNING " OUTBOX_PG_EVENT_COLUMNS_E "), " \
     "k AS (UPDATE {S}.keys k SET in_flight = u.seq FROM u WHERE k.user_id = u.user_id AND "                       \
@@ -161,9 +169,7 @@ inline entity_record read_entity(const result_handle& r, int row) {
   /* The oldest claimable event: a head (as in the claim) that is pending, or failed and due. */                  \
   X(oldest_due,                                                                                                   \
     "SELECT e.created_at FROM {S}.events e WHERE ($1::text IS NULL OR e.user_id = $1) AND (e.status = 0 OR "      \
-    "(e.status = 3 AND e.retry_after <= $2)) AND NOT EXISTS (SELECT 1 FROM {S}.events p WHERE p.user_id = "      \
-    "e.user_id AND p.ordering_key = e.ordering_key AND p.status IN (0, 1, 3) AND (p.seq < e.seq OR p.status = 1)) " \
-    "ORDER BY e.seq LIMIT 1")                                                                                     \
+    "(e.status = 3 AND e.retry_after <= $2)) AND " OUTBOX_PG_HEAD_OF_KEY " ORDER BY e.seq LIMIT 1")                 \
   X(next_wake,                                                                                                    \
     "SELECT least((SELECT min(retry_after) FROM {S}.events WHERE user_id = $1 AND status = 3), "                  \
     "(SELECT min(lease_until) FROM {S}.events WHERE status = 1))")                                                \
@@ -239,6 +245,7 @@ struct statements {
 }  // namespace outbox::detail::postgres
 
 #undef OUTBOX_PG_STATEMENTS
+#undef OUTBOX_PG_HEAD_OF_KEY
 #undef OUTBOX_PG_ENTITY_COLUMNS
 #undef OUTBOX_PG_EVENT_COLUMNS_E
 #undef OUTBOX_PG_EVENT_COLUMNS
