@@ -107,7 +107,7 @@ TEST_CASE("postgres: queries by entity and by type walk their indexes", "[storag
   }
 }
 
-TEST_CASE("postgres: a claim checks each candidate's key head at its key, with or without statistics",
+TEST_CASE("postgres: a claim walks the ready index and probes each candidate's key, with or without statistics",
           "[storage][postgres][plans]") {
   OUTBOX_REQUIRE_POSTGRES();
   schema_owner owner(fresh_schema());
@@ -119,8 +119,11 @@ TEST_CASE("postgres: a claim checks each candidate's key head at its key, with o
   auto check_plan = [&] {
     const std::string plan = plan_of(raw, sql.claim, {"u1", "100000000", "100000001", "100", "1"});
     INFO(plan);
-    // A key's head is looked up per candidate at its (user, key), never by a scan of the user's
-    // whole line per candidate (the anti-join the planner chose without statistics).
+    // Candidates come from events_ready in claim order (no sort of the user's events); a key's
+    // head is looked up per candidate at its (user, key), never by a scan of the user's whole
+    // line per candidate (the anti-join the planner chose without statistics).
+    CHECK(plan.find("Index Scan using events_ready on events e") != std::string::npos);
+    CHECK(plan.find("Sort") == std::string::npos);
     CHECK(plan.find("Index Cond: ((user_id = e.user_id) AND (ordering_key = e.ordering_key))") != std::string::npos);
     CHECK(plan.find("Anti Join") == std::string::npos);
   };
