@@ -17,8 +17,9 @@
 /// per second of the drain (`server_cores`, `client_cores`), read from /proc for the server's
 /// processes and from the process clock for the clients, which tells whether more relays can
 /// go faster on it. Every row is timed in real time (manual time around the measured part).
-/// A drain's tables are analyzed after the fill, off the clock, as autovacuum keeps a table in
-/// use; a drain gets 120 s (OUTBOX_BENCH_DRAIN_BUDGET_S) before it is stopped.
+/// A drain starts right after its fill, before autovacuum has analyzed the tables, as a burst of
+/// events meets the relays in use; a drain gets 120 s (OUTBOX_BENCH_DRAIN_BUDGET_S) before it is
+/// stopped.
 
 #include <benchmark/benchmark.h>
 #include <libpq-fe.h>
@@ -230,19 +231,6 @@ class temp_schema {
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] pq_connection& admin() noexcept { return admin_; }
-
-  /// ANALYZE of every table in the schema: the statistics autovacuum keeps on a table in use.
-  /// Without them the planner takes a table filled moments ago for nearly empty, and a claim
-  /// that joins events to events may scan a key's whole line per candidate.
-  bool analyze() {
-    const char* params[] = {name_.c_str()};
-    pq_result tables = admin_.query("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1",
-                                    params);
-    if (!tables) return false;
-    for (int r = 0; r < PQntuples(tables.get()); ++r)
-      if (!admin_.exec(std::string("ANALYZE ") + PQgetvalue(tables.get(), r, 0))) return false;
-    return true;
-  }
 
  private:
   pq_connection admin_;
@@ -533,7 +521,7 @@ bool drained(benchmark::State& state, const std::vector<std::string>& errors, st
 }
 
 /// Writes `total` events, entity_count distinct entities in rotation, through the outbox in
-/// enqueues of 1000, then analyzes the tables, off the clock.
+/// enqueues of 1000, off the clock.
 std::optional<std::string> fill(temp_schema& schema, const std::vector<outbox::new_event>& pool,
                                 std::size_t total) {
   auto storage = open_storage(schema);
@@ -543,7 +531,6 @@ std::optional<std::string> fill(temp_schema& schema, const std::vector<outbox::n
     const std::size_t n = std::min(entity_count, total - done);
     if (auto ids = box.enqueue(std::span<const outbox::new_event>(pool.data(), n)); !ids) return ids.error().what();
   }
-  if (!schema.analyze()) return schema.admin().error();
   return std::nullopt;
 }
 
@@ -604,8 +591,8 @@ void BM_postgres_storage_drain(benchmark::State& state) {
 BENCHMARK(BM_postgres_storage_drain)->Apply(relay_rows<10'000>)->Iterations(3);
 BENCHMARK(BM_postgres_storage_drain)->Apply(relay_rows<100'000>)->Iterations(1);
 
-/// The bare queue: its table, filled with the same rows by one INSERT ... SELECT,
-/// then analyzed as the outbox's tables are.
+/// The bare queue: its table, filled with the same rows by one INSERT ... SELECT (not analyzed,
+/// as the outbox's tables are not).
 bool fill_raw_queue(temp_schema& schema, std::size_t total) {
   const std::string now = std::to_string(micros_now());
   const std::string sql = in_schema(
@@ -616,7 +603,7 @@ bool fill_raw_queue(temp_schema& schema, std::size_t total) {
           std::to_string(default_max_attempts) + ", " + now + ", " + now + " FROM generate_series(0, " +
           std::to_string(total) + " - 1) AS i ORDER BY i",
       schema);
-  return create_raw_table(schema) && schema.admin().exec(sql) && schema.analyze();
+  return create_raw_table(schema) && schema.admin().exec(sql);
 }
 
 /// Raw SQL on the same server: R threads, each its own connection, each cycle one statement

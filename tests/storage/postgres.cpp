@@ -85,7 +85,8 @@ TEST_CASE("postgres: the schema lives in its own schema name, created once by re
   for (auto& t : relays) t.join();
   CHECK(opened == 4);
   raw_pg raw;
-  CHECK(raw.exec("SELECT value FROM " + owner.schema + ".meta WHERE key = 'schema_version'") == "1");
+  CHECK(raw.exec("SELECT value FROM " + owner.schema + ".meta WHERE key = 'schema_version'") ==
+        std::to_string(outbox::detail::postgres::schema_version));
   CHECK(raw.number("SELECT count(*) FROM pg_tables WHERE schemaname = '" + owner.schema + "'") == 4);  // meta, events, keys, entities
   CHECK(raw.number("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'events'") == 0);
 }

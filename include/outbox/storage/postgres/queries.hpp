@@ -25,10 +25,20 @@ namespace outbox::detail::postgres {
 [[nodiscard]] inline result<std::vector<event>> query_events(link& l, const event_query& q) {
   param st = q.status_is ? param(text_of(std::int64_t{static_cast<int>(*q.status_is)})) : param();
   param user = q.user_id ? param(*q.user_id) : param();
-  auto r = l.run_one({l.sql.query_events,
-                      {text_of(static_cast<std::int64_t>(q.after_seq)), std::move(st), std::move(user),
-                       text_of(static_cast<std::int64_t>(q.limit))}},
-                     "querying events");
+  std::vector<param> values{text_of(static_cast<std::int64_t>(q.after_seq)), std::move(st), std::move(user),
+                            text_of(static_cast<std::int64_t>(q.limit))};
+  // The statement of the query's indexed filter (statements.hpp): the entity's index also serves
+  // a type asked beside it.
+  const std::string* sql = &l.sql.query_events;
+  if (q.entity_id) {
+    sql = &l.sql.query_events_of_entity;
+    values.emplace_back(*q.entity_id);
+    values.push_back(q.type ? param(*q.type) : param());
+  } else if (q.type) {
+    sql = &l.sql.query_events_of_type;
+    values.emplace_back(*q.type);
+  }
+  auto r = l.run_one({*sql, std::move(values)}, "querying events");
   if (!r) return r.error();
   std::vector<event> out;
   out.reserve(static_cast<std::size_t>(r->rows()));
@@ -36,13 +46,18 @@ namespace outbox::detail::postgres {
   return out;
 }
 
-/// Counts by status and the ages of the oldest pending and oldest claimable events: one round
-/// trip.
+/// Counts by status and the ages of the oldest pending, claimable, failed and dead events: one
+/// round trip.
 [[nodiscard]] inline result<event_stats> event_statistics(link& l, std::optional<std::string_view> user,
                                                           timestamp now) {
+  auto oldest = [&](status s) -> query {
+    return {l.sql.oldest_with_status, {optional_text(user), text_of(std::int64_t{static_cast<int>(s)})}};
+  };
   const query queries[] = {{l.sql.count_by_status, {optional_text(user)}},
-                           {l.sql.oldest_pending, {optional_text(user)}},
-                           {l.sql.oldest_due, {optional_text(user), text_of(now)}}};
+                           oldest(status::pending),
+                           {l.sql.oldest_due, {optional_text(user), text_of(now)}},
+                           oldest(status::failed),
+                           oldest(status::dead)};
   auto r = l.run(queries, "reading statistics");
   if (!r) return r.error();
   event_stats stats;
@@ -53,6 +68,8 @@ namespace outbox::detail::postgres {
   }
   if ((*r)[1].rows() > 0) stats.oldest_pending_age = now - (*r)[1].time(0, 0);
   if ((*r)[2].rows() > 0) stats.oldest_due_age = now - (*r)[2].time(0, 0);
+  if ((*r)[3].rows() > 0) stats.oldest_failed_age = now - (*r)[3].time(0, 0);
+  if ((*r)[4].rows() > 0) stats.oldest_dead_age = now - (*r)[4].time(0, 0);
   return stats;
 }
 

@@ -3,10 +3,12 @@
 /// The outbox schema in SQL, its version, and how a database is brought to it: the schema name
 /// is checked as an identifier before any SQL holds it; a newer schema is refused before
 /// anything is written; creation runs in one transaction under an advisory lock, so relays
-/// starting together create it once.
+/// starting together create it once; an older schema takes the missing migration steps in that
+/// same transaction.
 
 #include <libpq-fe.h>
 
+#include <iterator>
 #include <string>
 #include <string_view>
 
@@ -15,7 +17,7 @@
 
 namespace outbox::detail::postgres {
 
-inline constexpr int schema_version = 1;
+inline constexpr int schema_version = 2;
 
 /// Whether `name` may name the outbox's schema (see postgres_options::schema). Only such a
 /// name is ever placed into SQL text; every value is a bound parameter.
@@ -143,6 +145,19 @@ INSERT INTO {S}.meta (key, value) VALUES ('schema_version', '1');
   return {};
 }
 
+/// The steps from each version to the next: `migrations[v - 1]` brings version v to v + 1. A new
+/// database is created at version 1 (schema_sql) and then takes every step, so each index is
+/// written once.
+inline constexpr std::string_view migrations[] = {
+    // 2: the audit queries by entity and by type (event_query::entity_id, ::type), in append order.
+    R"sql(
+CREATE INDEX events_entity ON {S}.events (entity_id, seq);
+CREATE INDEX events_type ON {S}.events (type, seq);
+UPDATE {S}.meta SET value = '2' WHERE key = 'schema_version';
+)sql",
+};
+static_assert(std::size(migrations) == schema_version - 1, "one migration step per version after the first");
+
 /// Brings the database to `schema_version` in `schema`, or refuses it untouched.
 [[nodiscard]] inline result<void> migrate(PGconn* c, std::string_view schema) {
   if (auto checked = check_schema_name(schema); !checked) return checked;
@@ -158,6 +173,7 @@ INSERT INTO {S}.meta (key, value) VALUES ('schema_version', '1');
   const query meta{"SELECT to_regclass(format('%I.meta', $1::text)) IS NOT NULL", {name}};
   auto exists = run_one(c, meta, "looking for the schema");
   if (!exists) return fail(exists.error());
+  int at = 1;  // the version the database holds; a new one is created at 1
   if (std::string_view(exists->text(0, 0)) == "t") {
     const std::string read = in_schema("SELECT value FROM {S}.meta WHERE key = 'schema_version'", schema);
     auto version = run_one(c, {read}, "reading the schema version");
@@ -169,9 +185,15 @@ INSERT INTO {S}.meta (key, value) VALUES ('schema_version', '1');
       return fail(error(errc::schema_too_new, "schema " + name + " has version " + std::to_string(found) +
                                                  "; this library knows up to " + std::to_string(schema_version)));
     if (found < 1) return fail(error(errc::schema_mismatch, "schema " + name + " has version " + std::to_string(found)));
+    at = static_cast<int>(found);
   } else if (auto created = exec_script(c, in_schema(schema_sql, schema), "creating the schema"); !created) {
     return fail(created.error());
   }
+  for (; at < schema_version; ++at)
+    if (auto step = exec_script(c, in_schema(migrations[at - 1], schema), "migrating the schema to version " +
+                                                                              std::to_string(at + 1));
+        !step)
+      return fail(step.error());
   if (auto done = exec_script(c, "COMMIT", "committing the schema"); !done) return fail(done.error());
   return {};
 }
