@@ -58,7 +58,7 @@ class completed_archive {
     if (!entries_.empty() && entries_.back().seq > c.seq) sorted_ = false;
     entries_.push_back({c.seq, to_micros(c.completed_at), user_number(c.user_id),
                         static_cast<std::uint32_t>(chunks_.size() - 1), c.body, c.body_size,
-                        {field_hash(c.entity_id), field_hash(c.type)}, false});
+                        {field_hash(c.entity_id), type_hash(c.type)}, false});
     drop_field_indexes();
     positions_.set(c.seq, static_cast<std::uint32_t>(entries_.size()));  // position + 1: never 0
     ids_.insert_or_assign(c.id, c.seq);
@@ -180,6 +180,7 @@ class completed_archive {
     }
     entries_ = std::move(kept);
     chunks_.assign(1, std::move(snapshot));
+    last_type_known_ = false;  // it viewed the chunks just dropped
     reindex();
     drop_field_indexes();
   }
@@ -199,6 +200,16 @@ class completed_archive {
 
   static std::uint32_t field_hash(std::string_view value) noexcept {
     return static_cast<std::uint32_t>(std::hash<std::string_view>{}(value));
+  }
+
+  std::uint32_t type_hash(std::string_view type) {
+    // Few types, and a log's records mostly repeat the previous one's (viewed in kept bytes).
+    if (!last_type_known_ || type != last_type_) {
+      last_type_ = type;
+      last_type_hash_ = field_hash(type);
+      last_type_known_ = true;
+    }
+    return last_type_hash_;
   }
 
   /// Field `f`'s index: (hash << 32 | position) of every live entry, sorted; built when first asked.
@@ -255,6 +266,9 @@ class completed_archive {
   std::vector<std::string> users_;
   std::vector<std::size_t> user_counts_;
   std::uint32_t last_user_ = 0;
+  std::string_view last_type_;  // in chunks_, while last_type_known_
+  std::uint32_t last_type_hash_ = 0;
+  bool last_type_known_ = false;
   // Built by the first query by each field (under the storage's mutex, as every use is).
   mutable std::array<std::vector<std::uint64_t>, 2> field_indexes_;
   mutable std::array<bool, 2> field_indexed_{};
