@@ -4336,12 +4336,12 @@ struct marker {
 };
 /// A completed event's record left undecoded by a scan that asked for it (scan_segment's
 /// `keep_completed`): what an index of completed events needs, and where the record's body is
-/// in the bytes scanned. `user_id` views those bytes.
+/// in the bytes scanned. The strings view those bytes.
 struct completed_record {
   std::uint64_t seq = 0;
   event_id id{};
   timestamp completed_at{};
-  std::string_view user_id;
+  std::string_view user_id, entity_id, type;
   std::size_t body = 0;       ///< offset of the body in the scanned bytes
   std::uint32_t body_size = 0;
 };
@@ -4492,7 +4492,7 @@ struct event_view {
   reader r(body.substr(1));
   event_view e;
   if (!e.read(r) || !r.ok() || !r.at_end() || e.state != status::completed) return false;
-  completed.push_back({e.seq, e.id, e.completed_at, e.user_id, body_at, static_cast<std::uint32_t>(body.size())});
+  completed.push_back({e.seq, e.id, e.completed_at, e.user_id, e.entity_id, e.type, body_at, static_cast<std::uint32_t>(body.size())});
   return true;
 }
 
@@ -4740,6 +4740,14 @@ class seq_sizes {
 /// slots); a query decodes only the records it returns. The bytes stay those of the segments read (shared, so
 /// compaction can copy the records as they are), and after a compaction those of its snapshot.
 ///
+/// A query naming an entity id or a type reads that value's events from an index of the field
+/// (the statement in detail/field_index.hpp), here without a string per event: each entry keeps
+/// a 32-bit hash of each field, and the first query by a field sorts (hash, position) pairs of the
+/// live entries once; a query takes its value's run of them and checks each decoded event with
+/// `event_query::matches`, which also settles hash collisions. Anything that moves entries
+/// (a put, the sort at the end of an open, a compaction) drops those pairs; a removal only marks
+/// its entry, which a query skips.
+///
 /// Not synchronised: the file storage holds its mutex around every use.
 
 
@@ -4762,7 +4770,9 @@ class completed_archive {
     remove(c.seq);
     if (!entries_.empty() && entries_.back().seq > c.seq) sorted_ = false;
     entries_.push_back({c.seq, to_micros(c.completed_at), user_number(c.user_id),
-                        static_cast<std::uint32_t>(chunks_.size() - 1), c.body, c.body_size, false});
+                        static_cast<std::uint32_t>(chunks_.size() - 1), c.body, c.body_size,
+                        {field_hash(c.entity_id), type_hash(c.type)}, false});
+    drop_field_indexes();
     positions_.set(c.seq, static_cast<std::uint32_t>(entries_.size()));  // position + 1: never 0
     ids_.insert_or_assign(c.id, c.seq);
     ++user_counts_[entries_.back().user];
@@ -4793,6 +4803,7 @@ class completed_archive {
     if (sorted_) return;
     std::stable_sort(entries_.begin(), entries_.end(), [](const entry& a, const entry& b) { return a.seq < b.seq; });
     reindex();
+    drop_field_indexes();
   }
 
   [[nodiscard]] std::optional<event> find(const event_id& id) const {
@@ -4801,22 +4812,39 @@ class completed_archive {
     return decode(entries_[positions_.get(*seq) - 1]);
   }
 
-  /// Completed events of `user` (every user if none) after `after_seq`, in seq order, at most
-  /// `limit`.
-  [[nodiscard]] std::vector<event> query(const std::optional<std::string>& user, std::uint64_t after_seq,
-                                         std::size_t limit) const {
+  /// The archived events that pass `q`'s filters, after `q.after_seq`, in seq order, at most
+  /// `q.limit`. One naming an entity id (else a type) reads that value's entries from the
+  /// field's index, as the memory index does.
+  [[nodiscard]] std::vector<event> query(const event_query& q) const {
     std::vector<event> page;
-    if (live_ == 0) return page;
+    if (live_ == 0 || q.limit == 0 || (q.status_is && *q.status_is != status::completed)) return page;
     std::optional<std::uint32_t> only;
-    if (user) {
-      const auto found = std::find(users_.begin(), users_.end(), *user);
+    if (q.user_id) {
+      const auto found = std::find(users_.begin(), users_.end(), *q.user_id);
       if (found == users_.end()) return page;
       only = static_cast<std::uint32_t>(found - users_.begin());
     }
-    auto it = std::upper_bound(entries_.begin(), entries_.end(), after_seq,
+    auto take = [&](const entry& e) {
+      if (e.removed || (only && e.user != *only)) return;  // decoded only if it may match
+      event decoded = decode(e);
+      if (q.matches(decoded)) page.push_back(std::move(decoded));
+    };
+    if (q.entity_id || q.type) {
+      const std::size_t f = q.entity_id ? by_entity : by_type;
+      const std::vector<std::uint64_t>& index = field_index(f);
+      const std::uint64_t hash = field_hash(q.entity_id ? *q.entity_id : *q.type);
+      // The value's run: (hash, position) pairs, positions (so seqs) ascending within it.
+      auto it = std::lower_bound(index.begin(), index.end(), hash << 32);
+      const auto end = std::upper_bound(it, index.end(), hash << 32 | 0xffffffffU);
+      it = std::upper_bound(it, end, q.after_seq, [&](std::uint64_t seq, std::uint64_t slot) {
+        return seq < entries_[static_cast<std::uint32_t>(slot)].seq;
+      });
+      for (; it != end && page.size() < q.limit; ++it) take(entries_[static_cast<std::uint32_t>(*it)]);
+      return page;
+    }
+    auto it = std::upper_bound(entries_.begin(), entries_.end(), q.after_seq,
                                [](std::uint64_t seq, const entry& e) { return seq < e.seq; });
-    for (; it != entries_.end() && page.size() < limit; ++it)
-      if (!it->removed && (!only || it->user == *only)) page.push_back(decode(*it));
+    for (; it != entries_.end() && page.size() < q.limit; ++it) take(*it);
     return page;
   }
 
@@ -4865,7 +4893,9 @@ class completed_archive {
     }
     entries_ = std::move(kept);
     chunks_.assign(1, std::move(snapshot));
+    last_type_known_ = false;  // it viewed the chunks just dropped
     reindex();
+    drop_field_indexes();
   }
 
  private:
@@ -4876,8 +4906,40 @@ class completed_archive {
     std::uint32_t chunk;        // into chunks_
     std::size_t body;           // where the record's body starts in its chunk
     std::uint32_t body_size;
+    std::array<std::uint32_t, 2> field_hashes;  // by_entity, by_type
     bool removed;
   };
+  static constexpr std::size_t by_entity = 0, by_type = 1;
+
+  static std::uint32_t field_hash(std::string_view value) noexcept {
+    return static_cast<std::uint32_t>(std::hash<std::string_view>{}(value));
+  }
+
+  std::uint32_t type_hash(std::string_view type) {
+    // Few types, and a log's records mostly repeat the previous one's (viewed in kept bytes).
+    if (!last_type_known_ || type != last_type_) {
+      last_type_ = type;
+      last_type_hash_ = field_hash(type);
+      last_type_known_ = true;
+    }
+    return last_type_hash_;
+  }
+
+  /// Field `f`'s index: (hash << 32 | position) of every live entry, sorted; built when first asked.
+  const std::vector<std::uint64_t>& field_index(std::size_t f) const {
+    std::vector<std::uint64_t>& index = field_indexes_[f];
+    if (!field_indexed_[f]) {
+      index.clear();
+      index.reserve(live_);
+      for (std::size_t i = 0; i < entries_.size(); ++i)
+        if (!entries_[i].removed) index.push_back(std::uint64_t{entries_[i].field_hashes[f]} << 32 | i);
+      std::sort(index.begin(), index.end());
+      field_indexed_[f] = true;
+    }
+    return index;
+  }
+
+  void drop_field_indexes() noexcept { field_indexed_ = {}; }
 
   event_id id_of(const entry& e) const {
     log::reader r(std::string_view(*chunks_[e.chunk]).substr(e.body + 1 + 8, 16));  // type byte, seq, then the id
@@ -4917,6 +4979,12 @@ class completed_archive {
   std::vector<std::string> users_;
   std::vector<std::size_t> user_counts_;
   std::uint32_t last_user_ = 0;
+  std::string_view last_type_;  // in chunks_, while last_type_known_
+  std::uint32_t last_type_hash_ = 0;
+  bool last_type_known_ = false;
+  // Built by the first query by each field (under the storage's mutex, as every use is).
+  mutable std::array<std::vector<std::uint64_t>, 2> field_indexes_;
+  mutable std::array<bool, 2> field_indexed_{};
   std::size_t live_ = 0;
   bool sorted_ = true;
 };
@@ -5999,11 +6067,10 @@ class basic_file_storage {
       return {};
     }
 
-    /// The index's page merged with the archive's, in seq order.
+    /// The index's page merged with the archive's, in seq order; each honours every filter of `q`.
     std::vector<event> query_locked(detail::memory_state& m, const event_query& q) const {
       std::vector<event> page = m.query(q);
-      if (archive.empty() || (q.status_is && *q.status_is != status::completed)) return page;
-      std::vector<event> archived = archive.query(q.user_id, q.after_seq, q.limit);
+      std::vector<event> archived = archive.query(q);
       if (archived.empty()) return page;
       std::vector<event> merged;
       merged.reserve(std::min(q.limit, page.size() + archived.size()));

@@ -134,6 +134,7 @@ void check_keeping_completed(const wire::segment_scan& full, std::string_view by
           broken("a completed event missing from its run");
         const auto& c = kept.completed[next];
         if (c.seq != e->seq || c.id != e->id || c.completed_at != e->completed_at || c.user_id != e->user_id ||
+            c.entity_id != e->entity_id || c.type != e->type ||
             c.body + c.body_size > bytes.size())
           broken("a completed event kept unlike the one decoded");
         if (++next == run->first + run->count) ++k;

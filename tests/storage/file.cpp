@@ -269,6 +269,111 @@ TEST_CASE("completed events read back at open stay queryable, purgeable and uniq
   CHECK(s.query({.status_is = status::completed}).value().empty());
 }
 
+TEST_CASE("archived events answer queries by entity id and by type, with every other filter",
+          "[storage][file][archive]") {
+  // Events of two entities and two types, completed, then archived by a reopen: every query
+  // returns exactly the events (archived or live) that pass all its filters, in seq order, also
+  // after a compaction, after a purge and after events completed since the reopen.
+  const auto dir = temp_path("outbox-archive-fields");
+  temp_dir_owner cleanup(dir);
+  outbox::testing::storage_fixture f;
+  using outbox::priority::normal;
+  // Deliveries in rounds one second apart, until nothing is claimed (a key's events one by one).
+  auto deliver_all = [&](outbox::file_storage& s, int first_round) {
+    for (int round = first_round;; ++round) {
+      std::size_t claimed_now = 0;
+      for (const std::string user : {"alice", "bob"}) {
+        const auto at = f.t0 + std::chrono::seconds(round);
+        std::vector<outbox::event> claimed;
+        REQUIRE(s.claim(f.claim_at(user, at, 10), claimed).has_value());
+        std::vector<outbox::outcome> done;
+        for (const auto& e : claimed) done.push_back(outbox::testing::storage_fixture::complete(e, at));
+        if (!done.empty()) REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == done.size());
+        claimed_now += claimed.size();
+      }
+      if (claimed_now == 0) return;
+    }
+  };
+  std::vector<outbox::event> model;  // every stored event, as the index held it
+  {
+    outbox::file_storage s(dir);
+    std::vector<outbox::event> events = {
+        f.make("alice", "e1", normal, "t.a"), f.make("alice", "e2", normal, "t.b"), f.make("bob", "e1", normal, "t.b"),
+        f.make("alice", "e1", normal, "t.b"), f.make("bob", "e2", normal, "t.a"), f.make("alice", "e2", normal, "t.a")};
+    REQUIRE(outbox::testing::append_keeping(s, events).has_value());
+    deliver_all(s, 1);
+    model = s.query({.limit = 1000}).value();
+    REQUIRE(model.size() == 6);
+    for (const auto& e : model) REQUIRE(e.status == status::completed);
+  }
+  auto expected = [&](const outbox::event_query& q) {
+    std::vector<outbox::event_id> ids;
+    for (const auto& e : model)
+      if (e.seq > q.after_seq && q.matches(e) && ids.size() < q.limit) ids.push_back(e.id);
+    return ids;
+  };
+  auto check_queries = [&](outbox::file_storage& s) {
+    const std::vector<std::optional<std::string>> entities = {std::nullopt, "e1", "e2", "e3"};
+    const std::vector<std::optional<std::string>> types = {std::nullopt, "t.a", "t.b", "t.c"};
+    const std::vector<std::optional<std::string>> users = {std::nullopt, "alice", "bob"};
+    const std::vector<std::optional<status>> statuses = {std::nullopt, status::completed, status::pending};
+    for (const auto& entity : entities)
+      for (const auto& type : types)
+        for (const auto& user : users)
+          for (const auto& st : statuses)
+            for (const std::uint64_t after : {std::uint64_t{0}, model[2].seq})
+              for (const std::size_t limit : {std::size_t{100}, std::size_t{2}}) {
+                const outbox::event_query q{.status_is = st, .user_id = user, .limit = limit, .after_seq = after,
+                                            .entity_id = entity, .type = type};
+                const auto page = s.query(q).value();
+                std::vector<outbox::event_id> got;
+                for (const auto& e : page) got.push_back(e.id);
+                INFO("entity " << entity.value_or("-") << " type " << type.value_or("-") << " user "
+                               << user.value_or("-") << " status " << (st ? static_cast<int>(*st) : -1) << " after "
+                               << after << " limit " << limit);
+                CHECK(got == expected(q));
+              }
+  };
+  // The rule itself, spelled out once: entity e1's events are the 1st, 3rd and 4th, type t.a's
+  // of alice the 1st and 6th.
+  {
+    outbox::file_storage s(dir);
+    const auto e1 = s.query({.entity_id = "e1"}).value();
+    REQUIRE(e1.size() == 3);
+    CHECK((e1[0].id == model[0].id && e1[1].id == model[2].id && e1[2].id == model[3].id));
+    const auto alice_a = s.query({.user_id = "alice", .type = "t.a"}).value();
+    REQUIRE(alice_a.size() == 2);
+    CHECK((alice_a[0].id == model[0].id && alice_a[1].id == model[5].id));
+    check_queries(s);
+    REQUIRE(s.compact().has_value());
+    check_queries(s);
+    // Live events beside the archived ones: one completed after the reopen, one pending.
+    std::vector<outbox::event> more = {f.make("bob", "e2", normal, "t.b"), f.make("alice", "e1", normal, "t.a")};
+    REQUIRE(outbox::testing::append_keeping(s, more).has_value());
+    std::vector<outbox::event> claimed;
+    REQUIRE(s.claim(f.claim_at("bob", f.t0 + 100s, 10), claimed).has_value());
+    REQUIRE(claimed.size() == 1);
+    std::vector<outbox::outcome> done = {outbox::testing::storage_fixture::complete(claimed[0], f.t0 + 100s)};
+    REQUIRE(s.record(std::span<outbox::outcome>(done)).value() == 1);
+    for (const auto& e : more) model.push_back(*s.find(e.id).value());
+    REQUIRE(model[6].status == status::completed);
+    REQUIRE(model[7].status == status::pending);
+    check_queries(s);
+    // A purge of the archived events completed in the first round.
+    const std::size_t purged = s.purge_completed(f.t0 + 2s).value();
+    CHECK(purged > 0);
+    std::erase_if(model, [&](const outbox::event& e) {
+      return e.status == status::completed && e.completed_at < f.t0 + 2s;
+    });
+    REQUIRE(model.size() == 8 - purged);
+    check_queries(s);
+  }
+  outbox::file_storage s(dir);  // the live ones archived in turn
+  check_queries(s);
+  REQUIRE(s.compact().has_value());
+  check_queries(s);
+}
+
 // ---- the record writer and checksum ------------------------------------------------------------
 
 TEST_CASE("CRC-32C: the hardware and table versions agree, and give the standard check value", "[storage][file][crc]") {

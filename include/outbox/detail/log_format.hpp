@@ -302,12 +302,12 @@ struct marker {
 };
 /// A completed event's record left undecoded by a scan that asked for it (scan_segment's
 /// `keep_completed`): what an index of completed events needs, and where the record's body is
-/// in the bytes scanned. `user_id` views those bytes.
+/// in the bytes scanned. The strings view those bytes.
 struct completed_record {
   std::uint64_t seq = 0;
   event_id id{};
   timestamp completed_at{};
-  std::string_view user_id;
+  std::string_view user_id, entity_id, type;
   std::size_t body = 0;       ///< offset of the body in the scanned bytes
   std::uint32_t body_size = 0;
 };
@@ -458,7 +458,7 @@ struct event_view {
   reader r(body.substr(1));
   event_view e;
   if (!e.read(r) || !r.ok() || !r.at_end() || e.state != status::completed) return false;
-  completed.push_back({e.seq, e.id, e.completed_at, e.user_id, body_at, static_cast<std::uint32_t>(body.size())});
+  completed.push_back({e.seq, e.id, e.completed_at, e.user_id, e.entity_id, e.type, body_at, static_cast<std::uint32_t>(body.size())});
   return true;
 }
 

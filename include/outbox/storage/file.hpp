@@ -397,11 +397,10 @@ class basic_file_storage {
       return {};
     }
 
-    /// The index's page merged with the archive's, in seq order.
+    /// The index's page merged with the archive's, in seq order; each honours every filter of `q`.
     std::vector<event> query_locked(detail::memory_state& m, const event_query& q) const {
       std::vector<event> page = m.query(q);
-      if (archive.empty() || (q.status_is && *q.status_is != status::completed)) return page;
-      std::vector<event> archived = archive.query(q.user_id, q.after_seq, q.limit);
+      std::vector<event> archived = archive.query(q);
       if (archived.empty()) return page;
       std::vector<event> merged;
       merged.reserve(std::min(q.limit, page.size() + archived.size()));
