@@ -6,14 +6,13 @@
 
 #include <libpq-fe.h>
 
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <random>
 #include <string>
-#include <thread>
+#include <string_view>
 #include <utility>
 
+#include "outbox/detail/connection_transactions.hpp"
 #include "outbox/error.hpp"
 #include "outbox/storage/postgres/connection.hpp"
 #include "outbox/storage/postgres/errors.hpp"
@@ -31,19 +30,13 @@ namespace outbox::detail::postgres {
   return static_cast<std::int64_t>(v | 1);
 }
 
-struct link {
+struct link : connection_gate {
   connection_handle handle;
   std::string conninfo;  // empty for an adopted connection
   postgres_options options;
   statements sql;
   std::int64_t relay_id = random_relay_id();
   bool broken = false;  // the connection failed: connect again before the next statement
-
-  std::mutex mutex;  // one user of the connection at a time
-  // A transaction_guard's transaction belongs to the thread that opened it: that thread's
-  // writes join it, every other thread waits until it ends.
-  std::condition_variable txn_cv;
-  std::thread::id txn_owner{};
 
   link(connection_handle h, std::string info, postgres_options o)
       : handle(std::move(h)), conninfo(std::move(info)), options(std::move(o)), sql(options.schema) {}
@@ -52,12 +45,12 @@ struct link {
 
   [[nodiscard]] PGconn* conn() const noexcept { return handle.get(); }
 
-  /// Locks the connection once no other thread's application transaction is open on it.
-  std::unique_lock<std::mutex> lock_connection() {
-    std::unique_lock lock(mutex);
-    const auto self = std::this_thread::get_id();
-    txn_cv.wait(lock, [&] { return txn_owner == std::thread::id() || txn_owner == self; });
-    return lock;
+  // The application transaction of a transaction_guard (connection_gate: its thread's writes
+  // join it, every other thread waits until it ends).
+  result<void> begin_application() { return statement("BEGIN"); }
+  result<void> commit_application() { return statement("COMMIT"); }
+  void rollback_application() noexcept {
+    if (!broken) (void)statement("ROLLBACK");
   }
 
   /// The schema, then this relay's advisory lock: on a fresh connection.
@@ -110,6 +103,12 @@ struct link {
   }
   result<result_handle> run_one(const query& q, std::string_view what) {
     return with_retry([&] { return postgres::run_one(conn(), q, what); });
+  }
+  /// A statement without parameters or rows (BEGIN, COMMIT, SAVEPOINT ...).
+  result<void> statement(std::string_view text) {
+    auto r = run_one({text, {}}, text);
+    if (!r) return r.error();
+    return {};
   }
 
  private:

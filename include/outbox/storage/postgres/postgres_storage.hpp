@@ -85,52 +85,9 @@ class postgres_storage {
   /// An application transaction on this storage's connection: outbox writes made on this
   /// thread while it is open join it, and all of it commits or rolls back together. Rolls back
   /// unless `commit()` succeeded. Other threads' calls wait until it ends.
-  class transaction_guard {
+  class transaction_guard : public detail::application_transaction<detail::postgres::link> {
    public:
-    explicit transaction_guard(postgres_storage& storage) : storage_(&storage) {
-      auto& l = storage.s_->link;
-      auto lock = l.lock_connection();
-      auto r = l.run_one({"BEGIN", {}}, "BEGIN");
-      if (!r) detail::throw_error(r.error());
-      l.txn_owner = std::this_thread::get_id();
-      open_ = true;
-    }
-    transaction_guard(const transaction_guard&) = delete;
-    transaction_guard& operator=(const transaction_guard&) = delete;
-    ~transaction_guard() { rollback(); }
-
-    /// Commits; on failure nothing of the transaction is stored.
-    result<void> commit() {
-      if (!open_) return error(errc::invalid_state, "transaction already finished");
-      auto& l = storage_->s_->link;
-      std::unique_lock lock(l.mutex);
-      auto r = l.run_one({"COMMIT", {}}, "COMMIT");
-      if (!r) {
-        if (!l.broken) (void)l.run_one({"ROLLBACK", {}}, "ROLLBACK");
-        finish(lock);
-        return r.error();
-      }
-      finish(lock);
-      return {};
-    }
-    void rollback() noexcept {
-      if (!open_) return;
-      auto& l = storage_->s_->link;
-      std::unique_lock lock(l.mutex);
-      if (!l.broken) (void)l.run_one({"ROLLBACK", {}}, "ROLLBACK");
-      finish(lock);
-    }
-
-   private:
-    void finish(std::unique_lock<std::mutex>& lock) noexcept {
-      open_ = false;
-      storage_->s_->link.txn_owner = std::thread::id();
-      lock.unlock();
-      storage_->s_->link.txn_cv.notify_all();
-    }
-
-    postgres_storage* storage_;
-    bool open_ = false;
+    explicit transaction_guard(postgres_storage& storage) : application_transaction(storage.s_->link) {}
   };
   [[nodiscard]] transaction_guard transaction() { return transaction_guard(*this); }
 
@@ -167,7 +124,7 @@ class postgres_storage {
     before.reserve(events.size());
     for (const event& e : events) before.emplace_back(e.seq, e.lease);
     auto done = s_->writer.write([&] { return detail::postgres::insert_events(s_->link, events); },
-                                 detail::postgres::group_commit::shape::one_round_trip);
+                                 {detail::postgres::write_shape::one_round_trip});
     if (!done)
       for (std::size_t i = 0; i < events.size(); ++i) std::tie(events[i].seq, events[i].lease) = before[i];
     return done;
@@ -252,7 +209,7 @@ class postgres_storage {
  private:
   struct state {
     detail::postgres::link link;
-    detail::postgres::group_commit writer{link};
+    detail::postgres::group_commit writer{detail::postgres::group_engine{&link}};
     state(detail::postgres::connection_handle h, std::string conninfo, postgres_options o)
         : link(std::move(h), std::move(conninfo), std::move(o)) {}
   };

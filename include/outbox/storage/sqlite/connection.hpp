@@ -5,14 +5,12 @@
 
 #include <sqlite3.h>
 
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 
+#include "outbox/detail/connection_transactions.hpp"
 #include "outbox/error.hpp"
 #include "outbox/event.hpp"
 #include "outbox/storage/sqlite/handle.hpp"
@@ -24,16 +22,11 @@ namespace outbox::detail::sqlite {
 
 /// The connection and its statements. The parts of the storage build on it in layers, each one
 /// job: claim.hpp (the claim engine) < maintenance.hpp < entities.hpp < reads.hpp < state.hpp.
-struct connection : statements {
+struct connection : statements, connection_gate {
   connection_handle handle;  // closes the connection when the storage opened it
   sqlite3* db;
   std::string path;
   sqlite_options options;
-  std::mutex db_mutex;  // one user of the connection at a time
-  // A transaction_guard's transaction belongs to the thread that opened it: that thread's
-  // writes join it, every other thread's reads and writes wait until it ends.
-  std::condition_variable txn_cv;
-  std::thread::id txn_owner{};
 
   waiting_counts waiting;
   status_tally* tally_target = nullptr;  // the running group member's tally; null outside a group
@@ -44,13 +37,19 @@ struct connection : statements {
   connection& operator=(const connection&) = delete;
   ~connection() { finalize(); }  // statements before the connection closes
 
-  /// Locks the connection once no other thread's application transaction is open on it.
-  std::unique_lock<std::mutex> lock_connection() {
-    std::unique_lock lock(db_mutex);
-    const auto self = std::this_thread::get_id();
-    txn_cv.wait(lock, [&] { return txn_owner == std::thread::id() || txn_owner == self; });
-    return lock;
+  // The application transaction of a transaction_guard (connection_gate: its thread's writes
+  // join it, every other thread's reads and writes wait until it ends).
+  result<void> begin_application() {
+    const int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return failure(db, rc, "BEGIN");
+    return {};
   }
+  result<void> commit_application() {
+    const int rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return failure(db, rc, "COMMIT");
+    return {};
+  }
+  void rollback_application() noexcept { sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr); }
 
   /// Ends a write's counting: its completed events counted in outbox_completed, in its
   /// transaction; all of its status changes handed to the group member it runs for, whose

@@ -75,50 +75,9 @@ class sqlite_storage {
 
   /// An application transaction on this connection: outbox writes made while it is open join
   /// it, and all of it commits or rolls back together. Rolls back unless `commit()` succeeded.
-  class transaction_guard {
+  class transaction_guard : public detail::application_transaction<detail::sqlite::connection> {
    public:
-    explicit transaction_guard(sqlite_storage& storage) : storage_(&storage) {
-      auto lock = storage.s_->lock_connection();
-      const int rc = sqlite3_exec(storage.s_->db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
-      if (rc != SQLITE_OK) detail::throw_error(detail::sqlite::failure(storage.s_->db, rc, "BEGIN"));
-      storage.s_->txn_owner = std::this_thread::get_id();
-      open_ = true;
-    }
-    transaction_guard(const transaction_guard&) = delete;
-    transaction_guard& operator=(const transaction_guard&) = delete;
-    ~transaction_guard() { rollback(); }
-
-    /// Commits; on failure the transaction is rolled back (nothing of it is stored).
-    result<void> commit() {
-      if (!open_) return error(errc::invalid_state, "transaction already finished");
-      std::unique_lock lock(storage_->s_->db_mutex);
-      const int rc = sqlite3_exec(storage_->s_->db, "COMMIT", nullptr, nullptr, nullptr);
-      if (rc != SQLITE_OK) {
-        auto e = detail::sqlite::failure(storage_->s_->db, rc, "COMMIT");
-        lock.unlock();
-        rollback();
-        return e;
-      }
-      finish(lock);
-      return {};
-    }
-    void rollback() noexcept {
-      if (!open_) return;
-      std::unique_lock lock(storage_->s_->db_mutex);
-      sqlite3_exec(storage_->s_->db, "ROLLBACK", nullptr, nullptr, nullptr);
-      finish(lock);
-    }
-
-   private:
-    void finish(std::unique_lock<std::mutex>& lock) noexcept {
-      open_ = false;
-      storage_->s_->txn_owner = std::thread::id();
-      lock.unlock();
-      storage_->s_->txn_cv.notify_all();
-    }
-
-    sqlite_storage* storage_;
-    bool open_ = false;
+    explicit transaction_guard(sqlite_storage& storage) : application_transaction(*storage.s_) {}
   };
   [[nodiscard]] transaction_guard transaction() { return transaction_guard(*this); }
 

@@ -17,7 +17,7 @@
 namespace outbox::detail::sqlite {
 
 struct storage_state : event_reads {
-  group_commit writer{*this};
+  group_commit writer{group_engine{this}};
 
   storage_state(sqlite3* opened, bool owns, std::string file, sqlite_options o)
       : event_reads(opened, owns, std::move(file), o) {}
