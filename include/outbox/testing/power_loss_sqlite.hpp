@@ -16,14 +16,12 @@
 
 #include <sqlite3.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
-#include <cstring>
 #include <filesystem>
-#include <new>
 #include <string>
 
+#include <outbox/storage/sqlite/vfs_layer.hpp>
 #include <outbox/testing/power_loss.hpp>
 
 namespace outbox::testing::power_loss {
@@ -36,7 +34,7 @@ class sqlite_vfs {
       sqlite3_vfs* base = sqlite3_vfs_find(nullptr);
       if (base == nullptr) return false;
       static layered layer{*base, base};
-      layer.vfs.szOsFile = static_cast<int>(real_offset) + base->szOsFile;
+      layer.vfs.szOsFile = shim::os_file_size(*base);
       layer.vfs.pNext = nullptr;
       layer.vfs.zName = id;
       layer.vfs.xOpen = x_open;
@@ -65,27 +63,21 @@ class sqlite_vfs {
     bool sync_directory;  // a WAL or journal it created: its directory is synced with its first sync
     std::filesystem::path path;
   };
-  static constexpr std::size_t real_offset = (sizeof(file) + 15) / 16 * 16;
+  friend struct outbox::detail::sqlite::vfs_layer<sqlite_vfs>;
+  using shim = outbox::detail::sqlite::vfs_layer<sqlite_vfs>;
 
   static std::atomic<recorder*>& current() noexcept {
     static std::atomic<recorder*> rec{nullptr};
     return rec;
   }
   static sqlite3_vfs* base_of(sqlite3_vfs* vfs) noexcept { return reinterpret_cast<layered*>(vfs)->base; }
-  static file* self(sqlite3_file* f) noexcept { return reinterpret_cast<file*>(f); }
-  static sqlite3_file* real(sqlite3_file* f) noexcept { return self(f)->real; }
+  static file* self(sqlite3_file* f) noexcept { return shim::self(f); }
+  static sqlite3_file* real(sqlite3_file* f) noexcept { return shim::real(f); }
 
   static int x_open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* p, int flags, int* out_flags) {
-    sqlite3_vfs* base = base_of(vfs);
-    auto* inner = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(p) + real_offset);
-    std::memset(inner, 0, static_cast<std::size_t>(base->szOsFile));
-    const int rc = base->xOpen(base, name, inner, flags, out_flags);
-    if (inner->pMethods == nullptr) {
-      p->pMethods = nullptr;
-      return rc;
-    }
-    file* f = new (p) file{};
-    f->real = inner;
+    file* f = nullptr;
+    const int rc = shim::open(base_of(vfs), name, p, flags, out_flags, f);
+    if (!f) return rc;
     f->rec = rc == SQLITE_OK && name ? current().load() : nullptr;
     f->handle = -1;
     if (f->rec) {
@@ -95,14 +87,6 @@ class sqlite_vfs {
       f->sync_directory = (flags & SQLITE_OPEN_CREATE) != 0 &&
                           (flags & (SQLITE_OPEN_WAL | SQLITE_OPEN_MAIN_JOURNAL | SQLITE_OPEN_SUPER_JOURNAL)) != 0;
     }
-    const sqlite3_io_methods& r = *inner->pMethods;
-    f->methods = sqlite3_io_methods{std::min(r.iVersion, 3), x_close, x_read, x_write, x_truncate, x_sync,
-                                    x_file_size, x_lock, x_unlock, x_check_reserved_lock, x_file_control,
-                                    x_sector_size, x_device_characteristics,
-                                    r.iVersion >= 2 ? x_shm_map : nullptr, r.iVersion >= 2 ? x_shm_lock : nullptr,
-                                    r.iVersion >= 2 ? x_shm_barrier : nullptr, r.iVersion >= 2 ? x_shm_unmap : nullptr,
-                                    r.iVersion >= 3 ? x_fetch : nullptr, r.iVersion >= 3 ? x_unfetch : nullptr};
-    f->base.pMethods = &f->methods;
     return rc;
   }
   static int x_delete(sqlite3_vfs* vfs, const char* name, int sync_dir) {
@@ -119,9 +103,6 @@ class sqlite_vfs {
     const int rc = real(p)->pMethods->xClose(real(p));
     self(p)->~file();
     return rc;
-  }
-  static int x_read(sqlite3_file* p, void* out, int n, sqlite3_int64 at) {
-    return real(p)->pMethods->xRead(real(p), out, n, at);
   }
   static int x_write(sqlite3_file* p, const void* data, int n, sqlite3_int64 at) {
     const int rc = real(p)->pMethods->xWrite(real(p), data, n, at);
@@ -144,31 +125,8 @@ class sqlite_vfs {
     f->sync_directory = false;
     return SQLITE_OK;
   }
-  static int x_file_size(sqlite3_file* p, sqlite3_int64* size) { return real(p)->pMethods->xFileSize(real(p), size); }
-  static int x_lock(sqlite3_file* p, int level) { return real(p)->pMethods->xLock(real(p), level); }
-  static int x_unlock(sqlite3_file* p, int level) { return real(p)->pMethods->xUnlock(real(p), level); }
-  static int x_check_reserved_lock(sqlite3_file* p, int* out) {
-    return real(p)->pMethods->xCheckReservedLock(real(p), out);
-  }
-  static int x_file_control(sqlite3_file* p, int op, void* arg) {
-    return real(p)->pMethods->xFileControl(real(p), op, arg);
-  }
-  static int x_sector_size(sqlite3_file* p) { return real(p)->pMethods->xSectorSize(real(p)); }
-  static int x_device_characteristics(sqlite3_file* p) { return real(p)->pMethods->xDeviceCharacteristics(real(p)); }
-  static int x_shm_map(sqlite3_file* p, int region, int size, int extend, void volatile** out) {
-    return real(p)->pMethods->xShmMap(real(p), region, size, extend, out);
-  }
-  static int x_shm_lock(sqlite3_file* p, int offset, int n, int flags) {
-    return real(p)->pMethods->xShmLock(real(p), offset, n, flags);
-  }
-  static void x_shm_barrier(sqlite3_file* p) { real(p)->pMethods->xShmBarrier(real(p)); }
-  static int x_shm_unmap(sqlite3_file* p, int remove) { return real(p)->pMethods->xShmUnmap(real(p), remove); }
-  static int x_fetch(sqlite3_file* p, sqlite3_int64 at, int n, void** out) {
-    return real(p)->pMethods->xFetch(real(p), at, n, out);
-  }
-  static int x_unfetch(sqlite3_file* p, sqlite3_int64 at, void* mapped) {
-    return real(p)->pMethods->xUnfetch(real(p), at, mapped);
-  }
+  /// Nothing waits in this layer: every call reaches the file below as it comes.
+  static int settle(file* /*f*/) noexcept { return SQLITE_OK; }
 };
 
 }  // namespace outbox::testing::power_loss

@@ -6,12 +6,12 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <new>
 #include <string>
+
+#include "outbox/storage/sqlite/vfs_layer.hpp"
 
 namespace outbox::detail::sqlite {
 
@@ -38,114 +38,68 @@ namespace outbox::detail::sqlite {
 /// ungathered. Other files (the database) are the default VFS's own.
 namespace wal_gather {
 
-struct file {
-  sqlite3_file base;  // must come first: SQLite sees this
-  sqlite3_io_methods methods;
-  sqlite3_file* real;
-  bool gather;
-  std::string pending;          // bytes not yet written, from `pending_at` on
-  sqlite3_int64 pending_at = 0;
-};
-
 /// Gathered bytes are written once they reach this much, whether or not SQLite syncs.
 inline constexpr std::size_t pending_limit = 1 << 20;
 
-/// Where the wrapped file lives: after ours, aligned as SQLite aligns its allocations.
-inline constexpr std::size_t real_offset = (sizeof(file) + 15) / 16 * 16;
+/// The layer (see vfs_layer.hpp): what it does to a WAL file's writes.
+struct gather {
+  struct file {
+    sqlite3_file base;  // must come first: SQLite sees this
+    sqlite3_io_methods methods;
+    sqlite3_file* real;
+    bool gather;
+    std::string pending;  // bytes not yet written, from `pending_at` on
+    sqlite3_int64 pending_at = 0;
+  };
+  using layer = vfs_layer<gather>;
 
-inline file* self(sqlite3_file* f) noexcept { return reinterpret_cast<file*>(f); }
+  /// Writes what waits; before anything that could observe the file.
+  static int settle(file* f) noexcept {
+    int rc = SQLITE_OK;
+    for (std::size_t at = 0; at < f->pending.size() && rc == SQLITE_OK; at += 65536) {
+      const std::size_t n = std::min<std::size_t>(65536, f->pending.size() - at);
+      rc = f->real->pMethods->xWrite(f->real, f->pending.data() + at, static_cast<int>(n),
+                                     f->pending_at + static_cast<sqlite3_int64>(at));
+    }
+    f->pending.clear();  // written or failed: a failed commit rewrites its frames
+    return rc;
+  }
 
-inline int write_pending(file* f) noexcept {
-  int rc = SQLITE_OK;
-  for (std::size_t at = 0; at < f->pending.size() && rc == SQLITE_OK; at += 65536) {
-    const std::size_t n = std::min<std::size_t>(65536, f->pending.size() - at);
-    rc = f->real->pMethods->xWrite(f->real, f->pending.data() + at, static_cast<int>(n),
-                                   f->pending_at + static_cast<sqlite3_int64>(at));
+  static int x_close(sqlite3_file* p) {
+    file* f = layer::self(p);
+    const int written = settle(f);
+    const int rc = f->real->pMethods->xClose(f->real);
+    f->~file();
+    return written != SQLITE_OK ? written : rc;
   }
-  f->pending.clear();  // written or failed: a failed commit rewrites its frames
-  return rc;
-}
-
-inline int x_close(sqlite3_file* p) {
-  file* f = self(p);
-  const int written = write_pending(f);
-  const int rc = f->real->pMethods->xClose(f->real);
-  f->~file();
-  return written != SQLITE_OK ? written : rc;
-}
-inline int x_read(sqlite3_file* p, void* out, int n, sqlite3_int64 at) {
-  file* f = self(p);
-  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
-  return f->real->pMethods->xRead(f->real, out, n, at);
-}
-inline int x_write(sqlite3_file* p, const void* data, int n, sqlite3_int64 at) {
-  file* f = self(p);
-  if (!f->gather) return f->real->pMethods->xWrite(f->real, data, n, at);
-  if (!f->pending.empty() && at != f->pending_at + static_cast<sqlite3_int64>(f->pending.size())) {
-    if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
+  static int x_write(sqlite3_file* p, const void* data, int n, sqlite3_int64 at) {
+    file* f = layer::self(p);
+    if (!f->gather) return f->real->pMethods->xWrite(f->real, data, n, at);
+    if (!f->pending.empty() && at != f->pending_at + static_cast<sqlite3_int64>(f->pending.size())) {
+      if (const int rc = settle(f); rc != SQLITE_OK) return rc;
+    }
+    try {
+      if (f->pending.empty()) f->pending_at = at;
+      f->pending.append(static_cast<const char*>(data), static_cast<std::size_t>(n));
+    } catch (...) {  // out of memory: write what there is, then this one directly
+      if (const int rc = settle(f); rc != SQLITE_OK) return rc;
+      return f->real->pMethods->xWrite(f->real, data, n, at);
+    }
+    // A large transaction spills pages into the WAL to bound its memory: so does this.
+    if (f->pending.size() >= pending_limit) return settle(f);
+    return SQLITE_OK;
   }
-  try {
-    if (f->pending.empty()) f->pending_at = at;
-    f->pending.append(static_cast<const char*>(data), static_cast<std::size_t>(n));
-  } catch (...) {  // out of memory: write what there is, then this one directly
-    if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
-    return f->real->pMethods->xWrite(f->real, data, n, at);
+  static int x_truncate(sqlite3_file* p, sqlite3_int64 size) {
+    file* f = layer::self(p);
+    if (const int rc = settle(f); rc != SQLITE_OK) return rc;
+    return f->real->pMethods->xTruncate(f->real, size);
   }
-  // A large transaction spills pages into the WAL to bound its memory: so does this.
-  if (f->pending.size() >= pending_limit) return write_pending(f);
-  return SQLITE_OK;
-}
-inline int x_truncate(sqlite3_file* p, sqlite3_int64 size) {
-  file* f = self(p);
-  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
-  return f->real->pMethods->xTruncate(f->real, size);
-}
-inline int x_sync(sqlite3_file* p, int flags) {
-  file* f = self(p);
-  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
-  return f->real->pMethods->xSync(f->real, flags);
-}
-inline int x_file_size(sqlite3_file* p, sqlite3_int64* size) {
-  file* f = self(p);
-  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
-  return f->real->pMethods->xFileSize(f->real, size);
-}
-inline int x_lock(sqlite3_file* p, int level) { return self(p)->real->pMethods->xLock(self(p)->real, level); }
-inline int x_unlock(sqlite3_file* p, int level) {
-  file* f = self(p);
-  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
-  return f->real->pMethods->xUnlock(f->real, level);
-}
-inline int x_check_reserved_lock(sqlite3_file* p, int* out) {
-  return self(p)->real->pMethods->xCheckReservedLock(self(p)->real, out);
-}
-inline int x_file_control(sqlite3_file* p, int op, void* arg) {
-  file* f = self(p);
-  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
-  return f->real->pMethods->xFileControl(f->real, op, arg);
-}
-inline int x_sector_size(sqlite3_file* p) { return self(p)->real->pMethods->xSectorSize(self(p)->real); }
-inline int x_device_characteristics(sqlite3_file* p) {
-  return self(p)->real->pMethods->xDeviceCharacteristics(self(p)->real);
-}
-inline int x_shm_map(sqlite3_file* p, int region, int size, int extend, void volatile** out) {
-  return self(p)->real->pMethods->xShmMap(self(p)->real, region, size, extend, out);
-}
-inline int x_shm_lock(sqlite3_file* p, int offset, int n, int flags) {
-  return self(p)->real->pMethods->xShmLock(self(p)->real, offset, n, flags);
-}
-inline void x_shm_barrier(sqlite3_file* p) { self(p)->real->pMethods->xShmBarrier(self(p)->real); }
-inline int x_shm_unmap(sqlite3_file* p, int remove) {
-  return self(p)->real->pMethods->xShmUnmap(self(p)->real, remove);
-}
-inline int x_fetch(sqlite3_file* p, sqlite3_int64 at, int n, void** out) {
-  file* f = self(p);
-  if (const int rc = write_pending(f); rc != SQLITE_OK) return rc;
-  return f->real->pMethods->xFetch(f->real, at, n, out);
-}
-inline int x_unfetch(sqlite3_file* p, sqlite3_int64 at, void* mapped) {
-  return self(p)->real->pMethods->xUnfetch(self(p)->real, at, mapped);
-}
+  static int x_sync(sqlite3_file* p, int flags) {
+    file* f = layer::self(p);
+    if (const int rc = settle(f); rc != SQLITE_OK) return rc;
+    return f->real->pMethods->xSync(f->real, flags);
+  }
+};
 
 /// A gathering VFS and the VFS under it. SQLite calls the methods with `&vfs`, the first member.
 struct layered_vfs {
@@ -157,24 +111,11 @@ struct layered_vfs {
 inline int x_open(sqlite3_vfs* self_vfs, sqlite3_filename name, sqlite3_file* p, int flags, int* out_flags) {
   sqlite3_vfs* base = reinterpret_cast<layered_vfs*>(self_vfs)->base;
   if ((flags & SQLITE_OPEN_WAL) == 0) return base->xOpen(base, name, p, flags, out_flags);  // the default's own
-  auto* real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(p) + real_offset);
-  std::memset(real, 0, static_cast<std::size_t>(base->szOsFile));
-  const int rc = base->xOpen(base, name, real, flags, out_flags);
-  if (real->pMethods == nullptr) {  // nothing to close
-    p->pMethods = nullptr;
-    return rc;
-  }
-  file* f = new (p) file{};
-  f->real = real;
-  const sqlite3_io_methods& r = *real->pMethods;
-  f->gather = rc == SQLITE_OK && (r.xDeviceCharacteristics(real) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
-  f->methods = sqlite3_io_methods{std::min(r.iVersion, 3), x_close, x_read, x_write, x_truncate, x_sync,
-                                  x_file_size, x_lock, x_unlock, x_check_reserved_lock, x_file_control,
-                                  x_sector_size, x_device_characteristics,
-                                  r.iVersion >= 2 ? x_shm_map : nullptr, r.iVersion >= 2 ? x_shm_lock : nullptr,
-                                  r.iVersion >= 2 ? x_shm_barrier : nullptr, r.iVersion >= 2 ? x_shm_unmap : nullptr,
-                                  r.iVersion >= 3 ? x_fetch : nullptr, r.iVersion >= 3 ? x_unfetch : nullptr};
-  f->base.pMethods = &f->methods;
+  gather::file* f = nullptr;
+  const int rc = gather::layer::open(base, name, p, flags, out_flags, f);
+  if (f)
+    f->gather = rc == SQLITE_OK &&
+                (f->real->pMethods->xDeviceCharacteristics(f->real) & SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
   return rc;
 }
 
@@ -195,7 +136,7 @@ inline const char* vfs_name(const char* base_name = nullptr) {
   layered->vfs = *base;  // every other method is the base's, with its own data
   layered->base = base;
   layered->name = base_name ? std::string(vfs_id) + ":" + base_name : std::string(vfs_id);
-  layered->vfs.szOsFile = static_cast<int>(real_offset) + base->szOsFile;
+  layered->vfs.szOsFile = gather::layer::os_file_size(*base);
   layered->vfs.pNext = nullptr;
   layered->vfs.zName = layered->name.c_str();
   layered->vfs.xOpen = x_open;
