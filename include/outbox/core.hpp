@@ -27,6 +27,7 @@
 #include <ranges>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -71,7 +72,7 @@ struct storage_subscription<S> {
   using type = decltype(std::declval<const S&>().on_new_events(std::function<void()>{}));
 };
 
-inline std::string describe(std::exception_ptr exception) {
+[[gnu::cold]] inline std::string describe(std::exception_ptr exception) {
   try {
     std::rethrow_exception(std::move(exception));
   } catch (const std::exception& e) {
@@ -79,6 +80,37 @@ inline std::string describe(std::exception_ptr exception) {
   } catch (...) {
     return "unknown exception";
   }
+}
+
+// The errors of the engine's rare paths, built out of line: every Outbox instantiation calls
+// these instead of carrying its own copy of the string assembly.
+
+/// What a producer's event breaks of the outbox's options.
+[[gnu::cold, gnu::noinline]] inline error new_event_error(std::string_view type, std::size_t payload_size,
+                                                          const options& o) {
+  if (type.empty()) return error(errc::invalid_argument, "event type must not be empty");
+  if (payload_size > o.max_payload_bytes)
+    return error(errc::payload_too_large, "payload of " + std::to_string(payload_size) +
+                                              " bytes exceeds max_payload_bytes = " + std::to_string(o.max_payload_bytes));
+  return error(errc::invalid_argument, "max_attempts must not be negative");
+}
+
+/// Whether a producer's event keeps the outbox's options; `new_event_error` says how it does not.
+[[nodiscard]] inline bool acceptable_new_event(std::string_view type, std::size_t payload_size, int max_attempts,
+                                               const options& o) noexcept {
+  return !type.empty() && payload_size <= o.max_payload_bytes && max_attempts >= 0;
+}
+
+/// The exception in flight, as an error with `code`, its message led by `context`.
+[[gnu::cold, gnu::noinline]] inline error current_exception_error(errc code, std::string context) {
+  return error(code, std::move(context) + describe(std::current_exception()));
+}
+
+/// Why a reset of `id` did nothing: it is gone, or not failed or dead.
+[[gnu::cold, gnu::noinline]] inline error not_resettable(const event_id& id, const std::optional<event>& found) {
+  if (!found) return error(errc::not_found, "no event " + id.to_string());
+  return error(errc::invalid_state, "event " + id.to_string() + " is " + std::string(to_string(found->status)) +
+                                        ", only failed or dead events can be reset");
 }
 }  // namespace detail
 
@@ -211,8 +243,8 @@ class Outbox {
       } clear{processing_thread_};
       run_cycle(report);
     } catch (...) {
-      report_error(error(errc::storage_failure, "processing cycle failed: " + detail::describe(std::current_exception())));
-      if (!report.error) report.error = error(errc::storage_failure, detail::describe(std::current_exception()));
+      report_error(detail::current_exception_error(errc::storage_failure, "processing cycle failed: "));
+      if (!report.error) report.error = detail::current_exception_error(errc::storage_failure, {});
     }
     return report;
   }
@@ -269,10 +301,7 @@ class Outbox {
     if (*done == 0) {
       auto found = storage_.find(id);
       if (!found) return found.error();
-      if (!*found) return error(errc::not_found, "no event " + id.to_string());
-      return error(errc::invalid_state, "event " + id.to_string() + " is " +
-                                            std::string(to_string((*found)->status)) +
-                                            ", only failed or dead events can be reset");
+      return detail::not_resettable(id, *found);
     }
     wake_runner(false);
     return {};
@@ -325,12 +354,8 @@ class Outbox {
   /// of `e` are moved from an rvalue and copied once from an lvalue (a batch the caller keeps).
   template <class NewEvent>
   result<void> make_event(NewEvent&& e, timestamp now, event& out) {
-    if (e.type.empty()) return error(errc::invalid_argument, "event type must not be empty");
-    if (e.payload.size() > options_.max_payload_bytes)
-      return error(errc::payload_too_large, "payload of " + std::to_string(e.payload.size()) +
-                                                " bytes exceeds max_payload_bytes = " +
-                                                std::to_string(options_.max_payload_bytes));
-    if (e.max_attempts < 0) return error(errc::invalid_argument, "max_attempts must not be negative");
+    if (!detail::acceptable_new_event(e.type, e.payload.size(), e.max_attempts, options_))
+      return detail::new_event_error(e.type, e.payload.size(), options_);
     if (e.user_id.empty()) {
       std::lock_guard lock(session_mutex_);
       if (!user_) return error(errc::no_active_user, "event names no user and no session is active");
@@ -401,8 +426,7 @@ class Outbox {
     try {
       fn(std::forward<Args>(args)...);
     } catch (...) {
-      report_error(error(errc::invalid_state, std::string("outbox: ") + name +
-                                                  " callback threw: " + detail::describe(std::current_exception())));
+      report_error(detail::current_exception_error(errc::invalid_state, std::string("outbox: ") + name + " callback threw: "));
     }
   }
 
@@ -466,9 +490,9 @@ class Outbox {
     try {
       transport_.send(std::span<const event>(batch_), std::span<delivery_result>(results_));
     } catch (...) {
-      const std::string why = "transport threw: " + detail::describe(std::current_exception());
-      report_error(error(errc::io_error, why));
-      results_.assign(batch_.size(), delivery_result::retryable(why));
+      const outbox::error thrown = detail::current_exception_error(errc::io_error, "transport threw: ");
+      report_error(thrown);
+      results_.assign(batch_.size(), delivery_result::retryable(thrown.message));
     }
 
     const timestamp done = clock_.now();

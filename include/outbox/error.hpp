@@ -12,7 +12,6 @@
 #include <system_error>
 #include <type_traits>
 #include <utility>
-#include <variant>
 
 namespace outbox {
 
@@ -125,45 +124,102 @@ namespace detail {
 }  // namespace detail
 
 /// Either a value or an `outbox::error`. A small stand-in for C++23 `std::expected` so the
-/// library stays C++20; `value()` on a failed result throws `outbox::exception`.
+/// library stays C++20; `value()` on a failed result throws `outbox::exception`. Every storage
+/// call returns one, so it is a plain tagged union rather than a `std::variant`, whose
+/// machinery each translation unit would otherwise instantiate for every `T`.
 template <class T>
 class [[nodiscard]] result {
  public:
-  result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT
-  result(outbox::error e) : state_(std::in_place_index<1>, std::move(e)) {  // NOLINT
-    assert(std::get<1>(state_).code && "an outbox::result error needs a code");
+  result(T value) : has_value_(true) { ::new (static_cast<void*>(&value_)) T(std::move(value)); }  // NOLINT
+  result(outbox::error e) : has_value_(false) {  // NOLINT
+    ::new (static_cast<void*>(&error_)) outbox::error(std::move(e));
+    assert(error_.code && "an outbox::result error needs a code");
   }
   result(errc e, std::string message = {}) : result(outbox::error(e, std::move(message))) {}  // NOLINT
 
-  [[nodiscard]] bool has_value() const noexcept { return state_.index() == 0; }
-  explicit operator bool() const noexcept { return has_value(); }
+  result(const result& other)
+    requires std::is_copy_constructible_v<T>
+      : has_value_(other.has_value_) {
+    if (has_value_) ::new (static_cast<void*>(&value_)) T(other.value_);
+    else ::new (static_cast<void*>(&error_)) outbox::error(other.error_);
+  }
+  result(result&& other) noexcept(std::is_nothrow_move_constructible_v<T>) : has_value_(other.has_value_) {
+    if (has_value_) ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
+    else ::new (static_cast<void*>(&error_)) outbox::error(std::move(other.error_));
+  }
+  result& operator=(const result& other)
+    requires std::is_copy_constructible_v<T>
+  {
+    if (this != &other) *this = result(other);
+    return *this;
+  }
+  result& operator=(result&& other) noexcept(std::is_nothrow_move_constructible_v<T> &&
+                                             std::is_nothrow_move_assignable_v<T>) {
+    if (this == &other) return *this;
+    if (has_value_ && other.has_value_) {
+      value_ = std::move(other.value_);
+    } else if (!has_value_ && !other.has_value_) {
+      error_ = std::move(other.error_);
+    } else if (other.has_value_) {
+      error_.~error();
+      if constexpr (std::is_nothrow_move_constructible_v<T>) {
+        ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
+      } else {
+        try {
+          ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
+        } catch (...) {
+          ::new (static_cast<void*>(&error_)) outbox::error();  // an error without a code
+          throw;
+        }
+      }
+      has_value_ = true;
+    } else {
+      value_.~T();
+      has_value_ = false;
+      ::new (static_cast<void*>(&error_)) outbox::error(std::move(other.error_));
+    }
+    return *this;
+  }
+  ~result() { destroy(); }
+
+  [[nodiscard]] bool has_value() const noexcept { return has_value_; }
+  explicit operator bool() const noexcept { return has_value_; }
 
   [[nodiscard]] T& value() & {
-    if (!has_value()) detail::throw_error(error());
-    return std::get<0>(state_);
+    if (!has_value_) detail::throw_error(error_);
+    return value_;
   }
   [[nodiscard]] const T& value() const& {
-    if (!has_value()) detail::throw_error(error());
-    return std::get<0>(state_);
+    if (!has_value_) detail::throw_error(error_);
+    return value_;
   }
   /// By value: `for (auto& x : make_result().value())` must not dangle.
   [[nodiscard]] T value() && {
-    if (!has_value()) detail::throw_error(error());
-    return std::get<0>(std::move(state_));
+    if (!has_value_) detail::throw_error(error_);
+    return std::move(value_);
   }
-  [[nodiscard]] T& operator*() & noexcept { return *std::get_if<0>(&state_); }
-  [[nodiscard]] const T& operator*() const& noexcept { return *std::get_if<0>(&state_); }
-  [[nodiscard]] T* operator->() noexcept { return std::get_if<0>(&state_); }
-  [[nodiscard]] const T* operator->() const noexcept { return std::get_if<0>(&state_); }
+  [[nodiscard]] T& operator*() & noexcept { return value_; }
+  [[nodiscard]] const T& operator*() const& noexcept { return value_; }
+  [[nodiscard]] T* operator->() noexcept { return &value_; }
+  [[nodiscard]] const T* operator->() const noexcept { return &value_; }
 
   /// The error; only meaningful when `!has_value()`.
   [[nodiscard]] const outbox::error& error() const& noexcept {
-    assert(!has_value());
-    return *std::get_if<1>(&state_);
+    assert(!has_value_);
+    return error_;
   }
 
  private:
-  std::variant<T, outbox::error> state_;
+  void destroy() noexcept {
+    if (has_value_) value_.~T();
+    else error_.~error();
+  }
+
+  union {
+    T value_;
+    outbox::error error_;
+  };
+  bool has_value_;
 };
 
 /// `result<void>`: success, or an error.

@@ -27,7 +27,6 @@
 #include <system_error>
 #include <type_traits>
 #include <utility>
-#include <variant>
 #include <concepts>
 #include <cstddef>
 #include <span>
@@ -53,6 +52,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <variant>
 
 // ---- outbox/clock.hpp ----------------------------------------------------------------------------
 /// \file
@@ -303,45 +303,102 @@ namespace detail {
 }  // namespace detail
 
 /// Either a value or an `outbox::error`. A small stand-in for C++23 `std::expected` so the
-/// library stays C++20; `value()` on a failed result throws `outbox::exception`.
+/// library stays C++20; `value()` on a failed result throws `outbox::exception`. Every storage
+/// call returns one, so it is a plain tagged union rather than a `std::variant`, whose
+/// machinery each translation unit would otherwise instantiate for every `T`.
 template <class T>
 class [[nodiscard]] result {
  public:
-  result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT
-  result(outbox::error e) : state_(std::in_place_index<1>, std::move(e)) {  // NOLINT
-    assert(std::get<1>(state_).code && "an outbox::result error needs a code");
+  result(T value) : has_value_(true) { ::new (static_cast<void*>(&value_)) T(std::move(value)); }  // NOLINT
+  result(outbox::error e) : has_value_(false) {  // NOLINT
+    ::new (static_cast<void*>(&error_)) outbox::error(std::move(e));
+    assert(error_.code && "an outbox::result error needs a code");
   }
   result(errc e, std::string message = {}) : result(outbox::error(e, std::move(message))) {}  // NOLINT
 
-  [[nodiscard]] bool has_value() const noexcept { return state_.index() == 0; }
-  explicit operator bool() const noexcept { return has_value(); }
+  result(const result& other)
+    requires std::is_copy_constructible_v<T>
+      : has_value_(other.has_value_) {
+    if (has_value_) ::new (static_cast<void*>(&value_)) T(other.value_);
+    else ::new (static_cast<void*>(&error_)) outbox::error(other.error_);
+  }
+  result(result&& other) noexcept(std::is_nothrow_move_constructible_v<T>) : has_value_(other.has_value_) {
+    if (has_value_) ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
+    else ::new (static_cast<void*>(&error_)) outbox::error(std::move(other.error_));
+  }
+  result& operator=(const result& other)
+    requires std::is_copy_constructible_v<T>
+  {
+    if (this != &other) *this = result(other);
+    return *this;
+  }
+  result& operator=(result&& other) noexcept(std::is_nothrow_move_constructible_v<T> &&
+                                             std::is_nothrow_move_assignable_v<T>) {
+    if (this == &other) return *this;
+    if (has_value_ && other.has_value_) {
+      value_ = std::move(other.value_);
+    } else if (!has_value_ && !other.has_value_) {
+      error_ = std::move(other.error_);
+    } else if (other.has_value_) {
+      error_.~error();
+      if constexpr (std::is_nothrow_move_constructible_v<T>) {
+        ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
+      } else {
+        try {
+          ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
+        } catch (...) {
+          ::new (static_cast<void*>(&error_)) outbox::error();  // an error without a code
+          throw;
+        }
+      }
+      has_value_ = true;
+    } else {
+      value_.~T();
+      has_value_ = false;
+      ::new (static_cast<void*>(&error_)) outbox::error(std::move(other.error_));
+    }
+    return *this;
+  }
+  ~result() { destroy(); }
+
+  [[nodiscard]] bool has_value() const noexcept { return has_value_; }
+  explicit operator bool() const noexcept { return has_value_; }
 
   [[nodiscard]] T& value() & {
-    if (!has_value()) detail::throw_error(error());
-    return std::get<0>(state_);
+    if (!has_value_) detail::throw_error(error_);
+    return value_;
   }
   [[nodiscard]] const T& value() const& {
-    if (!has_value()) detail::throw_error(error());
-    return std::get<0>(state_);
+    if (!has_value_) detail::throw_error(error_);
+    return value_;
   }
   /// By value: `for (auto& x : make_result().value())` must not dangle.
   [[nodiscard]] T value() && {
-    if (!has_value()) detail::throw_error(error());
-    return std::get<0>(std::move(state_));
+    if (!has_value_) detail::throw_error(error_);
+    return std::move(value_);
   }
-  [[nodiscard]] T& operator*() & noexcept { return *std::get_if<0>(&state_); }
-  [[nodiscard]] const T& operator*() const& noexcept { return *std::get_if<0>(&state_); }
-  [[nodiscard]] T* operator->() noexcept { return std::get_if<0>(&state_); }
-  [[nodiscard]] const T* operator->() const noexcept { return std::get_if<0>(&state_); }
+  [[nodiscard]] T& operator*() & noexcept { return value_; }
+  [[nodiscard]] const T& operator*() const& noexcept { return value_; }
+  [[nodiscard]] T* operator->() noexcept { return &value_; }
+  [[nodiscard]] const T* operator->() const noexcept { return &value_; }
 
   /// The error; only meaningful when `!has_value()`.
   [[nodiscard]] const outbox::error& error() const& noexcept {
-    assert(!has_value());
-    return *std::get_if<1>(&state_);
+    assert(!has_value_);
+    return error_;
   }
 
  private:
-  std::variant<T, outbox::error> state_;
+  void destroy() noexcept {
+    if (has_value_) value_.~T();
+    else error_.~error();
+  }
+
+  union {
+    T value_;
+    outbox::error error_;
+  };
+  bool has_value_;
 };
 
 /// `result<void>`: success, or an error.
@@ -1245,7 +1302,7 @@ struct storage_subscription<S> {
   using type = decltype(std::declval<const S&>().on_new_events(std::function<void()>{}));
 };
 
-inline std::string describe(std::exception_ptr exception) {
+[[gnu::cold]] inline std::string describe(std::exception_ptr exception) {
   try {
     std::rethrow_exception(std::move(exception));
   } catch (const std::exception& e) {
@@ -1253,6 +1310,37 @@ inline std::string describe(std::exception_ptr exception) {
   } catch (...) {
     return "unknown exception";
   }
+}
+
+// The errors of the engine's rare paths, built out of line: every Outbox instantiation calls
+// these instead of carrying its own copy of the string assembly.
+
+/// What a producer's event breaks of the outbox's options.
+[[gnu::cold, gnu::noinline]] inline error new_event_error(std::string_view type, std::size_t payload_size,
+                                                          const options& o) {
+  if (type.empty()) return error(errc::invalid_argument, "event type must not be empty");
+  if (payload_size > o.max_payload_bytes)
+    return error(errc::payload_too_large, "payload of " + std::to_string(payload_size) +
+                                              " bytes exceeds max_payload_bytes = " + std::to_string(o.max_payload_bytes));
+  return error(errc::invalid_argument, "max_attempts must not be negative");
+}
+
+/// Whether a producer's event keeps the outbox's options; `new_event_error` says how it does not.
+[[nodiscard]] inline bool acceptable_new_event(std::string_view type, std::size_t payload_size, int max_attempts,
+                                               const options& o) noexcept {
+  return !type.empty() && payload_size <= o.max_payload_bytes && max_attempts >= 0;
+}
+
+/// The exception in flight, as an error with `code`, its message led by `context`.
+[[gnu::cold, gnu::noinline]] inline error current_exception_error(errc code, std::string context) {
+  return error(code, std::move(context) + describe(std::current_exception()));
+}
+
+/// Why a reset of `id` did nothing: it is gone, or not failed or dead.
+[[gnu::cold, gnu::noinline]] inline error not_resettable(const event_id& id, const std::optional<event>& found) {
+  if (!found) return error(errc::not_found, "no event " + id.to_string());
+  return error(errc::invalid_state, "event " + id.to_string() + " is " + std::string(to_string(found->status)) +
+                                        ", only failed or dead events can be reset");
 }
 }  // namespace detail
 
@@ -1385,8 +1473,8 @@ class Outbox {
       } clear{processing_thread_};
       run_cycle(report);
     } catch (...) {
-      report_error(error(errc::storage_failure, "processing cycle failed: " + detail::describe(std::current_exception())));
-      if (!report.error) report.error = error(errc::storage_failure, detail::describe(std::current_exception()));
+      report_error(detail::current_exception_error(errc::storage_failure, "processing cycle failed: "));
+      if (!report.error) report.error = detail::current_exception_error(errc::storage_failure, {});
     }
     return report;
   }
@@ -1443,10 +1531,7 @@ class Outbox {
     if (*done == 0) {
       auto found = storage_.find(id);
       if (!found) return found.error();
-      if (!*found) return error(errc::not_found, "no event " + id.to_string());
-      return error(errc::invalid_state, "event " + id.to_string() + " is " +
-                                            std::string(to_string((*found)->status)) +
-                                            ", only failed or dead events can be reset");
+      return detail::not_resettable(id, *found);
     }
     wake_runner(false);
     return {};
@@ -1499,12 +1584,8 @@ class Outbox {
   /// of `e` are moved from an rvalue and copied once from an lvalue (a batch the caller keeps).
   template <class NewEvent>
   result<void> make_event(NewEvent&& e, timestamp now, event& out) {
-    if (e.type.empty()) return error(errc::invalid_argument, "event type must not be empty");
-    if (e.payload.size() > options_.max_payload_bytes)
-      return error(errc::payload_too_large, "payload of " + std::to_string(e.payload.size()) +
-                                                " bytes exceeds max_payload_bytes = " +
-                                                std::to_string(options_.max_payload_bytes));
-    if (e.max_attempts < 0) return error(errc::invalid_argument, "max_attempts must not be negative");
+    if (!detail::acceptable_new_event(e.type, e.payload.size(), e.max_attempts, options_))
+      return detail::new_event_error(e.type, e.payload.size(), options_);
     if (e.user_id.empty()) {
       std::lock_guard lock(session_mutex_);
       if (!user_) return error(errc::no_active_user, "event names no user and no session is active");
@@ -1575,8 +1656,7 @@ class Outbox {
     try {
       fn(std::forward<Args>(args)...);
     } catch (...) {
-      report_error(error(errc::invalid_state, std::string("outbox: ") + name +
-                                                  " callback threw: " + detail::describe(std::current_exception())));
+      report_error(detail::current_exception_error(errc::invalid_state, std::string("outbox: ") + name + " callback threw: "));
     }
   }
 
@@ -1640,9 +1720,9 @@ class Outbox {
     try {
       transport_.send(std::span<const event>(batch_), std::span<delivery_result>(results_));
     } catch (...) {
-      const std::string why = "transport threw: " + detail::describe(std::current_exception());
-      report_error(error(errc::io_error, why));
-      results_.assign(batch_.size(), delivery_result::retryable(why));
+      const outbox::error thrown = detail::current_exception_error(errc::io_error, "transport threw: ");
+      report_error(thrown);
+      results_.assign(batch_.size(), delivery_result::retryable(thrown.message));
     }
 
     const timestamp done = clock_.now();
