@@ -290,3 +290,19 @@ TEST_CASE("generators with the same seed and times produce the same ids", "[even
   }
   CHECK(differs_from_other);
 }
+
+TEST_CASE("a batch of ids is what next(now) gives one at a time, across a counter overflow", "[event_id]") {
+  outbox::event_id_generator batched(31);
+  outbox::event_id_generator single(31);
+  std::vector<outbox::event_id> batch(5000);  // past the 4096 a millisecond's counter holds
+  batched.next(some_instant, batch);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const outbox::event_id id = single.next(some_instant);
+    if (batch[i] != id) FAIL("id " << i << " of the batch is " << batch[i].to_string() << ", not " << id.to_string());
+  }
+  CHECK(std::adjacent_find(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return !(a < b); }) ==
+        batch.end());
+  CHECK(batch.back().unix_millis() > millis_of(some_instant));  // borrowed the next millisecond
+  // The generator goes on after the batch as it would after as many single calls.
+  CHECK(batched.next(some_instant) == single.next(some_instant));
+}

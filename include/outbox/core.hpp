@@ -197,13 +197,13 @@ class Outbox {
     const std::span<const new_event> batch(std::ranges::data(events), std::ranges::size(events));
     std::vector<event> stored(batch.size());
     const timestamp now = clock_.now();
+    std::vector<event_id> ids(batch.size());
+    ids_.next(now, ids);  // one lock for the batch; an id a refused batch does not use is skipped
     for (std::size_t i = 0; i < batch.size(); ++i) {
+      stored[i].id = ids[i];
       if (auto made = make_event(batch[i], now, stored[i]); !made) return made.error();
     }
     if (auto appended = storage_.append(std::span<event>(stored)); !appended) return appended.error();
-    std::vector<event_id> ids;
-    ids.reserve(stored.size());
-    for (const event& e : stored) ids.push_back(e.id);
     wake_runner(false);
     return ids;
   }
@@ -363,7 +363,7 @@ class Outbox {
     } else {
       out.user_id = std::forward<NewEvent>(e).user_id;
     }
-    out.id = ids_.next(now);
+    if (out.id.is_nil()) out.id = ids_.next(now);  // a batch's ids come made, under one lock
     out.type = std::forward<NewEvent>(e).type;
     out.entity_id = std::forward<NewEvent>(e).entity_id;
     // No key and no entity: the event is ordered against nothing, so it gets a line of its own.

@@ -596,9 +596,22 @@ class event_id_generator {
   explicit event_id_generator(std::uint64_t seed) : random_(seed) {}
 
   [[nodiscard]] event_id next(timestamp now) {
+    event_id id;
+    next(now, std::span<event_id>(&id, 1));
+    return id;
+  }
+
+  /// Fills `out` with what `next(now)` would give for each in turn, under one lock: a batch's
+  /// ids cost one lock, not one each.
+  void next(timestamp now, std::span<event_id> out) {
     const auto millis = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
     std::lock_guard lock(mutex_);
+    for (event_id& id : out) id = next_locked(millis);
+  }
+
+ private:
+  event_id next_locked(std::uint64_t millis) {
     if (millis > last_millis_) {
       last_millis_ = millis;
       // Start each millisecond's 12-bit counter in its lower half so it can count up.
@@ -613,7 +626,6 @@ class event_id_generator {
     return id;
   }
 
- private:
   std::mutex mutex_;
   std::mt19937_64 random_;
   std::uint64_t last_millis_ = 0;
@@ -1427,13 +1439,13 @@ class Outbox {
     const std::span<const new_event> batch(std::ranges::data(events), std::ranges::size(events));
     std::vector<event> stored(batch.size());
     const timestamp now = clock_.now();
+    std::vector<event_id> ids(batch.size());
+    ids_.next(now, ids);  // one lock for the batch; an id a refused batch does not use is skipped
     for (std::size_t i = 0; i < batch.size(); ++i) {
+      stored[i].id = ids[i];
       if (auto made = make_event(batch[i], now, stored[i]); !made) return made.error();
     }
     if (auto appended = storage_.append(std::span<event>(stored)); !appended) return appended.error();
-    std::vector<event_id> ids;
-    ids.reserve(stored.size());
-    for (const event& e : stored) ids.push_back(e.id);
     wake_runner(false);
     return ids;
   }
@@ -1593,7 +1605,7 @@ class Outbox {
     } else {
       out.user_id = std::forward<NewEvent>(e).user_id;
     }
-    out.id = ids_.next(now);
+    if (out.id.is_nil()) out.id = ids_.next(now);  // a batch's ids come made, under one lock
     out.type = std::forward<NewEvent>(e).type;
     out.entity_id = std::forward<NewEvent>(e).entity_id;
     // No key and no entity: the event is ordered against nothing, so it gets a line of its own.

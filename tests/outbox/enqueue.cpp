@@ -107,6 +107,25 @@ TEST_CASE("a batch enqueue takes a vector, an array or a span", "[outbox][enqueu
   CHECK(f.box.stats().value().total() == 3);
 }
 
+TEST_CASE("a batch enqueue returns the ids its events are stored under, increasing", "[outbox][enqueue]") {
+  fixture f;
+  f.box.set_user("alice");
+  const auto before = f.enqueue("e0");
+  // Without an entity or a key, each event is a line of its own, named by its id.
+  const std::vector<outbox::new_event> batch(300, outbox::new_event{.type = "a", .payload = "{}"});
+  const std::vector<outbox::event_id> ids = f.box.enqueue(batch).value();
+  REQUIRE(ids.size() == batch.size());
+  outbox::event_id last = before;
+  for (const auto& id : ids) {
+    CHECK(last < id);
+    const auto e = f.get(id);
+    CHECK(e.id == id);
+    CHECK(e.ordering_key == id.to_string());
+    last = id;
+  }
+  CHECK(last < f.enqueue("e1"));
+}
+
 TEST_CASE("a batch enqueue stores all its events or none", "[outbox][enqueue]") {
   fixture f;
   f.box.set_user("alice");
