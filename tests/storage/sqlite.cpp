@@ -62,9 +62,13 @@ TEST_CASE("the claim is served by indexes in claim order: no sort, no scan", "[s
   for (const auto& step : plan) {
     INFO(step);
     CHECK(step.find("TEMP B-TREE") == std::string::npos);
+    // A subquery's header line names no table; every table is read by a search.
+    if (step.find("SUBQUERY") != std::string::npos) continue;
     CHECK(step.rfind("SEARCH", 0) == 0);
-    // The line rows' reads need nothing but the index (state stays a column of the partial ones).
-    if (step.find("outbox_keys") != std::string::npos) CHECK(step.find("COVERING INDEX") != std::string::npos);
+    // The line rows' reads need nothing but an index (state stays a column of the partial ones;
+    // the primary key of a WITHOUT ROWID table holds the whole row).
+    if (step.find("outbox_keys") != std::string::npos)
+      CHECK((step.find("COVERING INDEX") != std::string::npos || step.find("PRIMARY KEY") != std::string::npos));
   }
 }
 

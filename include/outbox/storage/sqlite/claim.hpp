@@ -6,9 +6,7 @@
 
 #include <sqlite3.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -71,48 +69,21 @@ struct claim_engine : connection {
   /// dropped or re-bounded event) the line row's own state still says it. (A query over the
   /// line's events for a processing one would be planned on the per-user status index and make
   /// every recorded outcome visit every pending event of the user.)
+  ///
+  /// One statement (refresh_line_sql) reads the row, finds the head and writes the row in
+  /// place. Only when it changes nothing does a line start (insert_line_sql) or end.
   result<void> refresh(std::string_view user, std::string_view key, std::int64_t changed,
                        line_event why = line_event::other) {
-    bool in_flight = false;
-    std::int64_t floor = changed;
-    {
-      auto& s = key_state;
-      reset_on_exit reset{s};
-      s.bind(1, user).bind(2, key);
-      const int rc = s.step();
-      if (rc == SQLITE_ROW) {
-        in_flight = why == line_event::other && s.integer(0) == 2;
-        floor = std::min(floor, s.int64(1));
-      } else if (rc != SQLITE_DONE) {
-        return failure(db, rc, "reading a line");
-      }
-    }
-    std::optional<std::int64_t> head_seq;
-    int head_status = 0, head_priority = 0;
-    std::int64_t head_retry = 0;
-    {
-      auto& s = line_head;
-      reset_on_exit reset{s};
-      s.bind(1, user).bind(2, key).bind(3, floor);
-      const int rc = s.step();
-      if (rc == SQLITE_ROW) {
-        head_seq = s.int64(0);
-        head_status = s.integer(1);
-        head_priority = s.integer(2);
-        head_retry = s.int64(3);
-      } else if (rc != SQLITE_DONE) {
-        return failure(db, rc, "reading a line head");
-      }
-    }
-    if (!head_seq) {
-      delete_key.bind(1, user).bind(2, key);
-      return step_done(delete_key, db, "dropping an empty line");
-    }
-    const int state_value = in_flight ? 2 : head_status == static_cast<int>(status::failed) ? 1 : 0;
-    auto& u = upsert_key;
-    u.bind(1, user).bind(2, key).bind(3, state_value).bind(4, head_priority).bind(5, *head_seq);
-    u.bind(6, state_value == 1 ? head_retry : std::int64_t{0});
-    return step_done(u, db, "updating a line");
+    auto& s = refresh_line;
+    s.bind(1, user).bind(2, key).bind(3, changed).bind(4, why == line_event::other ? 1 : 0);
+    if (auto r = step_done(s, db, "updating a line"); !r) return r;
+    if (sqlite3_changes(db) != 0) return {};
+    auto& i = insert_line;
+    i.bind(1, user).bind(2, key).bind(3, changed);
+    if (auto r = step_done(i, db, "starting a line"); !r) return r;
+    if (sqlite3_changes(db) != 0) return {};
+    delete_key.bind(1, user).bind(2, key);  // no undelivered event left: the line ends
+    return step_done(delete_key, db, "dropping an empty line");
   }
 
   /// The write-back rule (lifecycle::write_back, stated there) in SQL: a delivered or dead
@@ -183,17 +154,17 @@ struct claim_engine : connection {
       while ((rc = s.step()) == SQLITE_ROW) heads.emplace_back(s.int64(0), static_cast<status>(s.integer(1)));
       if (rc != SQLITE_DONE) return failure(db, rc, "reading ready heads");
     }
+    if (!heads.empty()) {
+      block_heads.bind(1, request.user_id).bind(2, static_cast<std::int64_t>(heads.size()));
+      if (auto b = step_done(block_heads, db, "marking lines in flight"); !b) return b.error();
+    }
     for (auto [seq, was] : heads) {
-      {
-        auto& s = claim_one;
-        reset_on_exit reset{s};
-        s.bind(1, seq).bind(2, next_lease++).bind(3, request.lease_until).bind(4, request.now);
-        const int rc = s.step();
-        if (rc != SQLITE_ROW) return failure(db, rc, "claiming an event");
-        out.push_back(read_event(s));
-      }
-      block_key.bind(1, out.back().user_id).bind(2, out.back().ordering_key);
-      if (auto b = step_done(block_key, db, "marking a line in flight"); !b) return b.error();
+      auto& s = claim_one;
+      reset_on_exit reset{s};
+      s.bind(1, seq).bind(2, next_lease++).bind(3, request.lease_until).bind(4, request.now);
+      const int rc = s.step();
+      if (rc != SQLITE_ROW) return failure(db, rc, "claiming an event");
+      out.push_back(read_event(s));
       tally.move(request.user_id, was, status::processing);
     }
     if (auto c = apply_counts(tally); !c) return c.error();

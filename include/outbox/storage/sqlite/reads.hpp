@@ -186,8 +186,8 @@ struct event_reads : entity_commits {
   std::vector<std::string> explain_claim() {
     auto lock = lock_connection();
     std::vector<std::string> plan;
-    for (std::string_view sql : {ready_heads_sql, promote_due_sql,
-                                 expired_leases_sql, line_head_sql}) {
+    for (std::string_view sql : {ready_heads_sql, block_heads_sql, promote_due_sql, expired_leases_sql,
+                                 refresh_line_sql}) {
       statement s(db, "EXPLAIN QUERY PLAN " + std::string(sql));
       while (s.step() == SQLITE_ROW) plan.push_back(s.text(3));
     }

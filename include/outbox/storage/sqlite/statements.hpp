@@ -91,9 +91,40 @@ inline constexpr std::string_view promote_due_sql =
 inline constexpr std::string_view expired_leases_sql =
     "SELECT seq, attempts, max_attempts, user_id, ordering_key, entity_type, entity_id FROM outbox_events "
     "INDEXED BY outbox_events_leases WHERE status = 1 AND lease_until <= ?1 ORDER BY lease_until";
-inline constexpr std::string_view line_head_sql =
-    "SELECT seq, status, priority, retry_after FROM outbox_events INDEXED BY outbox_events_line "
-    "WHERE user_id = ?1 AND ordering_key = ?2 AND seq >= ?3 AND status IN (0, 1, 3) ORDER BY seq LIMIT 1";
+// A line's row re-derived after a change to its event ?3 (claim_engine::refresh states the
+// rule). The head is the line's first undelivered event from a floor, read through the line
+// index (a seek, then the next entry); its status is spelled as equalities, as an IN list would
+// build a temporary b-tree on every run.
+#define OUTBOX_SQLITE_LINE_HEAD(floor)                                                               \
+  "FROM outbox_events INDEXED BY outbox_events_line WHERE user_id = ?1 AND ordering_key = ?2 AND " \
+  "seq >= " floor " AND (status = 0 OR status = 1 OR status = 3) ORDER BY seq LIMIT 1"
+// The line's row, in place: the floor is the lower of ?3 and the head the row recorded; the row
+// keeps state 2 while the line still has an event in flight (?4: the change may leave one in
+// flight, and the row says the line had one), else takes 1 for a failed head (claimable from its
+// retry time) or 0. No head, or no row: nothing changes (OR IGNORE skips the row the empty
+// subquery would null), and refresh falls back to insert_line_sql.
+#define OUTBOX_SQLITE_KEEPS_FLIGHT "(?4 AND outbox_keys.state = 2)"
+inline constexpr std::string_view refresh_line_sql =
+    "UPDATE OR IGNORE outbox_keys SET (state, priority, head_seq, ready_at) = (SELECT "
+    "CASE WHEN " OUTBOX_SQLITE_KEEPS_FLIGHT " THEN 2 WHEN status = 3 THEN 1 ELSE 0 END, priority, seq, "
+    "CASE WHEN status = 3 AND NOT " OUTBOX_SQLITE_KEEPS_FLIGHT " THEN retry_after ELSE 0 END "
+    OUTBOX_SQLITE_LINE_HEAD("min(?3, outbox_keys.head_seq)") ") WHERE user_id = ?1 AND ordering_key = ?2";
+#undef OUTBOX_SQLITE_KEEPS_FLIGHT
+// A line with no row yet (a reset event rejoining a line that had ended): one headed from ?3,
+// if the line has an undelivered event there; nothing in flight, as no row said so.
+inline constexpr std::string_view insert_line_sql =
+    "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, ready_at) "
+    "SELECT ?1, ?2, CASE WHEN status = 3 THEN 1 ELSE 0 END, priority, seq, "
+    "CASE WHEN status = 3 THEN retry_after ELSE 0 END " OUTBOX_SQLITE_LINE_HEAD("?3") " ON CONFLICT DO NOTHING";
+#undef OUTBOX_SQLITE_LINE_HEAD
+// Marks the lines of a claim's heads in flight: the lines ready_heads_sql read, selected again
+// by the same query in the same transaction (?2: how many it returned), before any is claimed.
+// The row value makes each line found by primary key; a bare ordering_key IN list would walk
+// every ready line of the user.
+inline constexpr std::string_view block_heads_sql =
+    "UPDATE outbox_keys SET state = 2 WHERE (user_id, ordering_key) IN ("
+    "SELECT user_id, ordering_key FROM outbox_keys WHERE user_id = ?1 AND state = 0 "
+    "ORDER BY priority DESC, head_seq LIMIT ?2)";
 
 /// The queries of stats(), each for one user (?1) and for all users; explain_stats() shows their
 /// plans. None reads the completed history: the events still waiting (pending, processing,
@@ -151,13 +182,8 @@ inline constexpr std::string_view oldest_due_sql =
   X(insert_key_if_absent,                                                                                      \
     "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, ready_at) "                      \
     "VALUES(?1, ?2, 0, ?3, ?4, 0) ON CONFLICT DO NOTHING")                                                     \
-  X(line_head, line_head_sql)                                                                                  \
-  X(key_state, "SELECT state, head_seq FROM outbox_keys WHERE user_id = ?1 AND ordering_key = ?2")             \
-  X(upsert_key,                                                                                                \
-    "INSERT INTO outbox_keys(user_id, ordering_key, state, priority, head_seq, ready_at) "                     \
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(user_id, ordering_key) DO UPDATE SET "                         \
-    "state = excluded.state, priority = excluded.priority, head_seq = excluded.head_seq, "                     \
-    "ready_at = excluded.ready_at")                                                                            \
+  X(refresh_line, refresh_line_sql)                                                                            \
+  X(insert_line, insert_line_sql)                                                                              \
   X(delete_key, "DELETE FROM outbox_keys WHERE user_id = ?1 AND ordering_key = ?2")                           \
   X(expired_leases, expired_leases_sql)                                                                        \
   X(expire_one,                                                                                                \
@@ -168,7 +194,7 @@ inline constexpr std::string_view oldest_due_sql =
   X(claim_one,                                                                                                 \
     "UPDATE outbox_events SET status = 1, attempts = attempts + 1, lease = ?2, "                               \
     "lease_until = ?3, updated_at = ?4 WHERE seq = ?1 RETURNING " OUTBOX_SQLITE_EVENT_COLUMNS)                 \
-  X(block_key, "UPDATE outbox_keys SET state = 2 WHERE user_id = ?1 AND ordering_key = ?2")                   \
+  X(block_heads, block_heads_sql)                                                                              \
   /* Record precondition, lifecycle::may_record: an outcome applies only to an event still in */             \
   /* flight under the lease it carries (WHERE ... status = 1 AND lease = ?2); a stale one changes nothing. */ \
   X(record_one,                                                                                                \
