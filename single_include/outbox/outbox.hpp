@@ -42,9 +42,9 @@
 #include <tuple>
 #include <set>
 #include <unordered_map>
+#include <iterator>
 #include <limits>
 #include <bit>
-#include <iterator>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -2553,6 +2553,179 @@ class entity_index {
 
 }  // namespace outbox::detail
 
+// ---- outbox/detail/event_store.hpp ---------------------------------------------------------------
+/// \file
+/// `outbox::detail::event_store`: the events of a memory state, found by seq.
+///
+/// Seqs are dense integers handed out in order, so the store is a sorted run of blocks of 256
+/// slots, each slot owning its event or empty, found in a small tree (one entry per 256 seqs)
+/// whose last-used block is remembered: appending, and finding the events a claim or a record
+/// is working on, mostly land in the block the previous call used. An event stays at one
+/// address until it is erased, so other indexes may point at it. A block goes when its last
+/// event does: a few old events kept back (dead ones awaiting a reset, say) pin one block of
+/// pointers each, not the events that were purged around them.
+
+
+
+namespace outbox::detail {
+
+class event_store {
+  static constexpr unsigned block_shift = 8;  // 256 seqs per block
+  static constexpr std::size_t block_size = std::size_t{1} << block_shift;
+  struct block {
+    std::array<std::unique_ptr<event>, block_size> slots{};
+    std::size_t count = 0;
+  };
+  using blocks = std::map<std::uint64_t, block>;
+
+ public:
+  /// Visits the events in seq order.
+  class const_iterator {
+   public:
+    using iterator_category = std::forward_iterator_tag;
+    using value_type = event;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const event*;
+    using reference = const event&;
+
+    const_iterator() = default;
+    reference operator*() const noexcept { return *block_->second.slots[slot_]; }
+    pointer operator->() const noexcept { return block_->second.slots[slot_].get(); }
+    const_iterator& operator++() noexcept {
+      ++slot_;
+      settle();
+      return *this;
+    }
+    const_iterator operator++(int) noexcept {
+      const_iterator before = *this;
+      ++*this;
+      return before;
+    }
+    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
+      return a.block_ == b.block_ && (a.block_ == a.end_ || a.slot_ == b.slot_);
+    }
+
+   private:
+    friend class event_store;
+    const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::size_t slot) noexcept
+        : block_(at), end_(end), slot_(slot) {
+      settle();
+    }
+    /// Moves to the first occupied slot at or after this one.
+    void settle() noexcept {
+      while (block_ != end_) {
+        for (; slot_ < block_size; ++slot_)
+          if (block_->second.slots[slot_]) return;
+        ++block_;
+        slot_ = 0;
+      }
+    }
+    typename blocks::const_iterator block_{};
+    typename blocks::const_iterator end_{};
+    std::size_t slot_ = 0;
+  };
+  using iterator = const_iterator;
+
+  event_store() = default;
+  event_store(const event_store&) = delete;  // the owner's other indexes point into it
+  event_store& operator=(const event_store&) = delete;
+  event_store(event_store&& other) noexcept : blocks_(std::move(other.blocks_)), size_(other.size_) { other.clear(); }
+  event_store& operator=(event_store&& other) noexcept {
+    if (this != &other) {
+      blocks_ = std::move(other.blocks_);
+      size_ = other.size_;
+      last_ = blocks_.end();
+      other.clear();
+    }
+    return *this;
+  }
+  ~event_store() = default;
+
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+  /// The event with this seq, or nullptr.
+  [[nodiscard]] event* find(std::uint64_t seq) noexcept {
+    block* b = block_of(seq);
+    return b == nullptr ? nullptr : b->slots[slot_of(seq)].get();
+  }
+  [[nodiscard]] const event* find(std::uint64_t seq) const noexcept {
+    const auto found = blocks_.find(seq >> block_shift);
+    return found == blocks_.end() ? nullptr : found->second.slots[slot_of(seq)].get();
+  }
+  [[nodiscard]] bool contains(std::uint64_t seq) const noexcept { return find(seq) != nullptr; }
+  /// The event with this seq, which must be stored.
+  [[nodiscard]] event& at(std::uint64_t seq) noexcept { return *find(seq); }
+  [[nodiscard]] const event& at(std::uint64_t seq) const noexcept { return *find(seq); }
+
+  /// Stores `e` under its seq, replacing the event stored there; returns it as stored, which
+  /// keeps its address if it replaced one.
+  event& put(event&& e) {
+    const std::uint64_t key = e.seq >> block_shift;
+    if (last_ == blocks_.end() || last_->first != key) last_ = blocks_.try_emplace(key).first;
+    std::unique_ptr<event>& slot = last_->second.slots[slot_of(e.seq)];
+    if (slot) {
+      *slot = std::move(e);
+    } else {
+      slot = std::make_unique<event>(std::move(e));
+      ++last_->second.count;
+      ++size_;
+    }
+    return *slot;
+  }
+
+  /// Erases the event with this seq, if stored.
+  void erase(std::uint64_t seq) noexcept {
+    block* b = block_of(seq);
+    if (b == nullptr) return;
+    std::unique_ptr<event>& slot = b->slots[slot_of(seq)];
+    if (!slot) return;
+    slot.reset();
+    --size_;
+    if (--b->count == 0) {
+      blocks_.erase(last_);
+      last_ = blocks_.end();
+    }
+  }
+
+  [[nodiscard]] const_iterator begin() const noexcept { return {blocks_.begin(), blocks_.end(), 0}; }
+  [[nodiscard]] const_iterator end() const noexcept { return {blocks_.end(), blocks_.end(), 0}; }
+  /// The first event whose seq is above `seq`.
+  [[nodiscard]] const_iterator upper_bound(std::uint64_t seq) const noexcept {
+    if (seq == UINT64_MAX) return end();
+    const std::uint64_t from = seq + 1;
+    const auto at = blocks_.lower_bound(from >> block_shift);
+    const std::size_t slot = at != blocks_.end() && at->first == (from >> block_shift) ? slot_of(from) : 0;
+    return {at, blocks_.end(), slot};
+  }
+
+  void clear() noexcept {
+    blocks_.clear();
+    size_ = 0;
+    last_ = blocks_.end();
+  }
+
+ private:
+  static constexpr std::size_t slot_of(std::uint64_t seq) noexcept { return static_cast<std::size_t>(seq % block_size); }
+
+  /// The block that would hold `seq`, made the last-used one; nullptr if there is none.
+  block* block_of(std::uint64_t seq) noexcept {
+    const std::uint64_t key = seq >> block_shift;
+    if (last_ == blocks_.end() || last_->first != key) {
+      const auto found = blocks_.find(key);
+      if (found == blocks_.end()) return nullptr;
+      last_ = found;
+    }
+    return &last_->second;
+  }
+
+  blocks blocks_;
+  std::size_t size_ = 0;
+  typename blocks::iterator last_ = blocks_.end();  // the block of the last put, find or erase
+};
+
+}  // namespace outbox::detail
+
 // ---- outbox/detail/seq_deque.hpp -----------------------------------------------------------------
 /// \file
 /// `outbox::detail::seq_deque`: a sorted set of seqs in one ring buffer, for the members of an
@@ -3068,10 +3241,12 @@ class seqs_by_time {
 /// append order, and only the head of a line sits in the per-user `ready` set (in claim order,
 /// detail/lifecycle.hpp) or `waiting` set (ordered by retry_after). Claiming takes from the
 /// front of `ready`; due retries move from the front of `waiting`; expired leases leave from the
-/// front of `leases`. No operation on the delivery path walks all events. Ids find their events
-/// through a flat hash table (detail/id_index.hpp), a line keeps its members in a ring of seqs
-/// (detail/seq_deque.hpp), and the sets by status, the ready heads by seq, the leases and the
-/// completions are bitsets of seqs (detail/seq_set.hpp): none of them has a node per event.
+/// front of `leases`. No operation on the delivery path walks all events. Events live in slots
+/// found by seq (detail/event_store.hpp), ids find their seqs through a flat hash table
+/// (detail/id_index.hpp), a line keeps its members in a ring of seqs (detail/seq_deque.hpp), and
+/// the sets by status, the ready heads by seq, the leases and the completions are bitsets of
+/// seqs (detail/seq_set.hpp): none of them has a tree node per event. The query indexes by entity
+/// id and by type are built by the first query that filters on either field.
 
 
 
@@ -3098,12 +3273,10 @@ class memory_state {
   [[nodiscard]] std::uint64_t next_seq() const noexcept { return next_seq_; }
   void set_next_seq(std::uint64_t next) noexcept { next_seq_ = std::max(next_seq_, next); }
 
-  [[nodiscard]] const std::map<std::uint64_t, event>& events() const noexcept { return events_; }
+  /// Every event, in seq order.
+  [[nodiscard]] const event_store& events() const noexcept { return events_; }
   [[nodiscard]] const auto& entities() const noexcept { return entities_.rows(); }
-  [[nodiscard]] const event* event_at(std::uint64_t seq) const {
-    auto found = events_.find(seq);
-    return found == events_.end() ? nullptr : &found->second;
-  }
+  [[nodiscard]] const event* event_at(std::uint64_t seq) const { return events_.find(seq); }
   [[nodiscard]] const entity_record* entity_at(const std::pair<std::string, std::string>& key) const {
     return entities_.at(key);
   }
@@ -3243,10 +3416,11 @@ class memory_state {
     return events_.at(*found);
   }
 
-  [[nodiscard]] std::vector<event> query(const event_query& q) const {
+  [[nodiscard]] std::vector<event> query(const event_query& q) {
     std::vector<event> page;
     if (q.limit == 0) return page;
     if (q.entity_id || q.type) {
+      index_fields_from_now_on();
       // That entity's (or type's) events from the field's index, the other filters on each.
       const field_index& by_field = q.entity_id ? by_entity_ : by_type_;
       by_field.each_after(q.entity_id ? *q.entity_id : *q.type, q.after_seq, [&](std::uint64_t seq) {
@@ -3258,7 +3432,7 @@ class memory_state {
     }
     if (!q.status_is) {
       for (auto it = events_.upper_bound(q.after_seq); it != events_.end() && page.size() < q.limit; ++it) {
-        if (!q.user_id || it->second.user_id == *q.user_id) page.push_back(it->second);
+        if (!q.user_id || it->user_id == *q.user_id) page.push_back(*it);
       }
       return page;
     }
@@ -3350,11 +3524,11 @@ class memory_state {
     while (!completed_.empty() && completed_.front().first < before) {
       const auto [completed_at, seq] = completed_.front();
       completed_.erase(completed_at, seq);
-      auto found = events_.find(seq);
-      user_of(found->second).by_status[index(status::completed)].erase(seq);
-      by_id_.erase(found->second.id);
-      unindex_fields(found->second);
-      events_.erase(found);
+      const event& e = events_.at(seq);
+      user_of(e).by_status[index(status::completed)].erase(seq);
+      by_id_.erase(e.id);
+      unindex_fields(e);
+      events_.erase(seq);
       if (journal_) journal_->removed_events.push_back(seq);
       ++count;
     }
@@ -3440,8 +3614,10 @@ class memory_state {
         break;
       }
       case entity_change::event_op::replace:
-        by_type_.remove(target->type, target->seq);
-        by_type_.add(c.event.type, target->seq);
+        if (fields_indexed_) {
+          by_type_.remove(target->type, target->seq);
+          by_type_.add(c.event.type, target->seq);
+        }
         target->type = c.event.type;
         target->payload = c.event.payload;
         target->updated_at = c.event.updated_at;
@@ -3491,7 +3667,7 @@ class memory_state {
   const event& insert_event(event& e, user_state& user, line& l) {
     e.seq = next_seq_++;
     e.lease = 0;
-    const event& stored = events_.emplace_hint(events_.end(), e.seq, std::move(e))->second;
+    const event& stored = events_.put(std::move(e));
     by_id_.insert_or_assign(stored.id, stored.seq);
     index_fields(stored);
     user.by_status[index(status::pending)].insert(stored.seq);
@@ -3505,13 +3681,13 @@ class memory_state {
 
   /// Deletes a pending event that no transport has seen.
   void remove_event(std::uint64_t seq) {
-    auto found = events_.find(seq);
-    const std::string key = found->second.ordering_key;
-    user_state& user = user_of(found->second);
-    user.by_status[index(found->second.status)].erase(seq);
-    by_id_.erase(found->second.id);
-    unindex_fields(found->second);
-    events_.erase(found);
+    const event& e = events_.at(seq);
+    const std::string key = e.ordering_key;
+    user_state& user = user_of(e);
+    user.by_status[index(e.status)].erase(seq);
+    by_id_.erase(e.id);
+    unindex_fields(e);
+    events_.erase(seq);
     line& l = user.lines.at(key);
     l.members.erase(seq);
     refresh(user, key, l);
@@ -3528,14 +3704,22 @@ class memory_state {
     if (journal_) journal_->entities.push_back(std::move(key));
   }
 
-  /// The query indexes by entity id and by type.
+  /// The query indexes by entity id and by type. They are built by the first query that needs
+  /// them, and kept up from then on: a state nobody queries by those fields never pays for them.
   void index_fields(const event& e) {
+    if (!fields_indexed_) return;
     by_entity_.add(e.entity_id, e.seq);
     by_type_.add(e.type, e.seq);
   }
   void unindex_fields(const event& e) {
+    if (!fields_indexed_) return;
     by_entity_.remove(e.entity_id, e.seq);
     by_type_.remove(e.type, e.seq);
+  }
+  void index_fields_from_now_on() {
+    if (fields_indexed_) return;
+    fields_indexed_ = true;
+    for (const event& e : events_) index_fields(e);
   }
 
   void note(std::uint64_t seq) {
@@ -3544,8 +3728,7 @@ class memory_state {
 
   /// Adds an event in any status to every index it belongs in.
   void link(const event& stored) {
-    auto it = events_.insert_or_assign(stored.seq, stored).first;
-    const event& e = it->second;
+    const event& e = events_.put(event(stored));
     by_id_.insert_or_assign(e.id, e.seq);
     index_fields(e);
     user_state& user = user_of(e);
@@ -3563,14 +3746,13 @@ class memory_state {
 
   /// Removes an event from every index and from the store.
   void unlink(std::uint64_t seq) {
-    auto it = events_.find(seq);
-    const event e = it->second;  // a copy: the map entry goes below
+    const event e = events_.at(seq);  // a copy: the stored one goes below
     user_state& user = user_of(e);
     user.by_status[index(e.status)].erase(seq);
     if (e.status == status::completed) completed_.erase(e.completed_at, seq);
     by_id_.erase(e.id);
     unindex_fields(e);
-    events_.erase(it);
+    events_.erase(seq);
     if (is_terminal(e.status)) return;
     line& l = user.lines.at(e.ordering_key);
     if (e.status == status::processing) {
@@ -3678,13 +3860,14 @@ class memory_state {
     return true;
   }
 
-  std::map<std::uint64_t, event> events_;  // by seq: append order
+  event_store events_;  // by seq: append order
   id_index by_id_;
   std::map<std::string, user_state, std::less<>> users_;
   seqs_by_time<timestamp> leases_;     // seqs by lease_until, all users
   seqs_by_time<timestamp> completed_;  // seqs by completed_at, for purge
   field_index by_entity_;  // seqs by entity id, for queries
   field_index by_type_;    // seqs by type, for queries
+  bool fields_indexed_ = false;  // whether by_entity_ and by_type_ are built and kept up
   std::uint64_t next_seq_ = 1;
   std::uint64_t next_lease_ = 1;
 
@@ -5591,7 +5774,7 @@ struct segment_log {
     std::vector<std::size_t> archived_at;  // the archive's records, copied as they are
     archived_at.reserve(archive.size());
     archive.copy_records(snapshot, archived_at);
-    for (const auto& entry : memory.events()) log::put_event(snapshot, entry.second);
+    for (const event& e : memory.events()) log::put_event(snapshot, e);
     for (const auto& entry : memory.entities()) log::put_entity(snapshot, entry.second);
     log::put_marker(snapshot, log::record_type::commit, memory.next_seq());
     const std::vector<std::uint64_t> old = segments;

@@ -75,11 +75,14 @@ void check_index(outbox::detail::memory_state& memory) {
   using namespace std::chrono_literals;
   const outbox::timestamp now = outbox::from_micros(1767225600000000);
   std::size_t events = 0;
-  for (const auto& [seq, e] : memory.events()) {
+  std::uint64_t previous = 0;
+  for (const outbox::event& e : memory.events()) {
     ++events;
-    if (seq != e.seq) broken("an event stored under another seq");
+    if (memory.event_at(e.seq) != &e) broken("an event stored under another seq");
+    if (e.seq <= previous) broken("the events are not visited in seq order");
+    previous = e.seq;
     auto found = memory.find(e.id);
-    if (!found || found->seq != seq) broken("find(id) does not lead to the event with that id");
+    if (!found || found->seq != e.seq) broken("find(id) does not lead to the event with that id");
   }
   auto stats = memory.stats(std::nullopt, now);
   if (stats.total() != events) broken("the status index does not count every event once");
@@ -90,7 +93,7 @@ void check_index(outbox::detail::memory_state& memory) {
   }
   // Then use it: claim everything claimable, answer every claim each way, purge, reset.
   std::vector<std::string> users;
-  for (const auto& [seq, e] : memory.events()) users.push_back(e.user_id);
+  for (const outbox::event& e : memory.events()) users.push_back(e.user_id);
   for (const auto& user : users) {
     std::vector<outbox::event> claimed;
     (void)memory.claim({user, now, now + 60s, 1000}, claimed);

@@ -300,6 +300,53 @@ TEST_CASE("a schema-4 database is migrated in place: its events found by entity 
                       "'outbox_events_type')") == 2);
 }
 
+// A connection remembers the events it claimed, to record their outcomes by rowid; the outcome
+// still applies only under the lease it carries, whichever connection records it.
+TEST_CASE("an outcome applies once, under its lease, recorded by the claiming connection or another",
+          "[storage][sqlite]") {
+  using fx = outbox::testing::storage_fixture;
+  const auto file = temp_path("outbox-two-connections.db");
+  temp_file_owner cleanup(file);
+  fx f;
+  std::vector<outbox::event> events = {f.make("alice", "a"), f.make("alice", "b"), f.make("alice", "c")};
+  outbox::sqlite_storage first(file.string(), temp_sqlite_storage::fast());
+  outbox::sqlite_storage second(file.string(), temp_sqlite_storage::fast());
+  REQUIRE(first.append(std::span<outbox::event>(events)));
+  std::vector<outbox::event> claimed;
+  REQUIRE(first.claim(f.claim_at("alice", f.t0), claimed).value() == 3);
+  auto record = [](outbox::sqlite_storage& s, outbox::outcome o) {
+    std::vector<outbox::outcome> one = {std::move(o)};
+    return s.record(std::span<outbox::outcome>(one)).value();
+  };
+
+  // Recorded by the other connection, then again by the claimer: applied once.
+  CHECK(record(second, fx::complete(claimed[0], f.t0, "remote-a")) == 1);
+  CHECK(record(first, fx::complete(claimed[0], f.t0, "remote-again")) == 0);
+  CHECK(first.find(events[0].id).value()->remote_id == "remote-a");
+
+  // The claimer's leases run out and it claims b and c again: the old leases' outcomes are stale.
+  std::vector<outbox::event> again;
+  REQUIRE(first.claim(f.claim_at("alice", f.t0 + std::chrono::seconds(61)), again).value() == 2);
+  CHECK(record(first, fx::kill(claimed[1], f.t0, "410")) == 0);
+  CHECK(record(second, fx::kill(claimed[2], f.t0, "410")) == 0);
+  CHECK(first.find(events[1].id).value()->status == status::processing);
+
+  // Under the new leases: b by the claimer, c by the other connection.
+  const outbox::timestamp retry = f.t0 + std::chrono::seconds(120);
+  CHECK(record(first, fx::fail(again[0], f.t0 + std::chrono::seconds(62), retry, "503")) == 1);
+  CHECK(record(second, fx::kill(again[1], f.t0 + std::chrono::seconds(62), "400")) == 1);
+  const outbox::event b = first.find(events[1].id).value().value();
+  CHECK(b.status == status::failed);
+  CHECK(b.last_error == "503");
+  CHECK(b.retry_after == retry);
+  CHECK(b.lease == 0);
+  CHECK(b.attempts == 2);
+  const outbox::event c = second.find(events[2].id).value().value();
+  CHECK(c.status == status::dead);
+  CHECK(c.last_error == "400");
+  CHECK(first.stats(std::nullopt, f.t0).value().count(status::completed) == 1);
+}
+
 TEST_CASE("completed counts commit and roll back with the outcome, and survive reopening", "[storage][sqlite]") {
   const auto file = temp_path("outbox-counts.db");
   temp_file_owner cleanup(file);

@@ -502,7 +502,7 @@ struct segment_log {
     std::vector<std::size_t> archived_at;  // the archive's records, copied as they are
     archived_at.reserve(archive.size());
     archive.copy_records(snapshot, archived_at);
-    for (const auto& entry : memory.events()) log::put_event(snapshot, entry.second);
+    for (const event& e : memory.events()) log::put_event(snapshot, e);
     for (const auto& entry : memory.entities()) log::put_entity(snapshot, entry.second);
     log::put_marker(snapshot, log::record_type::commit, memory.next_seq());
     const std::vector<std::uint64_t> old = segments;

@@ -7,10 +7,12 @@
 /// append order, and only the head of a line sits in the per-user `ready` set (in claim order,
 /// detail/lifecycle.hpp) or `waiting` set (ordered by retry_after). Claiming takes from the
 /// front of `ready`; due retries move from the front of `waiting`; expired leases leave from the
-/// front of `leases`. No operation on the delivery path walks all events. Ids find their events
-/// through a flat hash table (detail/id_index.hpp), a line keeps its members in a ring of seqs
-/// (detail/seq_deque.hpp), and the sets by status, the ready heads by seq, the leases and the
-/// completions are bitsets of seqs (detail/seq_set.hpp): none of them has a node per event.
+/// front of `leases`. No operation on the delivery path walks all events. Events live in slots
+/// found by seq (detail/event_store.hpp), ids find their seqs through a flat hash table
+/// (detail/id_index.hpp), a line keeps its members in a ring of seqs (detail/seq_deque.hpp), and
+/// the sets by status, the ready heads by seq, the leases and the completions are bitsets of
+/// seqs (detail/seq_set.hpp): none of them has a tree node per event. The query indexes by entity
+/// id and by type are built by the first query that filters on either field.
 
 #include <algorithm>
 #include <array>
@@ -29,6 +31,7 @@
 
 #include "outbox/detail/change_journal.hpp"
 #include "outbox/detail/entity_index.hpp"
+#include "outbox/detail/event_store.hpp"
 #include "outbox/detail/field_index.hpp"
 #include "outbox/detail/id_index.hpp"
 #include "outbox/detail/lifecycle.hpp"
@@ -62,12 +65,10 @@ class memory_state {
   [[nodiscard]] std::uint64_t next_seq() const noexcept { return next_seq_; }
   void set_next_seq(std::uint64_t next) noexcept { next_seq_ = std::max(next_seq_, next); }
 
-  [[nodiscard]] const std::map<std::uint64_t, event>& events() const noexcept { return events_; }
+  /// Every event, in seq order.
+  [[nodiscard]] const event_store& events() const noexcept { return events_; }
   [[nodiscard]] const auto& entities() const noexcept { return entities_.rows(); }
-  [[nodiscard]] const event* event_at(std::uint64_t seq) const {
-    auto found = events_.find(seq);
-    return found == events_.end() ? nullptr : &found->second;
-  }
+  [[nodiscard]] const event* event_at(std::uint64_t seq) const { return events_.find(seq); }
   [[nodiscard]] const entity_record* entity_at(const std::pair<std::string, std::string>& key) const {
     return entities_.at(key);
   }
@@ -207,10 +208,11 @@ class memory_state {
     return events_.at(*found);
   }
 
-  [[nodiscard]] std::vector<event> query(const event_query& q) const {
+  [[nodiscard]] std::vector<event> query(const event_query& q) {
     std::vector<event> page;
     if (q.limit == 0) return page;
     if (q.entity_id || q.type) {
+      index_fields_from_now_on();
       // That entity's (or type's) events from the field's index, the other filters on each.
       const field_index& by_field = q.entity_id ? by_entity_ : by_type_;
       by_field.each_after(q.entity_id ? *q.entity_id : *q.type, q.after_seq, [&](std::uint64_t seq) {
@@ -222,7 +224,7 @@ class memory_state {
     }
     if (!q.status_is) {
       for (auto it = events_.upper_bound(q.after_seq); it != events_.end() && page.size() < q.limit; ++it) {
-        if (!q.user_id || it->second.user_id == *q.user_id) page.push_back(it->second);
+        if (!q.user_id || it->user_id == *q.user_id) page.push_back(*it);
       }
       return page;
     }
@@ -314,11 +316,11 @@ class memory_state {
     while (!completed_.empty() && completed_.front().first < before) {
       const auto [completed_at, seq] = completed_.front();
       completed_.erase(completed_at, seq);
-      auto found = events_.find(seq);
-      user_of(found->second).by_status[index(status::completed)].erase(seq);
-      by_id_.erase(found->second.id);
-      unindex_fields(found->second);
-      events_.erase(found);
+      const event& e = events_.at(seq);
+      user_of(e).by_status[index(status::completed)].erase(seq);
+      by_id_.erase(e.id);
+      unindex_fields(e);
+      events_.erase(seq);
       if (journal_) journal_->removed_events.push_back(seq);
       ++count;
     }
@@ -404,8 +406,10 @@ class memory_state {
         break;
       }
       case entity_change::event_op::replace:
-        by_type_.remove(target->type, target->seq);
-        by_type_.add(c.event.type, target->seq);
+        if (fields_indexed_) {
+          by_type_.remove(target->type, target->seq);
+          by_type_.add(c.event.type, target->seq);
+        }
         target->type = c.event.type;
         target->payload = c.event.payload;
         target->updated_at = c.event.updated_at;
@@ -455,7 +459,7 @@ class memory_state {
   const event& insert_event(event& e, user_state& user, line& l) {
     e.seq = next_seq_++;
     e.lease = 0;
-    const event& stored = events_.emplace_hint(events_.end(), e.seq, std::move(e))->second;
+    const event& stored = events_.put(std::move(e));
     by_id_.insert_or_assign(stored.id, stored.seq);
     index_fields(stored);
     user.by_status[index(status::pending)].insert(stored.seq);
@@ -469,13 +473,13 @@ class memory_state {
 
   /// Deletes a pending event that no transport has seen.
   void remove_event(std::uint64_t seq) {
-    auto found = events_.find(seq);
-    const std::string key = found->second.ordering_key;
-    user_state& user = user_of(found->second);
-    user.by_status[index(found->second.status)].erase(seq);
-    by_id_.erase(found->second.id);
-    unindex_fields(found->second);
-    events_.erase(found);
+    const event& e = events_.at(seq);
+    const std::string key = e.ordering_key;
+    user_state& user = user_of(e);
+    user.by_status[index(e.status)].erase(seq);
+    by_id_.erase(e.id);
+    unindex_fields(e);
+    events_.erase(seq);
     line& l = user.lines.at(key);
     l.members.erase(seq);
     refresh(user, key, l);
@@ -492,14 +496,22 @@ class memory_state {
     if (journal_) journal_->entities.push_back(std::move(key));
   }
 
-  /// The query indexes by entity id and by type.
+  /// The query indexes by entity id and by type. They are built by the first query that needs
+  /// them, and kept up from then on: a state nobody queries by those fields never pays for them.
   void index_fields(const event& e) {
+    if (!fields_indexed_) return;
     by_entity_.add(e.entity_id, e.seq);
     by_type_.add(e.type, e.seq);
   }
   void unindex_fields(const event& e) {
+    if (!fields_indexed_) return;
     by_entity_.remove(e.entity_id, e.seq);
     by_type_.remove(e.type, e.seq);
+  }
+  void index_fields_from_now_on() {
+    if (fields_indexed_) return;
+    fields_indexed_ = true;
+    for (const event& e : events_) index_fields(e);
   }
 
   void note(std::uint64_t seq) {
@@ -508,8 +520,7 @@ class memory_state {
 
   /// Adds an event in any status to every index it belongs in.
   void link(const event& stored) {
-    auto it = events_.insert_or_assign(stored.seq, stored).first;
-    const event& e = it->second;
+    const event& e = events_.put(event(stored));
     by_id_.insert_or_assign(e.id, e.seq);
     index_fields(e);
     user_state& user = user_of(e);
@@ -527,14 +538,13 @@ class memory_state {
 
   /// Removes an event from every index and from the store.
   void unlink(std::uint64_t seq) {
-    auto it = events_.find(seq);
-    const event e = it->second;  // a copy: the map entry goes below
+    const event e = events_.at(seq);  // a copy: the stored one goes below
     user_state& user = user_of(e);
     user.by_status[index(e.status)].erase(seq);
     if (e.status == status::completed) completed_.erase(e.completed_at, seq);
     by_id_.erase(e.id);
     unindex_fields(e);
-    events_.erase(it);
+    events_.erase(seq);
     if (is_terminal(e.status)) return;
     line& l = user.lines.at(e.ordering_key);
     if (e.status == status::processing) {
@@ -642,13 +652,14 @@ class memory_state {
     return true;
   }
 
-  std::map<std::uint64_t, event> events_;  // by seq: append order
+  event_store events_;  // by seq: append order
   id_index by_id_;
   std::map<std::string, user_state, std::less<>> users_;
   seqs_by_time<timestamp> leases_;     // seqs by lease_until, all users
   seqs_by_time<timestamp> completed_;  // seqs by completed_at, for purge
   field_index by_entity_;  // seqs by entity id, for queries
   field_index by_type_;    // seqs by type, for queries
+  bool fields_indexed_ = false;  // whether by_entity_ and by_type_ are built and kept up
   std::uint64_t next_seq_ = 1;
   std::uint64_t next_lease_ = 1;
 

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,20 @@ struct claim_engine : connection {
   using connection::connection;
 
   std::uint64_t next_lease = lifecycle::random_lease_start();
+
+  /// What a record needs of an event this connection claimed, by the lease it was claimed under:
+  /// its row and line, for an outcome that comes back here (as a processor's do) to update it
+  /// by rowid and nothing to read back. A memo, not a truth: the update still requires the
+  /// event in flight under that lease, so an entry whose claim was rolled back, expired or
+  /// taken over changes nothing, and an outcome without an entry goes the general way.
+  struct claimed_event {
+    event_id id;
+    std::int64_t seq = 0;
+    std::string user, key, entity_type, entity_id, last_error;
+  };
+  std::unordered_map<std::uint64_t, claimed_event> claimed;
+  /// Entries left by claims whose outcomes never came back are dropped beyond this many.
+  static constexpr std::size_t claimed_limit = 1 << 16;
 
   result<void> insert_event(event& e, status_tally& tally) {
     // New-event validation (lifecycle.hpp); the id's uniqueness is the table's constraint.
@@ -158,13 +173,16 @@ struct claim_engine : connection {
       block_heads.bind(1, request.user_id).bind(2, static_cast<std::int64_t>(heads.size()));
       if (auto b = step_done(block_heads, db, "marking lines in flight"); !b) return b.error();
     }
+    if (claimed.size() + heads.size() > claimed_limit) claimed.clear();
     for (auto [seq, was] : heads) {
       auto& s = claim_one;
       reset_on_exit reset{s};
       s.bind(1, seq).bind(2, next_lease++).bind(3, request.lease_until).bind(4, request.now);
       const int rc = s.step();
       if (rc != SQLITE_ROW) return failure(db, rc, "claiming an event");
-      out.push_back(read_event(s));
+      const event& e = out.emplace_back(read_event(s));
+      claimed.insert_or_assign(e.lease, claimed_event{e.id, seq, e.user_id, e.ordering_key, e.entity_type, e.entity_id,
+                                                      e.last_error});
       tally.move(request.user_id, was, status::processing);
     }
     if (auto c = apply_counts(tally); !c) return c.error();
@@ -181,11 +199,23 @@ struct claim_engine : connection {
       o.applied = false;
       std::string user, key, entity_type, entity_id, last_error;
       std::int64_t seq = 0;
-      {
+      if (auto memo = claimed.find(o.lease); memo != claimed.end() && memo->second.id == o.id) {
+        claimed_event c = std::move(memo->second);
+        claimed.erase(memo);
+        auto& s = record_claimed;
+        bind_outcome(s, o).bind(9, c.seq);
+        if (auto r = step_done(s, db, "recording an outcome"); !r) return r.error();
+        if (sqlite3_changes(db) == 0) continue;  // stale: the lease is gone
+        seq = c.seq;
+        user = std::move(c.user);
+        key = std::move(c.key);
+        entity_type = std::move(c.entity_type);
+        entity_id = std::move(c.entity_id);
+        last_error = o.error.empty() ? std::move(c.last_error) : o.error;
+      } else {
         auto& s = record_one;
         reset_on_exit reset{s};
-        s.bind(1, o.id).bind(2, o.lease).bind(3, static_cast<int>(o.to)).bind(4, o.attempts).bind(5, o.at);
-        s.bind(6, o.retry_after).bind(7, o.error).bind(8, o.remote_id);
+        bind_outcome(s, o);
         const int rc = s.step();
         if (rc == SQLITE_DONE) continue;  // stale: the lease is gone
         if (rc != SQLITE_ROW) return failure(db, rc, "recording an outcome");
@@ -204,6 +234,13 @@ struct claim_engine : connection {
     }
     if (auto c = apply_counts(tally); !c) return c.error();
     return applied;
+  }
+
+ private:
+  /// The parameters record_one and record_claimed share: the outcome, under its lease.
+  static statement& bind_outcome(statement& s, const outcome& o) {
+    s.bind(1, o.id).bind(2, o.lease).bind(3, static_cast<int>(o.to)).bind(4, o.attempts).bind(5, o.at);
+    return s.bind(6, o.retry_after).bind(7, o.error).bind(8, o.remote_id);
   }
 };
 

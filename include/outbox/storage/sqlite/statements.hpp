@@ -165,6 +165,15 @@ inline constexpr std::string_view oldest_due_sql =
 
 // ---- the table -----------------------------------------------------------------------------------
 
+// An outcome's changes to its event (?3 status, ?4 attempts, ?5 time, ?6 retry time, ?7 error,
+// ?8 remote id): the lifecycle::apply_outcome rule in SQL. The lease ends with it.
+#define OUTBOX_SQLITE_RECORD_SET                                                                     \
+  "UPDATE outbox_events SET status = ?3, attempts = ?4, updated_at = ?5, "                          \
+  "retry_after = CASE WHEN ?3 = 3 THEN ?6 ELSE retry_after END, "                                   \
+  "completed_at = CASE WHEN ?3 = 2 THEN ?5 ELSE completed_at END, "                                 \
+  "last_error = CASE WHEN ?7 <> '' THEN ?7 ELSE last_error END, "                                   \
+  "remote_id = CASE WHEN ?3 = 2 THEN ?8 ELSE remote_id END, lease = 0, lease_until = 0 "
+
 // X(member, SQL): every prepared statement, reused for the connection's life.
 #define OUTBOX_SQLITE_STATEMENTS(X)                                                                            \
   X(begin, "BEGIN IMMEDIATE")                                                                                  \
@@ -198,13 +207,10 @@ inline constexpr std::string_view oldest_due_sql =
   /* Record precondition, lifecycle::may_record: an outcome applies only to an event still in */             \
   /* flight under the lease it carries (WHERE ... status = 1 AND lease = ?2); a stale one changes nothing. */ \
   X(record_one,                                                                                                \
-    "UPDATE outbox_events SET status = ?3, attempts = ?4, updated_at = ?5, "                                   \
-    "retry_after = CASE WHEN ?3 = 3 THEN ?6 ELSE retry_after END, "                                            \
-    "completed_at = CASE WHEN ?3 = 2 THEN ?5 ELSE completed_at END, "                                          \
-    "last_error = CASE WHEN ?7 <> '' THEN ?7 ELSE last_error END, "                                            \
-    "remote_id = CASE WHEN ?3 = 2 THEN ?8 ELSE remote_id END, lease = 0, lease_until = 0 "                     \
-    "WHERE id = ?1 AND status = 1 AND lease = ?2 "                                                             \
+    OUTBOX_SQLITE_RECORD_SET "WHERE id = ?1 AND status = 1 AND lease = ?2 "                                    \
     "RETURNING seq, user_id, ordering_key, entity_type, entity_id, last_error")                                \
+  /* The same for an event this connection claimed: found by its seq (?9), nothing returned. */                \
+  X(record_claimed, OUTBOX_SQLITE_RECORD_SET "WHERE seq = ?9 AND id = ?1 AND status = 1 AND lease = ?2")       \
   X(find_event, "SELECT " OUTBOX_SQLITE_EVENT_COLUMNS " FROM outbox_events WHERE id = ?1")                    \
   X(find_seq, "SELECT seq, status, attempts, user_id, ordering_key FROM outbox_events WHERE id = ?1")          \
   /* Write-back rule, lifecycle::write_back, delivered: the remote id always; synced (and its */              \
@@ -296,3 +302,4 @@ struct statements {
 #undef OUTBOX_SQLITE_STATEMENTS
 #undef OUTBOX_SQLITE_ENTITY_COLUMNS
 #undef OUTBOX_SQLITE_EVENT_COLUMNS
+#undef OUTBOX_SQLITE_RECORD_SET
