@@ -2553,6 +2553,43 @@ class entity_index {
 
 }  // namespace outbox::detail
 
+// ---- outbox/detail/block_cursor.hpp --------------------------------------------------------------
+/// \file
+/// `outbox::detail::block_cursor`: what the forward iterators over a sorted run of blocks (the
+/// bitsets of detail/seq_set.hpp, the event slots of detail/event_store.hpp) share: a block, the
+/// end of the run, a position within or past the block, post-increment by pre-increment, and
+/// equality that treats every position at the end alike.
+
+
+namespace outbox::detail {
+
+/// `Derived` provides `operator++()` and its dereference; `BlockIterator` walks the blocks.
+template <class Derived, class BlockIterator>
+class block_cursor {
+ public:
+  using iterator_category = std::forward_iterator_tag;
+  using difference_type = std::ptrdiff_t;
+
+  Derived operator++(int) noexcept {
+    Derived before = static_cast<Derived&>(*this);
+    ++static_cast<Derived&>(*this);
+    return before;
+  }
+  friend bool operator==(const Derived& a, const Derived& b) noexcept {
+    return a.block_ == b.block_ && (a.block_ == a.end_ || a.at_ == b.at_);
+  }
+
+ protected:
+  block_cursor() = default;
+  block_cursor(BlockIterator block, BlockIterator end, std::uint64_t at) noexcept : block_(block), end_(end), at_(at) {}
+
+  BlockIterator block_{};
+  BlockIterator end_{};
+  std::uint64_t at_ = 0;  // what within the block the iterator stands at
+};
+
+}  // namespace outbox::detail
+
 // ---- outbox/detail/event_store.hpp ---------------------------------------------------------------
 /// \file
 /// `outbox::detail::event_store`: the events of a memory state, found by seq.
@@ -2580,49 +2617,41 @@ class event_store {
 
  public:
   /// Visits the events in seq order.
-  class const_iterator {
+  class const_iterator : public block_cursor<const_iterator, typename blocks::const_iterator> {
+    using cursor = block_cursor<const_iterator, typename blocks::const_iterator>;
+
    public:
-    using iterator_category = std::forward_iterator_tag;
     using value_type = event;
-    using difference_type = std::ptrdiff_t;
     using pointer = const event*;
     using reference = const event&;
 
     const_iterator() = default;
-    reference operator*() const noexcept { return *block_->second.slots[slot_]; }
-    pointer operator->() const noexcept { return block_->second.slots[slot_].get(); }
+    reference operator*() const noexcept { return *slot(); }
+    pointer operator->() const noexcept { return slot().get(); }
     const_iterator& operator++() noexcept {
-      ++slot_;
+      ++this->at_;
       settle();
       return *this;
-    }
-    const_iterator operator++(int) noexcept {
-      const_iterator before = *this;
-      ++*this;
-      return before;
-    }
-    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
-      return a.block_ == b.block_ && (a.block_ == a.end_ || a.slot_ == b.slot_);
     }
 
    private:
     friend class event_store;
     const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::size_t slot) noexcept
-        : block_(at), end_(end), slot_(slot) {
+        : cursor(at, end, slot) {
       settle();
+    }
+    [[nodiscard]] const std::unique_ptr<event>& slot() const noexcept {
+      return this->block_->second.slots[static_cast<std::size_t>(this->at_)];
     }
     /// Moves to the first occupied slot at or after this one.
     void settle() noexcept {
-      while (block_ != end_) {
-        for (; slot_ < block_size; ++slot_)
-          if (block_->second.slots[slot_]) return;
-        ++block_;
-        slot_ = 0;
+      while (this->block_ != this->end_) {
+        for (; this->at_ < block_size; ++this->at_)
+          if (slot()) return;
+        ++this->block_;
+        this->at_ = 0;
       }
     }
-    typename blocks::const_iterator block_{};
-    typename blocks::const_iterator end_{};
-    std::size_t slot_ = 0;
   };
   using iterator = const_iterator;
 
@@ -3040,6 +3069,7 @@ class id_index {
 /// by status) are found by scanning words, never by visiting absent seqs one by one.
 
 
+
 namespace outbox::detail {
 
 class seq_set {
@@ -3053,53 +3083,42 @@ class seq_set {
 
  public:
   /// Visits the seqs in ascending order.
-  class const_iterator {
+  class const_iterator : public block_cursor<const_iterator, typename blocks::const_iterator> {
+    using cursor = block_cursor<const_iterator, typename blocks::const_iterator>;
+
    public:
-    using iterator_category = std::forward_iterator_tag;
     using value_type = std::uint64_t;
-    using difference_type = std::ptrdiff_t;
     using pointer = const std::uint64_t*;
     using reference = std::uint64_t;
 
     const_iterator() = default;
-    reference operator*() const noexcept { return seq_; }
+    reference operator*() const noexcept { return this->at_; }  // the seq itself
     const_iterator& operator++() noexcept {
-      settle(seq_ + 1);
+      settle(this->at_ + 1);
       return *this;
-    }
-    const_iterator operator++(int) noexcept {
-      const_iterator before = *this;
-      ++*this;
-      return before;
-    }
-    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
-      return a.block_ == b.block_ && (a.block_ == a.end_ || a.seq_ == b.seq_);
     }
 
    private:
     friend class seq_set;
     const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::uint64_t from) noexcept
-        : block_(at), end_(end) {
+        : cursor(at, end, 0) {
       settle(from);
     }
     /// Moves to the first seq >= `from` in this block or a later one.
     void settle(std::uint64_t from) noexcept {
-      while (block_ != end_) {
-        const std::uint64_t base = block_->first << block_shift;
+      while (this->block_ != this->end_) {
+        const std::uint64_t base = this->block_->first << block_shift;
         std::size_t bit = from > base ? static_cast<std::size_t>(from - base) : 0;
         for (std::size_t w = bit / 64; w < words_per_block; ++w, bit = w * 64) {
-          const std::uint64_t word = block_->second.words[w] >> (bit % 64) << (bit % 64);
+          const std::uint64_t word = this->block_->second.words[w] >> (bit % 64) << (bit % 64);
           if (word != 0) {
-            seq_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
+            this->at_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
             return;
           }
         }
-        ++block_;
+        ++this->block_;
       }
     }
-    typename blocks::const_iterator block_{};
-    typename blocks::const_iterator end_{};
-    std::uint64_t seq_ = 0;
   };
   using iterator = const_iterator;
 

@@ -13,11 +13,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <utility>
 
+#include "outbox/detail/block_cursor.hpp"
 #include "outbox/event.hpp"
 
 namespace outbox::detail {
@@ -33,49 +33,41 @@ class event_store {
 
  public:
   /// Visits the events in seq order.
-  class const_iterator {
+  class const_iterator : public block_cursor<const_iterator, typename blocks::const_iterator> {
+    using cursor = block_cursor<const_iterator, typename blocks::const_iterator>;
+
    public:
-    using iterator_category = std::forward_iterator_tag;
     using value_type = event;
-    using difference_type = std::ptrdiff_t;
     using pointer = const event*;
     using reference = const event&;
 
     const_iterator() = default;
-    reference operator*() const noexcept { return *block_->second.slots[slot_]; }
-    pointer operator->() const noexcept { return block_->second.slots[slot_].get(); }
+    reference operator*() const noexcept { return *slot(); }
+    pointer operator->() const noexcept { return slot().get(); }
     const_iterator& operator++() noexcept {
-      ++slot_;
+      ++this->at_;
       settle();
       return *this;
-    }
-    const_iterator operator++(int) noexcept {
-      const_iterator before = *this;
-      ++*this;
-      return before;
-    }
-    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
-      return a.block_ == b.block_ && (a.block_ == a.end_ || a.slot_ == b.slot_);
     }
 
    private:
     friend class event_store;
     const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::size_t slot) noexcept
-        : block_(at), end_(end), slot_(slot) {
+        : cursor(at, end, slot) {
       settle();
+    }
+    [[nodiscard]] const std::unique_ptr<event>& slot() const noexcept {
+      return this->block_->second.slots[static_cast<std::size_t>(this->at_)];
     }
     /// Moves to the first occupied slot at or after this one.
     void settle() noexcept {
-      while (block_ != end_) {
-        for (; slot_ < block_size; ++slot_)
-          if (block_->second.slots[slot_]) return;
-        ++block_;
-        slot_ = 0;
+      while (this->block_ != this->end_) {
+        for (; this->at_ < block_size; ++this->at_)
+          if (slot()) return;
+        ++this->block_;
+        this->at_ = 0;
       }
     }
-    typename blocks::const_iterator block_{};
-    typename blocks::const_iterator end_{};
-    std::size_t slot_ = 0;
   };
   using iterator = const_iterator;
 

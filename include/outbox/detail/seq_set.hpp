@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "outbox/detail/block_cursor.hpp"
+
 namespace outbox::detail {
 
 class seq_set {
@@ -33,53 +35,42 @@ class seq_set {
 
  public:
   /// Visits the seqs in ascending order.
-  class const_iterator {
+  class const_iterator : public block_cursor<const_iterator, typename blocks::const_iterator> {
+    using cursor = block_cursor<const_iterator, typename blocks::const_iterator>;
+
    public:
-    using iterator_category = std::forward_iterator_tag;
     using value_type = std::uint64_t;
-    using difference_type = std::ptrdiff_t;
     using pointer = const std::uint64_t*;
     using reference = std::uint64_t;
 
     const_iterator() = default;
-    reference operator*() const noexcept { return seq_; }
+    reference operator*() const noexcept { return this->at_; }  // the seq itself
     const_iterator& operator++() noexcept {
-      settle(seq_ + 1);
+      settle(this->at_ + 1);
       return *this;
-    }
-    const_iterator operator++(int) noexcept {
-      const_iterator before = *this;
-      ++*this;
-      return before;
-    }
-    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
-      return a.block_ == b.block_ && (a.block_ == a.end_ || a.seq_ == b.seq_);
     }
 
    private:
     friend class seq_set;
     const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::uint64_t from) noexcept
-        : block_(at), end_(end) {
+        : cursor(at, end, 0) {
       settle(from);
     }
     /// Moves to the first seq >= `from` in this block or a later one.
     void settle(std::uint64_t from) noexcept {
-      while (block_ != end_) {
-        const std::uint64_t base = block_->first << block_shift;
+      while (this->block_ != this->end_) {
+        const std::uint64_t base = this->block_->first << block_shift;
         std::size_t bit = from > base ? static_cast<std::size_t>(from - base) : 0;
         for (std::size_t w = bit / 64; w < words_per_block; ++w, bit = w * 64) {
-          const std::uint64_t word = block_->second.words[w] >> (bit % 64) << (bit % 64);
+          const std::uint64_t word = this->block_->second.words[w] >> (bit % 64) << (bit % 64);
           if (word != 0) {
-            seq_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
+            this->at_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
             return;
           }
         }
-        ++block_;
+        ++this->block_;
       }
     }
-    typename blocks::const_iterator block_{};
-    typename blocks::const_iterator end_{};
-    std::uint64_t seq_ = 0;
   };
   using iterator = const_iterator;
 
