@@ -2553,6 +2553,130 @@ class entity_index {
 
 }  // namespace outbox::detail
 
+// ---- outbox/detail/block_run.hpp -----------------------------------------------------------------
+/// \file
+/// `outbox::detail::block_run`: seqs kept in a sorted run of fixed-size blocks, each covering a
+/// range of consecutive seqs, found in a small tree whose last-used block is remembered; a block
+/// goes when its last element does. The bitsets of detail/seq_set.hpp and the event slots of
+/// detail/event_store.hpp are such runs. `block_cursor` is what their forward iterators share:
+/// a block, the end of the run, a position within or past the block, post-increment by
+/// pre-increment, and equality that treats every position at the end alike.
+
+
+namespace outbox::detail {
+
+/// `Derived` provides `operator++()` and its dereference; `BlockIterator` walks the blocks.
+template <class Derived, class BlockIterator>
+class block_cursor {
+ public:
+  using iterator_category = std::forward_iterator_tag;
+  using difference_type = std::ptrdiff_t;
+
+  Derived operator++(int) noexcept {
+    Derived before = static_cast<Derived&>(*this);
+    ++static_cast<Derived&>(*this);
+    return before;
+  }
+  friend bool operator==(const Derived& a, const Derived& b) noexcept {
+    return a.block_ == b.block_ && (a.block_ == a.end_ || a.at_ == b.at_);
+  }
+
+ protected:
+  block_cursor() = default;
+  block_cursor(BlockIterator block, BlockIterator end, std::uint64_t at) noexcept : block_(block), end_(end), at_(at) {}
+
+  BlockIterator block_{};
+  BlockIterator end_{};
+  std::uint64_t at_ = 0;  // what within the block the iterator stands at
+};
+
+/// The run of `Block`s (each with a `count` of its elements), 2^Shift seqs per block, and how
+/// many elements all of them hold. The derived container says what an element is.
+template <class Block, unsigned Shift>
+class block_run {
+ public:
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+  void clear() noexcept {
+    blocks_.clear();
+    size_ = 0;
+    last_ = blocks_.end();
+  }
+
+ protected:
+  using blocks = std::map<std::uint64_t, Block>;
+  static constexpr std::uint64_t block_size = std::uint64_t{1} << Shift;
+
+  block_run() = default;
+  block_run(const block_run& other) : blocks_(other.blocks_), size_(other.size_) {}
+  block_run& operator=(const block_run& other) {
+    if (this != &other) {
+      blocks_ = other.blocks_;
+      size_ = other.size_;
+      last_ = blocks_.end();
+    }
+    return *this;
+  }
+  // A moved-from run is empty, with a remembered block of its own.
+  block_run(block_run&& other) noexcept : blocks_(std::move(other.blocks_)), size_(other.size_) { other.clear(); }
+  block_run& operator=(block_run&& other) noexcept {
+    if (this != &other) {
+      blocks_ = std::move(other.blocks_);
+      size_ = other.size_;
+      last_ = blocks_.end();
+      other.clear();
+    }
+    return *this;
+  }
+  ~block_run() = default;
+
+  static constexpr std::uint64_t key_of(std::uint64_t seq) noexcept { return seq >> Shift; }
+  static constexpr std::size_t offset_of(std::uint64_t seq) noexcept { return static_cast<std::size_t>(seq % block_size); }
+
+  /// The block covering `seq`, made if there is none; it becomes the remembered one.
+  Block& block_for(std::uint64_t seq) {
+    const std::uint64_t key = key_of(seq);
+    if (last_ == blocks_.end() || last_->first != key) last_ = blocks_.try_emplace(key).first;
+    return last_->second;
+  }
+  /// The block covering `seq`, or nullptr; a block found becomes the remembered one.
+  Block* find_block(std::uint64_t seq) noexcept {
+    const std::uint64_t key = key_of(seq);
+    if (last_ == blocks_.end() || last_->first != key) {
+      const auto found = blocks_.find(key);
+      if (found == blocks_.end()) return nullptr;
+      last_ = found;
+    }
+    return &last_->second;
+  }
+  [[nodiscard]] const Block* find_block(std::uint64_t seq) const noexcept {
+    const auto found = blocks_.find(key_of(seq));
+    return found == blocks_.end() ? nullptr : &found->second;
+  }
+  /// One element more in the remembered block.
+  void added() noexcept {
+    ++last_->second.count;
+    ++size_;
+  }
+  /// One element fewer in the remembered block, which goes if it has none left.
+  void removed() noexcept {
+    --size_;
+    if (--last_->second.count == 0) {
+      blocks_.erase(last_);
+      last_ = blocks_.end();
+    }
+  }
+
+  blocks blocks_;
+
+ private:
+  std::size_t size_ = 0;
+  typename blocks::iterator last_ = blocks_.end();  // the block of the last change or look-up
+};
+
+}  // namespace outbox::detail
+
 // ---- outbox/detail/event_store.hpp ---------------------------------------------------------------
 /// \file
 /// `outbox::detail::event_store`: the events of a memory state, found by seq.
@@ -2569,89 +2693,75 @@ class entity_index {
 
 namespace outbox::detail {
 
-class event_store {
-  static constexpr unsigned block_shift = 8;  // 256 seqs per block
-  static constexpr std::size_t block_size = std::size_t{1} << block_shift;
-  struct block {
-    std::array<std::unique_ptr<event>, block_size> slots{};
-    std::size_t count = 0;
-  };
-  using blocks = std::map<std::uint64_t, block>;
+/// A block of the store: 256 slots, each owning its event or empty.
+struct event_slots {
+  std::array<std::unique_ptr<event>, 256> slots{};
+  std::size_t count = 0;
+};
+
+class event_store : private block_run<event_slots, 8> {
+  using run = block_run<event_slots, 8>;
+  static_assert(run::block_size == std::tuple_size_v<decltype(event_slots::slots)>);
 
  public:
   /// Visits the events in seq order.
-  class const_iterator {
+  class const_iterator : public block_cursor<const_iterator, typename blocks::const_iterator> {
+    using cursor = block_cursor<const_iterator, typename blocks::const_iterator>;
+
    public:
-    using iterator_category = std::forward_iterator_tag;
     using value_type = event;
-    using difference_type = std::ptrdiff_t;
     using pointer = const event*;
     using reference = const event&;
 
     const_iterator() = default;
-    reference operator*() const noexcept { return *block_->second.slots[slot_]; }
-    pointer operator->() const noexcept { return block_->second.slots[slot_].get(); }
+    reference operator*() const noexcept { return *slot(); }
+    pointer operator->() const noexcept { return slot().get(); }
     const_iterator& operator++() noexcept {
-      ++slot_;
+      ++this->at_;
       settle();
       return *this;
-    }
-    const_iterator operator++(int) noexcept {
-      const_iterator before = *this;
-      ++*this;
-      return before;
-    }
-    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
-      return a.block_ == b.block_ && (a.block_ == a.end_ || a.slot_ == b.slot_);
     }
 
    private:
     friend class event_store;
     const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::size_t slot) noexcept
-        : block_(at), end_(end), slot_(slot) {
+        : cursor(at, end, slot) {
       settle();
+    }
+    [[nodiscard]] const std::unique_ptr<event>& slot() const noexcept {
+      return this->block_->second.slots[static_cast<std::size_t>(this->at_)];
     }
     /// Moves to the first occupied slot at or after this one.
     void settle() noexcept {
-      while (block_ != end_) {
-        for (; slot_ < block_size; ++slot_)
-          if (block_->second.slots[slot_]) return;
-        ++block_;
-        slot_ = 0;
+      while (this->block_ != this->end_) {
+        for (; this->at_ < block_size; ++this->at_)
+          if (slot()) return;
+        ++this->block_;
+        this->at_ = 0;
       }
     }
-    typename blocks::const_iterator block_{};
-    typename blocks::const_iterator end_{};
-    std::size_t slot_ = 0;
   };
   using iterator = const_iterator;
 
   event_store() = default;
   event_store(const event_store&) = delete;  // the owner's other indexes point into it
   event_store& operator=(const event_store&) = delete;
-  event_store(event_store&& other) noexcept : blocks_(std::move(other.blocks_)), size_(other.size_) { other.clear(); }
-  event_store& operator=(event_store&& other) noexcept {
-    if (this != &other) {
-      blocks_ = std::move(other.blocks_);
-      size_ = other.size_;
-      last_ = blocks_.end();
-      other.clear();
-    }
-    return *this;
-  }
+  event_store(event_store&&) noexcept = default;
+  event_store& operator=(event_store&&) noexcept = default;
   ~event_store() = default;
 
-  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  using run::clear;
+  using run::empty;
+  using run::size;
 
   /// The event with this seq, or nullptr.
   [[nodiscard]] event* find(std::uint64_t seq) noexcept {
-    block* b = block_of(seq);
-    return b == nullptr ? nullptr : b->slots[slot_of(seq)].get();
+    event_slots* b = find_block(seq);
+    return b == nullptr ? nullptr : b->slots[offset_of(seq)].get();
   }
   [[nodiscard]] const event* find(std::uint64_t seq) const noexcept {
-    const auto found = blocks_.find(seq >> block_shift);
-    return found == blocks_.end() ? nullptr : found->second.slots[slot_of(seq)].get();
+    const event_slots* b = find_block(seq);
+    return b == nullptr ? nullptr : b->slots[offset_of(seq)].get();
   }
   [[nodiscard]] bool contains(std::uint64_t seq) const noexcept { return find(seq) != nullptr; }
   /// The event with this seq, which must be stored.
@@ -2661,31 +2771,22 @@ class event_store {
   /// Stores `e` under its seq, replacing the event stored there; returns it as stored, which
   /// keeps its address if it replaced one.
   event& put(event&& e) {
-    const std::uint64_t key = e.seq >> block_shift;
-    if (last_ == blocks_.end() || last_->first != key) last_ = blocks_.try_emplace(key).first;
-    std::unique_ptr<event>& slot = last_->second.slots[slot_of(e.seq)];
+    std::unique_ptr<event>& slot = block_for(e.seq).slots[offset_of(e.seq)];
     if (slot) {
       *slot = std::move(e);
     } else {
       slot = std::make_unique<event>(std::move(e));
-      ++last_->second.count;
-      ++size_;
+      added();
     }
     return *slot;
   }
 
   /// Erases the event with this seq, if stored.
   void erase(std::uint64_t seq) noexcept {
-    block* b = block_of(seq);
-    if (b == nullptr) return;
-    std::unique_ptr<event>& slot = b->slots[slot_of(seq)];
-    if (!slot) return;
-    slot.reset();
-    --size_;
-    if (--b->count == 0) {
-      blocks_.erase(last_);
-      last_ = blocks_.end();
-    }
+    event_slots* b = find_block(seq);
+    if (b == nullptr || !b->slots[offset_of(seq)]) return;
+    b->slots[offset_of(seq)].reset();
+    removed();
   }
 
   [[nodiscard]] const_iterator begin() const noexcept { return {blocks_.begin(), blocks_.end(), 0}; }
@@ -2694,34 +2795,10 @@ class event_store {
   [[nodiscard]] const_iterator upper_bound(std::uint64_t seq) const noexcept {
     if (seq == UINT64_MAX) return end();
     const std::uint64_t from = seq + 1;
-    const auto at = blocks_.lower_bound(from >> block_shift);
-    const std::size_t slot = at != blocks_.end() && at->first == (from >> block_shift) ? slot_of(from) : 0;
+    const auto at = blocks_.lower_bound(key_of(from));
+    const std::size_t slot = at != blocks_.end() && at->first == key_of(from) ? offset_of(from) : 0;
     return {at, blocks_.end(), slot};
   }
-
-  void clear() noexcept {
-    blocks_.clear();
-    size_ = 0;
-    last_ = blocks_.end();
-  }
-
- private:
-  static constexpr std::size_t slot_of(std::uint64_t seq) noexcept { return static_cast<std::size_t>(seq % block_size); }
-
-  /// The block that would hold `seq`, made the last-used one; nullptr if there is none.
-  block* block_of(std::uint64_t seq) noexcept {
-    const std::uint64_t key = seq >> block_shift;
-    if (last_ == blocks_.end() || last_->first != key) {
-      const auto found = blocks_.find(key);
-      if (found == blocks_.end()) return nullptr;
-      last_ = found;
-    }
-    return &last_->second;
-  }
-
-  blocks blocks_;
-  std::size_t size_ = 0;
-  typename blocks::iterator last_ = blocks_.end();  // the block of the last put, find or erase
 };
 
 }  // namespace outbox::detail
@@ -3040,130 +3117,90 @@ class id_index {
 /// by status) are found by scanning words, never by visiting absent seqs one by one.
 
 
+
 namespace outbox::detail {
 
-class seq_set {
-  static constexpr unsigned block_shift = 10;  // 1024 seqs per block
-  static constexpr std::size_t words_per_block = (std::size_t{1} << block_shift) / 64;
-  struct block {
-    std::array<std::uint64_t, words_per_block> words{};
-    std::size_t count = 0;
-  };
-  using blocks = std::map<std::uint64_t, block>;
+/// A block of a seq_set: 1024 seqs as bits.
+struct seq_bits {
+  std::array<std::uint64_t, 1024 / 64> words{};
+  std::size_t count = 0;
+};
+
+class seq_set : private block_run<seq_bits, 10> {
+  using run = block_run<seq_bits, 10>;
+  static constexpr std::size_t words_per_block = std::tuple_size_v<decltype(seq_bits::words)>;
+  static_assert(run::block_size == words_per_block * 64);
 
  public:
   /// Visits the seqs in ascending order.
-  class const_iterator {
+  class const_iterator : public block_cursor<const_iterator, typename blocks::const_iterator> {
+    using cursor = block_cursor<const_iterator, typename blocks::const_iterator>;
+
    public:
-    using iterator_category = std::forward_iterator_tag;
     using value_type = std::uint64_t;
-    using difference_type = std::ptrdiff_t;
     using pointer = const std::uint64_t*;
     using reference = std::uint64_t;
 
     const_iterator() = default;
-    reference operator*() const noexcept { return seq_; }
+    reference operator*() const noexcept { return this->at_; }  // the seq itself
     const_iterator& operator++() noexcept {
-      settle(seq_ + 1);
+      settle(this->at_ + 1);
       return *this;
-    }
-    const_iterator operator++(int) noexcept {
-      const_iterator before = *this;
-      ++*this;
-      return before;
-    }
-    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
-      return a.block_ == b.block_ && (a.block_ == a.end_ || a.seq_ == b.seq_);
     }
 
    private:
     friend class seq_set;
     const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::uint64_t from) noexcept
-        : block_(at), end_(end) {
+        : cursor(at, end, 0) {
       settle(from);
     }
     /// Moves to the first seq >= `from` in this block or a later one.
     void settle(std::uint64_t from) noexcept {
-      while (block_ != end_) {
-        const std::uint64_t base = block_->first << block_shift;
+      while (this->block_ != this->end_) {
+        const std::uint64_t base = this->block_->first * block_size;
         std::size_t bit = from > base ? static_cast<std::size_t>(from - base) : 0;
         for (std::size_t w = bit / 64; w < words_per_block; ++w, bit = w * 64) {
-          const std::uint64_t word = block_->second.words[w] >> (bit % 64) << (bit % 64);
+          const std::uint64_t word = this->block_->second.words[w] >> (bit % 64) << (bit % 64);
           if (word != 0) {
-            seq_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
+            this->at_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
             return;
           }
         }
-        ++block_;
+        ++this->block_;
       }
     }
-    typename blocks::const_iterator block_{};
-    typename blocks::const_iterator end_{};
-    std::uint64_t seq_ = 0;
   };
   using iterator = const_iterator;
 
-  seq_set() = default;
-  seq_set(const seq_set& other) : blocks_(other.blocks_), size_(other.size_) {}
-  seq_set& operator=(const seq_set& other) {
-    if (this != &other) {
-      blocks_ = other.blocks_;
-      size_ = other.size_;
-      last_ = blocks_.end();
-    }
-    return *this;
-  }
-  seq_set(seq_set&& other) noexcept : blocks_(std::move(other.blocks_)), size_(other.size_) { other.clear(); }
-  seq_set& operator=(seq_set&& other) noexcept {
-    if (this != &other) {
-      blocks_ = std::move(other.blocks_);
-      size_ = other.size_;
-      last_ = blocks_.end();
-      other.clear();
-    }
-    return *this;
-  }
-  ~seq_set() = default;
-
-  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  using run::clear;
+  using run::empty;
+  using run::size;
 
   /// Adds `seq`; false if it was there already.
   bool insert(std::uint64_t seq) {
-    const std::uint64_t key = seq >> block_shift;
-    if (last_ == blocks_.end() || last_->first != key) last_ = blocks_.try_emplace(key).first;
-    std::uint64_t& word = last_->second.words[word_of(seq)];
+    std::uint64_t& word = block_for(seq).words[word_of(seq)];
     const std::uint64_t mask = bit_of(seq);
     if ((word & mask) != 0) return false;
     word |= mask;
-    ++last_->second.count;
-    ++size_;
+    added();
     return true;
   }
 
   /// Removes `seq`; how many were removed (0 or 1).
   std::size_t erase(std::uint64_t seq) noexcept {
-    const std::uint64_t key = seq >> block_shift;
-    if (last_ == blocks_.end() || last_->first != key) {
-      const auto found = blocks_.find(key);
-      if (found == blocks_.end()) return 0;
-      last_ = found;
-    }
-    std::uint64_t& word = last_->second.words[word_of(seq)];
+    seq_bits* b = find_block(seq);
+    if (b == nullptr) return 0;
+    std::uint64_t& word = b->words[word_of(seq)];
     const std::uint64_t mask = bit_of(seq);
     if ((word & mask) == 0) return 0;
     word &= ~mask;
-    --size_;
-    if (--last_->second.count == 0) {
-      blocks_.erase(last_);
-      last_ = blocks_.end();
-    }
+    removed();
     return 1;
   }
 
   [[nodiscard]] bool contains(std::uint64_t seq) const noexcept {
-    const auto found = blocks_.find(seq >> block_shift);
-    return found != blocks_.end() && (found->second.words[word_of(seq)] & bit_of(seq)) != 0;
+    const seq_bits* b = find_block(seq);
+    return b != nullptr && (b->words[word_of(seq)] & bit_of(seq)) != 0;
   }
 
   [[nodiscard]] const_iterator begin() const noexcept { return {blocks_.begin(), blocks_.end(), 0}; }
@@ -3171,24 +3208,12 @@ class seq_set {
   /// The first seq above `seq`.
   [[nodiscard]] const_iterator upper_bound(std::uint64_t seq) const noexcept {
     if (seq == UINT64_MAX) return end();
-    return {blocks_.lower_bound(seq >> block_shift), blocks_.end(), seq + 1};
-  }
-
-  void clear() noexcept {
-    blocks_.clear();
-    size_ = 0;
-    last_ = blocks_.end();
+    return {blocks_.lower_bound(key_of(seq)), blocks_.end(), seq + 1};
   }
 
  private:
-  static constexpr std::size_t word_of(std::uint64_t seq) noexcept {
-    return static_cast<std::size_t>(seq % (std::uint64_t{1} << block_shift)) / 64;
-  }
+  static constexpr std::size_t word_of(std::uint64_t seq) noexcept { return offset_of(seq) / 64; }
   static constexpr std::uint64_t bit_of(std::uint64_t seq) noexcept { return std::uint64_t{1} << (seq % 64); }
-
-  blocks blocks_;
-  std::size_t size_ = 0;
-  typename blocks::iterator last_ = blocks_.end();  // the block of the last insert or erase
 };
 
 /// Seqs by a time (a lease's end, a completion), earliest time first. A claim gives all its

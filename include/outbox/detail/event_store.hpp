@@ -13,98 +13,85 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <iterator>
 #include <map>
 #include <memory>
+#include <tuple>
 #include <utility>
 
+#include "outbox/detail/block_run.hpp"
 #include "outbox/event.hpp"
 
 namespace outbox::detail {
 
-class event_store {
-  static constexpr unsigned block_shift = 8;  // 256 seqs per block
-  static constexpr std::size_t block_size = std::size_t{1} << block_shift;
-  struct block {
-    std::array<std::unique_ptr<event>, block_size> slots{};
-    std::size_t count = 0;
-  };
-  using blocks = std::map<std::uint64_t, block>;
+/// A block of the store: 256 slots, each owning its event or empty.
+struct event_slots {
+  std::array<std::unique_ptr<event>, 256> slots{};
+  std::size_t count = 0;
+};
+
+class event_store : private block_run<event_slots, 8> {
+  using run = block_run<event_slots, 8>;
+  static_assert(run::block_size == std::tuple_size_v<decltype(event_slots::slots)>);
 
  public:
   /// Visits the events in seq order.
-  class const_iterator {
+  class const_iterator : public block_cursor<const_iterator, typename blocks::const_iterator> {
+    using cursor = block_cursor<const_iterator, typename blocks::const_iterator>;
+
    public:
-    using iterator_category = std::forward_iterator_tag;
     using value_type = event;
-    using difference_type = std::ptrdiff_t;
     using pointer = const event*;
     using reference = const event&;
 
     const_iterator() = default;
-    reference operator*() const noexcept { return *block_->second.slots[slot_]; }
-    pointer operator->() const noexcept { return block_->second.slots[slot_].get(); }
+    reference operator*() const noexcept { return *slot(); }
+    pointer operator->() const noexcept { return slot().get(); }
     const_iterator& operator++() noexcept {
-      ++slot_;
+      ++this->at_;
       settle();
       return *this;
-    }
-    const_iterator operator++(int) noexcept {
-      const_iterator before = *this;
-      ++*this;
-      return before;
-    }
-    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
-      return a.block_ == b.block_ && (a.block_ == a.end_ || a.slot_ == b.slot_);
     }
 
    private:
     friend class event_store;
     const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::size_t slot) noexcept
-        : block_(at), end_(end), slot_(slot) {
+        : cursor(at, end, slot) {
       settle();
+    }
+    [[nodiscard]] const std::unique_ptr<event>& slot() const noexcept {
+      return this->block_->second.slots[static_cast<std::size_t>(this->at_)];
     }
     /// Moves to the first occupied slot at or after this one.
     void settle() noexcept {
-      while (block_ != end_) {
-        for (; slot_ < block_size; ++slot_)
-          if (block_->second.slots[slot_]) return;
-        ++block_;
-        slot_ = 0;
+      while (this->block_ != this->end_) {
+        for (; this->at_ < block_size; ++this->at_)
+          if (slot()) return;
+        ++this->block_;
+        this->at_ = 0;
       }
     }
-    typename blocks::const_iterator block_{};
-    typename blocks::const_iterator end_{};
-    std::size_t slot_ = 0;
   };
   using iterator = const_iterator;
 
   event_store() = default;
   event_store(const event_store&) = delete;  // the owner's other indexes point into it
   event_store& operator=(const event_store&) = delete;
-  event_store(event_store&& other) noexcept : blocks_(std::move(other.blocks_)), size_(other.size_) { other.clear(); }
-  event_store& operator=(event_store&& other) noexcept {
-    if (this != &other) {
-      blocks_ = std::move(other.blocks_);
-      size_ = other.size_;
-      last_ = blocks_.end();
-      other.clear();
-    }
-    return *this;
-  }
+  event_store(event_store&&) noexcept = default;
+  event_store& operator=(event_store&&) noexcept = default;
   ~event_store() = default;
 
-  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  using run::clear;
+  using run::empty;
+  using run::size;
 
   /// The event with this seq, or nullptr.
   [[nodiscard]] event* find(std::uint64_t seq) noexcept {
-    block* b = block_of(seq);
-    return b == nullptr ? nullptr : b->slots[slot_of(seq)].get();
+    event_slots* b = find_block(seq);
+    return b == nullptr ? nullptr : b->slots[offset_of(seq)].get();
   }
   [[nodiscard]] const event* find(std::uint64_t seq) const noexcept {
-    const auto found = blocks_.find(seq >> block_shift);
-    return found == blocks_.end() ? nullptr : found->second.slots[slot_of(seq)].get();
+    const event_slots* b = find_block(seq);
+    return b == nullptr ? nullptr : b->slots[offset_of(seq)].get();
   }
   [[nodiscard]] bool contains(std::uint64_t seq) const noexcept { return find(seq) != nullptr; }
   /// The event with this seq, which must be stored.
@@ -114,31 +101,22 @@ class event_store {
   /// Stores `e` under its seq, replacing the event stored there; returns it as stored, which
   /// keeps its address if it replaced one.
   event& put(event&& e) {
-    const std::uint64_t key = e.seq >> block_shift;
-    if (last_ == blocks_.end() || last_->first != key) last_ = blocks_.try_emplace(key).first;
-    std::unique_ptr<event>& slot = last_->second.slots[slot_of(e.seq)];
+    std::unique_ptr<event>& slot = block_for(e.seq).slots[offset_of(e.seq)];
     if (slot) {
       *slot = std::move(e);
     } else {
       slot = std::make_unique<event>(std::move(e));
-      ++last_->second.count;
-      ++size_;
+      added();
     }
     return *slot;
   }
 
   /// Erases the event with this seq, if stored.
   void erase(std::uint64_t seq) noexcept {
-    block* b = block_of(seq);
-    if (b == nullptr) return;
-    std::unique_ptr<event>& slot = b->slots[slot_of(seq)];
-    if (!slot) return;
-    slot.reset();
-    --size_;
-    if (--b->count == 0) {
-      blocks_.erase(last_);
-      last_ = blocks_.end();
-    }
+    event_slots* b = find_block(seq);
+    if (b == nullptr || !b->slots[offset_of(seq)]) return;
+    b->slots[offset_of(seq)].reset();
+    removed();
   }
 
   [[nodiscard]] const_iterator begin() const noexcept { return {blocks_.begin(), blocks_.end(), 0}; }
@@ -147,34 +125,10 @@ class event_store {
   [[nodiscard]] const_iterator upper_bound(std::uint64_t seq) const noexcept {
     if (seq == UINT64_MAX) return end();
     const std::uint64_t from = seq + 1;
-    const auto at = blocks_.lower_bound(from >> block_shift);
-    const std::size_t slot = at != blocks_.end() && at->first == (from >> block_shift) ? slot_of(from) : 0;
+    const auto at = blocks_.lower_bound(key_of(from));
+    const std::size_t slot = at != blocks_.end() && at->first == key_of(from) ? offset_of(from) : 0;
     return {at, blocks_.end(), slot};
   }
-
-  void clear() noexcept {
-    blocks_.clear();
-    size_ = 0;
-    last_ = blocks_.end();
-  }
-
- private:
-  static constexpr std::size_t slot_of(std::uint64_t seq) noexcept { return static_cast<std::size_t>(seq % block_size); }
-
-  /// The block that would hold `seq`, made the last-used one; nullptr if there is none.
-  block* block_of(std::uint64_t seq) noexcept {
-    const std::uint64_t key = seq >> block_shift;
-    if (last_ == blocks_.end() || last_->first != key) {
-      const auto found = blocks_.find(key);
-      if (found == blocks_.end()) return nullptr;
-      last_ = found;
-    }
-    return &last_->second;
-  }
-
-  blocks blocks_;
-  std::size_t size_ = 0;
-  typename blocks::iterator last_ = blocks_.end();  // the block of the last put, find or erase
 };
 
 }  // namespace outbox::detail

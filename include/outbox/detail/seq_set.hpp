@@ -17,133 +17,95 @@
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "outbox/detail/block_run.hpp"
+
 namespace outbox::detail {
 
-class seq_set {
-  static constexpr unsigned block_shift = 10;  // 1024 seqs per block
-  static constexpr std::size_t words_per_block = (std::size_t{1} << block_shift) / 64;
-  struct block {
-    std::array<std::uint64_t, words_per_block> words{};
-    std::size_t count = 0;
-  };
-  using blocks = std::map<std::uint64_t, block>;
+/// A block of a seq_set: 1024 seqs as bits.
+struct seq_bits {
+  std::array<std::uint64_t, 1024 / 64> words{};
+  std::size_t count = 0;
+};
+
+class seq_set : private block_run<seq_bits, 10> {
+  using run = block_run<seq_bits, 10>;
+  static constexpr std::size_t words_per_block = std::tuple_size_v<decltype(seq_bits::words)>;
+  static_assert(run::block_size == words_per_block * 64);
 
  public:
   /// Visits the seqs in ascending order.
-  class const_iterator {
+  class const_iterator : public block_cursor<const_iterator, typename blocks::const_iterator> {
+    using cursor = block_cursor<const_iterator, typename blocks::const_iterator>;
+
    public:
-    using iterator_category = std::forward_iterator_tag;
     using value_type = std::uint64_t;
-    using difference_type = std::ptrdiff_t;
     using pointer = const std::uint64_t*;
     using reference = std::uint64_t;
 
     const_iterator() = default;
-    reference operator*() const noexcept { return seq_; }
+    reference operator*() const noexcept { return this->at_; }  // the seq itself
     const_iterator& operator++() noexcept {
-      settle(seq_ + 1);
+      settle(this->at_ + 1);
       return *this;
-    }
-    const_iterator operator++(int) noexcept {
-      const_iterator before = *this;
-      ++*this;
-      return before;
-    }
-    friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
-      return a.block_ == b.block_ && (a.block_ == a.end_ || a.seq_ == b.seq_);
     }
 
    private:
     friend class seq_set;
     const_iterator(typename blocks::const_iterator at, typename blocks::const_iterator end, std::uint64_t from) noexcept
-        : block_(at), end_(end) {
+        : cursor(at, end, 0) {
       settle(from);
     }
     /// Moves to the first seq >= `from` in this block or a later one.
     void settle(std::uint64_t from) noexcept {
-      while (block_ != end_) {
-        const std::uint64_t base = block_->first << block_shift;
+      while (this->block_ != this->end_) {
+        const std::uint64_t base = this->block_->first * block_size;
         std::size_t bit = from > base ? static_cast<std::size_t>(from - base) : 0;
         for (std::size_t w = bit / 64; w < words_per_block; ++w, bit = w * 64) {
-          const std::uint64_t word = block_->second.words[w] >> (bit % 64) << (bit % 64);
+          const std::uint64_t word = this->block_->second.words[w] >> (bit % 64) << (bit % 64);
           if (word != 0) {
-            seq_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
+            this->at_ = base + w * 64 + static_cast<std::size_t>(std::countr_zero(word));
             return;
           }
         }
-        ++block_;
+        ++this->block_;
       }
     }
-    typename blocks::const_iterator block_{};
-    typename blocks::const_iterator end_{};
-    std::uint64_t seq_ = 0;
   };
   using iterator = const_iterator;
 
-  seq_set() = default;
-  seq_set(const seq_set& other) : blocks_(other.blocks_), size_(other.size_) {}
-  seq_set& operator=(const seq_set& other) {
-    if (this != &other) {
-      blocks_ = other.blocks_;
-      size_ = other.size_;
-      last_ = blocks_.end();
-    }
-    return *this;
-  }
-  seq_set(seq_set&& other) noexcept : blocks_(std::move(other.blocks_)), size_(other.size_) { other.clear(); }
-  seq_set& operator=(seq_set&& other) noexcept {
-    if (this != &other) {
-      blocks_ = std::move(other.blocks_);
-      size_ = other.size_;
-      last_ = blocks_.end();
-      other.clear();
-    }
-    return *this;
-  }
-  ~seq_set() = default;
-
-  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  using run::clear;
+  using run::empty;
+  using run::size;
 
   /// Adds `seq`; false if it was there already.
   bool insert(std::uint64_t seq) {
-    const std::uint64_t key = seq >> block_shift;
-    if (last_ == blocks_.end() || last_->first != key) last_ = blocks_.try_emplace(key).first;
-    std::uint64_t& word = last_->second.words[word_of(seq)];
+    std::uint64_t& word = block_for(seq).words[word_of(seq)];
     const std::uint64_t mask = bit_of(seq);
     if ((word & mask) != 0) return false;
     word |= mask;
-    ++last_->second.count;
-    ++size_;
+    added();
     return true;
   }
 
   /// Removes `seq`; how many were removed (0 or 1).
   std::size_t erase(std::uint64_t seq) noexcept {
-    const std::uint64_t key = seq >> block_shift;
-    if (last_ == blocks_.end() || last_->first != key) {
-      const auto found = blocks_.find(key);
-      if (found == blocks_.end()) return 0;
-      last_ = found;
-    }
-    std::uint64_t& word = last_->second.words[word_of(seq)];
+    seq_bits* b = find_block(seq);
+    if (b == nullptr) return 0;
+    std::uint64_t& word = b->words[word_of(seq)];
     const std::uint64_t mask = bit_of(seq);
     if ((word & mask) == 0) return 0;
     word &= ~mask;
-    --size_;
-    if (--last_->second.count == 0) {
-      blocks_.erase(last_);
-      last_ = blocks_.end();
-    }
+    removed();
     return 1;
   }
 
   [[nodiscard]] bool contains(std::uint64_t seq) const noexcept {
-    const auto found = blocks_.find(seq >> block_shift);
-    return found != blocks_.end() && (found->second.words[word_of(seq)] & bit_of(seq)) != 0;
+    const seq_bits* b = find_block(seq);
+    return b != nullptr && (b->words[word_of(seq)] & bit_of(seq)) != 0;
   }
 
   [[nodiscard]] const_iterator begin() const noexcept { return {blocks_.begin(), blocks_.end(), 0}; }
@@ -151,24 +113,12 @@ class seq_set {
   /// The first seq above `seq`.
   [[nodiscard]] const_iterator upper_bound(std::uint64_t seq) const noexcept {
     if (seq == UINT64_MAX) return end();
-    return {blocks_.lower_bound(seq >> block_shift), blocks_.end(), seq + 1};
-  }
-
-  void clear() noexcept {
-    blocks_.clear();
-    size_ = 0;
-    last_ = blocks_.end();
+    return {blocks_.lower_bound(key_of(seq)), blocks_.end(), seq + 1};
   }
 
  private:
-  static constexpr std::size_t word_of(std::uint64_t seq) noexcept {
-    return static_cast<std::size_t>(seq % (std::uint64_t{1} << block_shift)) / 64;
-  }
+  static constexpr std::size_t word_of(std::uint64_t seq) noexcept { return offset_of(seq) / 64; }
   static constexpr std::uint64_t bit_of(std::uint64_t seq) noexcept { return std::uint64_t{1} << (seq % 64); }
-
-  blocks blocks_;
-  std::size_t size_ = 0;
-  typename blocks::iterator last_ = blocks_.end();  // the block of the last insert or erase
 };
 
 /// Seqs by a time (a lease's end, a completion), earliest time first. A claim gives all its
