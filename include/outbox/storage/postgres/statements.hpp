@@ -21,8 +21,9 @@
   "e.seq, e.id, e.type, e.entity_id, e.entity_type, e.ordering_key, e.user_id, e.payload, e.priority, "   \
   "e.status, e.attempts, e.max_attempts, e.created_at, e.updated_at, e.retry_after, e.completed_at, "     \
   "e.last_error, e.remote_id, e.lease, e.lease_until"
-// Event `e` heads its ordering key: no undelivered event of the key before it (this subplan) and
-// none of the key in flight (its key row's `in_flight` is 0; see the keys table in schema.hpp).
+// Event `e` heads its ordering key: no waiting (pending or failed) event of the key before it (this
+// subplan) and none of the key in flight (its key row's `in_flight` is 0; see the keys table in
+// schema.hpp). Dead and delivered events hold no key back.
 // The subplan reads the events_line index at (user_id, ordering_key, seq < e.seq): only the
 // entries before e, not the key's whole line, so its cost does not grow with the key's backlog.
 // OFFSET 0 keeps it a subplan run per candidate with e's user, key and seq bound: the planner
@@ -31,7 +32,7 @@
 // candidate: a claim of 100 at 10k pending took 1.7 s instead of 2 ms.
 #define OUTBOX_PG_FIRST_OF_KEY                                                                            \
   "NOT EXISTS (SELECT 1 FROM {S}.events p WHERE p.user_id = e.user_id AND p.ordering_key = e.ordering_key " \
-  "AND p.seq < e.seq AND p.status IN (0, 1, 3) OFFSET 0)"
+  "AND p.seq < e.seq AND p.status IN (0, 3) OFFSET 0)"
 #define OUTBOX_PG_ENTITY_COLUMNS                                                                                  \
   "collection, id, user_id, natural_key, payload, occurred_at, sync, remote_id, sync_error, last_event, version, " \
   "created_at, updated_at"
@@ -144,12 +145,13 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "k.ordering_key = u.ordering_key) SELECT * FROM u")                                                           \
   /* Before a record: the keys of the events it may change, locked in key order (as appends lock */              \
   /* theirs), so a record and an append never wait for each other in a cycle. The events are found by id */     \
-  /* (a join on the unnested ids): as `id = ANY(...) AND status = 1` on a table without statistics, the */      \
-  /* plan also read every entry of events_leases, dead ones included, a cost growing with the drain. */         \
+  /* alone, their status checked after (OFFSET 0 keeps the check out of the scan): given `id = ANY(...) */      \
+  /* AND status = 1` together, the planner also read events_leases, every entry of it, dead ones included */   \
+  /* until a vacuum: a cost growing with the drain. */                                                           \
   X(lock_recorded_keys,                                                                                           \
-    "SELECT 1 FROM {S}.keys k WHERE (k.user_id, k.ordering_key) IN (SELECT e.user_id, e.ordering_key FROM "        \
-    "unnest($1::uuid[]) AS o(id) JOIN {S}.events e ON e.id = o.id WHERE e.status = 1) "                            \
-    "ORDER BY k.user_id, k.ordering_key FOR UPDATE OF k")                                                          \
+    "SELECT 1 FROM {S}.keys k WHERE (k.user_id, k.ordering_key) IN (SELECT x.user_id, x.ordering_key FROM "        \
+    "(SELECT e.user_id, e.ordering_key, e.status FROM {S}.events e WHERE e.id = ANY($1::uuid[]) OFFSET 0) x "      \
+    "WHERE x.status = 1) ORDER BY k.user_id, k.ordering_key FOR UPDATE OF k")                                     \
   /* The record precondition, lifecycle::may_record in SQL: an outcome applies only to an event still */          \
   /* processing under the lease it carries; a stale one matches no row. Delivered and dead events are */          \
   /* written back onto their entities (lifecycle::write_back): the remote id; synced, error cleared, */           \
