@@ -7,7 +7,6 @@
 ///     BM_baseline_raw_libpq_insert/batch:N             the same key and event rows in the storage's tables, one pipelined transaction
 ///     BM_postgres_storage_drain/events:N/relays:R      R relays (an Outbox each, own connection) until empty, batches of 100
 ///     BM_baseline_raw_libpq_skip_locked/events:N/relays:R   R threads: claim 100 with FOR UPDATE SKIP LOCKED, mark completed
-///     BM_context_skip_locked_outbox_table_options/events:N/relays:1   the same, its table with the outbox's storage parameters
 ///
 /// The server is private to the run: `scripts/pg_server start` in a fresh directory under TMPDIR
 /// (a Unix socket, no TCP), stopped when the binary ends, whatever way it ends: a watchdog
@@ -30,7 +29,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -593,21 +591,9 @@ void BM_postgres_storage_drain(benchmark::State& state) {
 BENCHMARK(BM_postgres_storage_drain)->Apply(relay_rows<10'000>)->Iterations(3);
 BENCHMARK(BM_postgres_storage_drain)->Apply(relay_rows<100'000>)->Iterations(1);
 
-/// The storage parameters the storage gives its events table (pg_class.reloptions, as
-/// "name=value, ..."), read from a schema it creates; empty if none or unreadable.
-std::string outbox_events_options() {
-  temp_schema schema;
-  if (!open_storage(schema)) return {};
-  const std::string table = schema.name() + ".events";
-  const std::array<const char*, 1> params = {table.c_str()};
-  pq_result r = schema.admin().query(
-      "SELECT coalesce(array_to_string(reloptions, ', '), '') FROM pg_class WHERE oid = to_regclass($1)", params);
-  return r && PQntuples(r.get()) == 1 ? PQgetvalue(r.get(), 0, 0) : std::string();
-}
-
-/// The bare queue: its table, `options` its storage parameters (none for the baseline), filled
-/// with the same rows by one INSERT ... SELECT (not analyzed, as the outbox's tables are not).
-bool fill_raw_queue(temp_schema& schema, std::size_t total, const std::string& options) {
+/// The bare queue: its table, filled with the same rows by one INSERT ... SELECT (not analyzed,
+/// as the outbox's tables are not).
+bool fill_raw_queue(temp_schema& schema, std::size_t total) {
   const std::string now = std::to_string(micros_now());
   const std::string sql = in_schema(
       "INSERT INTO {s}.events(id, type, entity_id, ordering_key, user_id, payload, max_attempts, created_at, "
@@ -617,24 +603,21 @@ bool fill_raw_queue(temp_schema& schema, std::size_t total, const std::string& o
           std::to_string(default_max_attempts) + ", " + now + ", " + now + " FROM generate_series(0, " +
           std::to_string(total) + " - 1) AS i ORDER BY i",
       schema);
-  return create_raw_table(schema) &&
-         (options.empty() || schema.admin().exec(in_schema("ALTER TABLE {s}.events SET (" + options + ")", schema))) &&
-         schema.admin().exec(sql);
+  return create_raw_table(schema) && schema.admin().exec(sql);
 }
 
 /// Raw SQL on the same server: R threads, each its own connection, each cycle one statement
 /// claiming the 100 oldest pending rows of the user with FOR UPDATE SKIP LOCKED (so relays
 /// never wait for one another) and marking them processing under a lease, reading them back;
 /// then one statement marking them completed where the lease still holds. Two commits per 100
-/// events, like the outbox; no per-key order, no lease expiry, no retry scheduling. `options`:
-/// the queue table's storage parameters.
-void skip_locked_drain(benchmark::State& state, const std::string& options) {
+/// events, like the outbox; no per-key order, no lease expiry, no retry scheduling.
+void BM_baseline_raw_libpq_skip_locked(benchmark::State& state) {
   const auto total = static_cast<std::size_t>(state.range(0));
   const int relays = static_cast<int>(state.range(1));
   drain_clock clock;
   for (auto _ : state) {
     temp_schema schema;
-    if (!fill_raw_queue(schema, total, options)) {
+    if (!fill_raw_queue(schema, total)) {
       state.SkipWithError(("setup: " + schema.admin().error()).c_str());
       break;
     }
@@ -709,34 +692,8 @@ void skip_locked_drain(benchmark::State& state, const std::string& options) {
   }
   clock.report(state);
 }
-
-void BM_baseline_raw_libpq_skip_locked(benchmark::State& state) { skip_locked_drain(state, {}); }
 BENCHMARK(BM_baseline_raw_libpq_skip_locked)->Apply(relay_rows<10'000>)->Iterations(3);
 BENCHMARK(BM_baseline_raw_libpq_skip_locked)->Apply(relay_rows<100'000>)->Iterations(1);
-
-/// Context, not a baseline: the bare queue with the storage parameters the outbox's events table
-/// carries (its fillfactor), 1 relay, to read the outbox's cost growth beside a queue that has them.
-void BM_context_skip_locked_outbox_table_options(benchmark::State& state) {
-  static const std::string options = outbox_events_options();
-  if (options.empty()) {
-    state.SkipWithError("the outbox's events table carries no storage parameters");
-    return;
-  }
-  state.SetLabel(options);
-  skip_locked_drain(state, options);
-}
-BENCHMARK(BM_context_skip_locked_outbox_table_options)
-    ->ArgNames({"events", "relays"})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond)
-    ->Args({10'000, 1})
-    ->Iterations(3);
-BENCHMARK(BM_context_skip_locked_outbox_table_options)
-    ->ArgNames({"events", "relays"})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond)
-    ->Args({100'000, 1})
-    ->Iterations(1);
 
 }  // namespace
 

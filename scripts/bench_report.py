@@ -235,11 +235,6 @@ TARGETS = [
      lambda r: ratio(pick(r, "BM_baseline_raw_libpq_skip_locked", "events:10000", "relays:1"),
                      pick(r, "BM_baseline_raw_libpq_skip_locked", "events:100000", "relays:1")),
      None),
-    ("PostgreSQL", "context: that bare queue with the outbox's events storage parameters (fillfactor), 100k / 10k, "
-     "1 relay", "(context)",
-     lambda r: ratio(pick(r, "BM_context_skip_locked_outbox_table_options", "events:10000", "relays:1"),
-                     pick(r, "BM_context_skip_locked_outbox_table_options", "events:100000", "relays:1")),
-     None),
     ("PostgreSQL", "drain of 100k, 4 relays / 1 relay", "> 1",
      lambda r: ratio(pick(r, "BM_postgres_storage_drain", "events:100000", "relays:4"),
                      pick(r, "BM_postgres_storage_drain", "events:100000", "relays:1")),
