@@ -155,22 +155,18 @@ CREATE INDEX events_entity ON {S}.events (entity_id, seq);
 CREATE INDEX events_type ON {S}.events (type, seq);
 UPDATE {S}.meta SET value = '2' WHERE key = 'schema_version';
 )sql",
-    // 3: less work per state change. No update of an event is HOT (status is indexed), so each
-    // one writes a new version of the row and an entry into every index whose predicate that
-    // version meets. The line holds waiting events only (pending, failed): a claim's head check
-    // learns "in flight" from the key row (keys.in_flight), not from the line. The status index
-    // holds the statuses whose oldest age the statistics read (pending, failed, dead), not
-    // processing and completed, which every delivery passes through: a claim and a delivery's
-    // record add an entry to neither. Pages are filled half at insert, so a claim's and a
-    // record's new versions fit on the event's own page (its dead versions are pruned there):
-    // the table does not grow by two versions per delivery, and the update's WAL record may leave
-    // out the row's unchanged prefix and suffix, which PostgreSQL does only within one page.
+    // 3: fewer index entries per state change. No update of an event is HOT (status is
+    // indexed), so each one writes a new version of the row and an entry into every index whose
+    // predicate that version meets. The line holds waiting events only (pending, failed): a
+    // claim's head check learns "in flight" from the key row (keys.in_flight), not from the line.
+    // The status index holds the statuses whose oldest age the statistics read (pending, failed,
+    // dead), not processing and completed, which every delivery passes through: a claim and a
+    // delivery's record add an entry to neither.
     R"sql(
 DROP INDEX {S}.events_line;
 CREATE INDEX events_line ON {S}.events (user_id, ordering_key, seq) WHERE status IN (0, 3);
 DROP INDEX {S}.events_status;
 CREATE INDEX events_status ON {S}.events (status, user_id, seq) WHERE status IN (0, 3, 4);
-ALTER TABLE {S}.events SET (fillfactor = 50);
 UPDATE {S}.meta SET value = '3' WHERE key = 'schema_version';
 )sql",
 };

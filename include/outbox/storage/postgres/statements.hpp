@@ -144,14 +144,15 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "k AS (UPDATE {S}.keys k SET in_flight = u.seq FROM u WHERE k.user_id = u.user_id AND "                       \
     "k.ordering_key = u.ordering_key) SELECT * FROM u")                                                           \
   /* Before a record: the keys of the events it may change, locked in key order (as appends lock */              \
-  /* theirs), so a record and an append never wait for each other in a cycle. The events are found by id */     \
-  /* alone, their status checked after (OFFSET 0 keeps the check out of the scan): given `id = ANY(...) */      \
-  /* AND status = 1` together, the planner also read events_leases, every entry of it, dead ones included */   \
-  /* until a vacuum: a cost growing with the drain. */                                                           \
+  /* theirs), so a record and an append never wait for each other in a cycle. Each event is probed by its */   \
+  /* id, its status checked after the probe (OFFSET 0 keeps the check out of it): given `id = ANY(...) AND */   \
+  /* status = 1`, the planner read events_leases, every entry of it, dead ones included until a vacuum, */     \
+  /* or the whole table: a cost growing with the drain. */                                                       \
   X(lock_recorded_keys,                                                                                           \
     "SELECT 1 FROM {S}.keys k WHERE (k.user_id, k.ordering_key) IN (SELECT x.user_id, x.ordering_key FROM "        \
-    "(SELECT e.user_id, e.ordering_key, e.status FROM {S}.events e WHERE e.id = ANY($1::uuid[]) OFFSET 0) x "      \
-    "WHERE x.status = 1) ORDER BY k.user_id, k.ordering_key FOR UPDATE OF k")                                     \
+    "unnest($1::uuid[]) AS o(id) CROSS JOIN LATERAL (SELECT e.user_id, e.ordering_key, e.status FROM "            \
+    "{S}.events e WHERE e.id = o.id OFFSET 0) x WHERE x.status = 1) ORDER BY k.user_id, k.ordering_key "           \
+    "FOR UPDATE OF k")                                                                                            \
   /* The record precondition, lifecycle::may_record in SQL: an outcome applies only to an event still */          \
   /* processing under the lease it carries; a stale one matches no row. Delivered and dead events are */          \
   /* written back onto their entities (lifecycle::write_back): the remote id; synced, error cleared, */           \
