@@ -1,9 +1,11 @@
-// outbox::postgres_storage's audit reads on a real server: the schema step that adds their
-// indexes, and the plans the server picks for them (EXPLAIN), on a table large enough that a scan
-// of every event would be the planner's choice if no index served the query.
+// outbox::postgres_storage's schema steps and the plans the server picks (EXPLAIN) for the audit
+// reads and the drain's statements, on a table large enough that a scan of every event would be
+// the planner's choice if no index served the query.
 #include <outbox/storage/postgres.hpp>
 #include <outbox/testing/storage_conformance.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,22 @@ void fill(raw_pg& raw, const std::string& schema, int n) {
   raw.exec("INSERT INTO " + schema + ".keys SELECT DISTINCT user_id, ordering_key, 0 FROM " + schema + ".events");
 }
 
+/// Turns a schema the storage created (the current version) back into version `v`'s shape, and
+/// says so in its meta row.
+void make_version(raw_pg& raw, const std::string& schema, int v) {
+  const std::string s = schema + ".";
+  if (v < 3)  // the line also held processing events, the status index every status
+    raw.exec("DROP INDEX " + s + "events_line; CREATE INDEX events_line ON " + s +
+             "events (user_id, ordering_key, seq) WHERE status IN (0, 1, 3); DROP INDEX " + s +
+             "events_status; CREATE INDEX events_status ON " + s + "events (status, user_id, seq)");
+  if (v < 2) raw.exec("DROP INDEX " + s + "events_entity; DROP INDEX " + s + "events_type");  // the audit indexes
+  raw.exec("UPDATE " + s + "meta SET value = '" + std::to_string(v) + "' WHERE key = 'schema_version'");
+}
+
+std::string index_definition(raw_pg& raw, const std::string& schema, const std::string& index) {
+  return raw.exec("SELECT indexdef FROM pg_indexes WHERE schemaname = '" + schema + "' AND indexname = '" + index + "'");
+}
+
 bool uses_index(const std::string& plan, const std::string& index) {
   return (plan.find("Index Scan using " + index) != std::string::npos ||
           plan.find("Index Only Scan using " + index) != std::string::npos ||
@@ -62,9 +80,7 @@ TEST_CASE("postgres: an older schema takes the migration steps and keeps its eve
     auto s = outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
     REQUIRE(s.append(batch).has_value());
   }
-  // Version 1 is version 2 without the audit indexes.
-  raw.exec("DROP INDEX " + owner.schema + ".events_entity; DROP INDEX " + owner.schema + ".events_type; UPDATE " +
-           owner.schema + ".meta SET value = '1' WHERE key = 'schema_version'");
+  make_version(raw, owner.schema, 1);
   auto index_count = [&] {
     return raw.number("SELECT count(*) FROM pg_indexes WHERE schemaname = '" + owner.schema +
                       "' AND indexname IN ('events_entity', 'events_type')");
@@ -82,6 +98,44 @@ TEST_CASE("postgres: an older schema takes the migration steps and keeps its eve
   REQUIRE(found->size() == 1);
   CHECK(found->front().id == batch[1].id);
   CHECK(s.stats().value().count(status::pending) == 2);
+}
+
+TEST_CASE("postgres: a version 2 schema takes the narrower indexes and keeps its events in flight",
+          "[storage][postgres][schema]") {
+  OUTBOX_REQUIRE_POSTGRES();
+  using namespace std::chrono_literals;
+  outbox::testing::storage_fixture f;
+  schema_owner owner(fresh_schema());
+  raw_pg raw;
+  std::vector<outbox::event> batch = {f.make("alice", "k1"), f.make("alice", "k1"), f.make("alice", "k2")};
+  std::vector<outbox::event> claimed;
+  {
+    auto s = outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+    REQUIRE(s.append(batch).has_value());
+    REQUIRE(s.claim(f.claim_at("alice", f.t0), claimed).value() == 2);  // the heads of k1 and k2
+  }
+  make_version(raw, owner.schema, 2);
+  REQUIRE(index_definition(raw, owner.schema, "events_line").find("ARRAY[0, 1, 3]") != std::string::npos);
+
+  auto s = outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+  CHECK(raw.exec("SELECT value FROM " + owner.schema + ".meta WHERE key = 'schema_version'") ==
+        std::to_string(outbox::detail::postgres::schema_version));
+  CHECK(index_definition(raw, owner.schema, "events_line").find("WHERE (status = ANY (ARRAY[0, 3]))") !=
+        std::string::npos);
+  CHECK(index_definition(raw, owner.schema, "events_status").find("WHERE (status = ANY (ARRAY[0, 3, 4]))") !=
+        std::string::npos);
+  // k1's second event still waits behind its first, in flight across the migration.
+  std::vector<outbox::event> next;
+  CHECK(s.claim(f.claim_at("alice", f.t0 + 1s), next).value() == 0);
+  const auto first = std::find_if(claimed.begin(), claimed.end(), [&](const auto& e) { return e.id == batch[0].id; });
+  REQUIRE(first != claimed.end());
+  std::vector<outbox::outcome> done = {f.complete(*first, f.t0 + 2s)};
+  REQUIRE(s.record(done).value() == 1);
+  REQUIRE(s.claim(f.claim_at("alice", f.t0 + 3s), next).value() == 1);
+  CHECK(next.front().id == batch[1].id);
+  const auto stats = s.stats(std::nullopt, f.t0 + 3s).value();
+  CHECK(stats.count(status::completed) == 1);
+  CHECK(stats.count(status::processing) == 2);
 }
 
 TEST_CASE("postgres: queries by entity and by type walk their indexes", "[storage][postgres][plans]") {
@@ -126,6 +180,38 @@ TEST_CASE("postgres: a claim walks the ready index and probes each candidate's k
     CHECK(plan.find("Sort") == std::string::npos);
     CHECK(plan.find("Index Cond: ((user_id = e.user_id) AND (ordering_key = e.ordering_key))") != std::string::npos);
     CHECK(plan.find("Anti Join") == std::string::npos);
+    // The head check reads the key's line only before the candidate: its cost does not grow with
+    // the key's backlog.
+    CHECK(uses_index(plan, "events_line"));
+    CHECK(plan.find("Index Cond: ((user_id = e.user_id) AND (ordering_key = e.ordering_key) AND (seq < e.seq))") !=
+          std::string::npos);
+  };
+  SECTION("never analyzed") { check_plan(); }
+  SECTION("analyzed") {
+    raw.exec("ANALYZE " + owner.schema + ".events; ANALYZE " + owner.schema + ".keys");
+    check_plan();
+  }
+}
+
+TEST_CASE("postgres: a record finds its keys by event id, not through the lease index",
+          "[storage][postgres][plans]") {
+  OUTBOX_REQUIRE_POSTGRES();
+  schema_owner owner(fresh_schema());
+  (void)outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+  raw_pg raw;
+  fill(raw, owner.schema, 10000);
+  raw.exec("UPDATE " + owner.schema + ".events SET status = 1, lease_until = 1 WHERE seq % 10 = 0");
+  const std::string ids =
+      raw.exec("SELECT array_agg(id)::text FROM (SELECT id FROM " + owner.schema + ".events WHERE status = 1 LIMIT 100) x");
+  const statements sql(owner.schema);
+  // The lease index holds an entry for every processing version, dead ones included until a
+  // vacuum: read through it, or through the whole table, each record's cost grew with the drain.
+  auto check_plan = [&] {
+    const std::string plan = plan_of(raw, sql.lock_recorded_keys, {ids.c_str()});
+    INFO(plan);
+    CHECK(uses_index(plan, "events_id_key"));
+    CHECK_FALSE(uses_index(plan, "events_leases"));
+    CHECK(plan.find("Seq Scan on events") == std::string::npos);
   };
   SECTION("never analyzed") { check_plan(); }
   SECTION("analyzed") {

@@ -17,7 +17,7 @@
 
 namespace outbox::detail::postgres {
 
-inline constexpr int schema_version = 2;
+inline constexpr int schema_version = 3;
 
 /// Whether `name` may name the outbox's schema (see postgres_options::schema). Only such a
 /// name is ever placed into SQL text; every value is a bound parameter.
@@ -86,13 +86,14 @@ CREATE TABLE {S}.events (
   -- processing: the relay holding the claim (see postgres_storage::relay_id)
   relay        bigint   NOT NULL
 );
--- Each ordering key's undelivered events in append order: is an event its key's head?
+-- Each ordering key's undelivered events in append order: is an event its key's head? (Version 3
+-- keeps waiting events only.)
 CREATE INDEX events_line ON {S}.events (user_id, ordering_key, seq) WHERE status IN (0, 1, 3);
 -- Claimable candidates of a user in claim order (priority desc, seq).
 CREATE INDEX events_ready ON {S}.events (user_id, priority DESC, seq) WHERE status IN (0, 3);
 -- Claims in flight by lease end: expired leases without a scan.
 CREATE INDEX events_leases ON {S}.events (lease_until) WHERE status = 1;
--- Pages and counts by status and user, in append order.
+-- Pages and counts by status and user, in append order. (Version 3 keeps pending, failed, dead.)
 CREATE INDEX events_status ON {S}.events (status, user_id, seq);
 -- One row per ordering key: the key's lock and whether (which seq of) it is in flight. A claim
 -- locks the key rows it takes (FOR UPDATE SKIP LOCKED) and reads `in_flight` from their latest
@@ -146,14 +147,27 @@ INSERT INTO {S}.meta (key, value) VALUES ('schema_version', '1');
 }
 
 /// The steps from each version to the next: `migrations[v - 1]` brings version v to v + 1. A new
-/// database is created at version 1 (schema_sql) and then takes every step, so each index is
-/// written once.
+/// database is created at version 1 (schema_sql) and then takes every step, on empty tables.
 inline constexpr std::string_view migrations[] = {
     // 2: the audit queries by entity and by type (event_query::entity_id, ::type), in append order.
     R"sql(
 CREATE INDEX events_entity ON {S}.events (entity_id, seq);
 CREATE INDEX events_type ON {S}.events (type, seq);
 UPDATE {S}.meta SET value = '2' WHERE key = 'schema_version';
+)sql",
+    // 3: fewer index entries per state change. No update of an event is HOT (status is
+    // indexed), so each one writes a new version of the row and an entry into every index whose
+    // predicate that version meets. The line holds waiting events only (pending, failed): a
+    // claim's head check learns "in flight" from the key row (keys.in_flight), not from the line.
+    // The status index holds the statuses whose oldest age the statistics read (pending, failed,
+    // dead), not processing and completed, which every delivery passes through: a claim and a
+    // delivery's record add an entry to neither.
+    R"sql(
+DROP INDEX {S}.events_line;
+CREATE INDEX events_line ON {S}.events (user_id, ordering_key, seq) WHERE status IN (0, 3);
+DROP INDEX {S}.events_status;
+CREATE INDEX events_status ON {S}.events (status, user_id, seq) WHERE status IN (0, 3, 4);
+UPDATE {S}.meta SET value = '3' WHERE key = 'schema_version';
 )sql",
 };
 static_assert(std::size(migrations) == schema_version - 1, "one migration step per version after the first");

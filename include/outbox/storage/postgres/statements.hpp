@@ -21,15 +21,18 @@
   "e.seq, e.id, e.type, e.entity_id, e.entity_type, e.ordering_key, e.user_id, e.payload, e.priority, "   \
   "e.status, e.attempts, e.max_attempts, e.created_at, e.updated_at, e.retry_after, e.completed_at, "     \
   "e.last_error, e.remote_id, e.lease, e.lease_until"
-// Event `e` heads its ordering key: no undelivered event of the key before it and none of the key
-// in flight. OFFSET 0 keeps this a subplan run per candidate with e's user and key bound, so its
-// one plan is the events_line index at (user_id, ordering_key): the planner cannot turn it into
-// an anti-join. As a join, on a table without statistics (filled in one burst, not analyzed yet)
-// it was planned as a scan of the user's whole line index per candidate: a claim of 100 at 10k
-// pending took 1.7 s instead of 2 ms.
-#define OUTBOX_PG_HEAD_OF_KEY                                                                             \
+// Event `e` heads its ordering key: no waiting (pending or failed) event of the key before it (this
+// subplan) and none of the key in flight (its key row's `in_flight` is 0; see the keys table in
+// schema.hpp). Dead and delivered events hold no key back.
+// The subplan reads the events_line index at (user_id, ordering_key, seq < e.seq): only the
+// entries before e, not the key's whole line, so its cost does not grow with the key's backlog.
+// OFFSET 0 keeps it a subplan run per candidate with e's user, key and seq bound: the planner
+// cannot turn it into an anti-join. As a join, on a table without statistics (filled in one
+// burst, not analyzed yet) it was planned as a scan of the user's whole line index per
+// candidate: a claim of 100 at 10k pending took 1.7 s instead of 2 ms.
+#define OUTBOX_PG_FIRST_OF_KEY                                                                            \
   "NOT EXISTS (SELECT 1 FROM {S}.events p WHERE p.user_id = e.user_id AND p.ordering_key = e.ordering_key " \
-  "AND p.status IN (0, 1, 3) AND (p.seq < e.seq OR p.status = 1) OFFSET 0)"
+  "AND p.seq < e.seq AND p.status IN (0, 3) OFFSET 0)"
 #define OUTBOX_PG_ENTITY_COLUMNS                                                                                  \
   "collection, id, user_id, natural_key, payload, occurred_at, sync, remote_id, sync_error, last_event, version, " \
   "created_at, updated_at"
@@ -125,8 +128,9 @@ inline entity_record read_entity(const result_handle& r, int row) {
   /* FOR UPDATE ... SKIP LOCKED on the event and on its key row: an event or key another relay is */           \
   /* claiming or recording is passed over, never waited for; the key row's latest version must say */          \
   /* nothing is in flight (see the keys table in schema.hpp), so a key is in flight on at most one relay */     \
-  /* and no event is handed out twice. The key row is locked in a LATERAL subquery (a locking subquery is */    \
-  /* never merged into the join) and the head check is a subplan: both are probes at the candidate's key, */   \
+  /* and no event is handed out twice; that row is also the head check's "none of the key in flight". */        \
+  /* The key row is locked in a LATERAL subquery (a locking subquery is never merged into the join) and */      \
+  /* the rest of the head check is a subplan (OUTBOX_PG_FIRST_OF_KEY): both are probes at the candidate, */     \
   /* so the only plan left walks events_ready in claim order and stops at the LIMIT, with or without */         \
   /* statistics. As a join, a table filled in one burst and not yet analyzed was planned from the user's */      \
   /* key rows with a head check for each of the user's events: 1.1-1.5 s per claim at 100k, 15-20 ms now. */    \
@@ -134,16 +138,21 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "WITH c AS (SELECT e.seq FROM {S}.events e CROSS JOIN LATERAL (SELECT 1 FROM {S}.keys k WHERE "               \
     "k.user_id = e.user_id AND k.ordering_key = e.ordering_key AND k.in_flight = 0 FOR UPDATE SKIP LOCKED) k "    \
     "WHERE e.user_id = $1 AND (e.status = 0 OR (e.status = 3 AND e.retry_after <= $2)) AND "                      \
-    OUTBOX_PG_HEAD_OF_KEY " ORDER BY e.priority DESC, e.seq LIMIT $4 FOR UPDATE OF e SKIP LOCKED), "              \
+    OUTBOX_PG_FIRST_OF_KEY " ORDER BY e.priority DESC, e.seq LIMIT $4 FOR UPDATE OF e SKIP LOCKED), "              \
     "u AS (UPDATE {S}.events e SET status = 1, attempts = e.attempts + 1, lease = nextval('{S}.leases'), "         \
     "lease_until = $3, updated_at = $2, relay = $5 FROM c WHERE e.seq = c.seq RETURNING " OUTBOX_PG_EVENT_COLUMNS_E "), " \
     "k AS (UPDATE {S}.keys k SET in_flight = u.seq FROM u WHERE k.user_id = u.user_id AND "                       \
     "k.ordering_key = u.ordering_key) SELECT * FROM u")                                                           \
   /* Before a record: the keys of the events it may change, locked in key order (as appends lock */              \
-  /* theirs), so a record and an append never wait for each other in a cycle. */                                 \
+  /* theirs), so a record and an append never wait for each other in a cycle. Each event is probed by its */   \
+  /* id, its status checked after the probe (OFFSET 0 keeps the check out of it): given `id = ANY(...) AND */   \
+  /* status = 1`, the planner read events_leases, every entry of it, dead ones included until a vacuum, */     \
+  /* or the whole table: a cost growing with the drain. */                                                       \
   X(lock_recorded_keys,                                                                                           \
-    "SELECT 1 FROM {S}.keys k WHERE (k.user_id, k.ordering_key) IN (SELECT e.user_id, e.ordering_key FROM "        \
-    "{S}.events e WHERE e.id = ANY($1::uuid[]) AND e.status = 1) ORDER BY k.user_id, k.ordering_key FOR UPDATE OF k") \
+    "SELECT 1 FROM {S}.keys k WHERE (k.user_id, k.ordering_key) IN (SELECT x.user_id, x.ordering_key FROM "        \
+    "unnest($1::uuid[]) AS o(id) CROSS JOIN LATERAL (SELECT e.user_id, e.ordering_key, e.status FROM "            \
+    "{S}.events e WHERE e.id = o.id OFFSET 0) x WHERE x.status = 1) ORDER BY k.user_id, k.ordering_key "           \
+    "FOR UPDATE OF k")                                                                                            \
   /* The record precondition, lifecycle::may_record in SQL: an outcome applies only to an event still */          \
   /* processing under the lease it carries; a stale one matches no row. Delivered and dead events are */          \
   /* written back onto their entities (lifecycle::write_back): the remote id; synced, error cleared, */           \
@@ -171,10 +180,13 @@ inline entity_record read_entity(const result_handle& r, int row) {
   /* The event of status $2 appended first: the oldest pending, failed and dead ages. */                          \
   X(oldest_with_status,                                                                                           \
     "SELECT created_at FROM {S}.events WHERE status = $2 AND ($1::text IS NULL OR user_id = $1) ORDER BY seq LIMIT 1") \
-  /* The oldest claimable event: a head (as in the claim) that is pending, or failed and due. */                  \
+  /* The oldest claimable event: a head (as in the claim: first of its key, the key not in flight) that */       \
+  /* is pending, or failed and due. */                                                                            \
   X(oldest_due,                                                                                                   \
     "SELECT e.created_at FROM {S}.events e WHERE ($1::text IS NULL OR e.user_id = $1) AND (e.status = 0 OR "      \
-    "(e.status = 3 AND e.retry_after <= $2)) AND " OUTBOX_PG_HEAD_OF_KEY " ORDER BY e.seq LIMIT 1")                 \
+    "(e.status = 3 AND e.retry_after <= $2)) AND " OUTBOX_PG_FIRST_OF_KEY " AND EXISTS (SELECT 1 FROM "            \
+    "{S}.keys k WHERE k.user_id = e.user_id AND k.ordering_key = e.ordering_key AND k.in_flight = 0) "             \
+    "ORDER BY e.seq LIMIT 1")                                                                                     \
   X(next_wake,                                                                                                    \
     "SELECT least((SELECT min(retry_after) FROM {S}.events WHERE user_id = $1 AND status = 3), "                  \
     "(SELECT min(lease_until) FROM {S}.events WHERE status = 1))")                                                \
@@ -250,7 +262,7 @@ struct statements {
 }  // namespace outbox::detail::postgres
 
 #undef OUTBOX_PG_STATEMENTS
-#undef OUTBOX_PG_HEAD_OF_KEY
+#undef OUTBOX_PG_FIRST_OF_KEY
 #undef OUTBOX_PG_ENTITY_COLUMNS
 #undef OUTBOX_PG_EVENT_COLUMNS_E
 #undef OUTBOX_PG_EVENT_COLUMNS
