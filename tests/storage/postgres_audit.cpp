@@ -199,7 +199,7 @@ TEST_CASE("postgres: completed events are counted where they change, by every re
   CHECK(completed(std::nullopt) == 42);
 }
 
-TEST_CASE("postgres: the counts of stats() read no delivered event, with or without statistics",
+TEST_CASE("postgres: the counts and oldest ages of stats() read no delivered event, with or without statistics",
           "[storage][postgres][plans][stats]") {
   OUTBOX_REQUIRE_POSTGRES();
   schema_owner owner(fresh_schema());
@@ -213,6 +213,13 @@ TEST_CASE("postgres: the counts of stats() read no delivered event, with or with
     INFO(plan);
     CHECK(plan.find("Seq Scan on events") == std::string::npos);
     CHECK(uses_index(plan, "events_status"));
+    // The oldest pending (failed, dead) event: read through an index of waiting events only
+    // (events_status, or events_line for one user), not by walking the primary key.
+    const std::string oldest = plan_of(raw, sql.oldest_with_status, {user, "0"});
+    INFO(oldest);
+    CHECK((uses_index(oldest, "events_status") || uses_index(oldest, "events_line")));
+    CHECK(oldest.find("events_pkey") == std::string::npos);
+    CHECK(oldest.find("Seq Scan on events") == std::string::npos);
   };
   SECTION("never analyzed") {
     check_plan(nullptr);

@@ -186,9 +186,12 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "GROUP BY status UNION ALL SELECT 1, count(*) FROM {S}.events WHERE status = 1 AND "                          \
     "($1::text IS NULL OR user_id = $1) UNION ALL SELECT 2, coalesce(sum(n), 0) FROM {S}.completed "             \
     "WHERE $1::text IS NULL OR user_id = $1")                                                                     \
-  /* The event of status $2 appended first: the oldest pending, failed and dead ages. */                          \
+  /* The event of status $2 appended first: the oldest pending, failed and dead ages. The events of */          \
+  /* that status are read through events_status (OFFSET 0 keeps the order and the limit out of the */            \
+  /* subquery); as `ORDER BY seq LIMIT 1` the planner walked the primary key, every delivered event. */         \
   X(oldest_with_status,                                                                                           \
-    "SELECT created_at FROM {S}.events WHERE status = $2 AND ($1::text IS NULL OR user_id = $1) ORDER BY seq LIMIT 1") \
+    "SELECT created_at FROM (SELECT created_at, seq FROM {S}.events WHERE status = $2 AND "                        \
+    "($1::text IS NULL OR user_id = $1) OFFSET 0) w ORDER BY seq LIMIT 1")                                       \
   /* The oldest claimable event: a head (as in the claim: first of its key, the key not in flight) that */       \
   /* is pending, or failed and due. */                                                                            \
   X(oldest_due,                                                                                                   \
