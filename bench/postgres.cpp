@@ -7,6 +7,8 @@
 ///     BM_baseline_raw_libpq_insert/batch:N             the same key and event rows in the storage's tables, one pipelined transaction
 ///     BM_postgres_storage_drain/events:N/relays:R      R relays (an Outbox each, own connection) until empty, batches of 100
 ///     BM_baseline_raw_libpq_skip_locked/events:N/relays:R   R threads: claim 100 with FOR UPDATE SKIP LOCKED, mark completed
+///     BM_postgres_storage_stats/completed:N            stats() over N delivered events, calls per second
+///     BM_baseline_raw_libpq_count_by_status/completed:N   SELECT status, count(*) ... GROUP BY status on that table
 ///
 /// The server is private to the run: `scripts/pg_server start` in a fresh directory under TMPDIR
 /// (a Unix socket, no TCP), stopped when the binary ends, whatever way it ends: a watchdog
@@ -38,6 +40,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -694,6 +697,78 @@ void BM_baseline_raw_libpq_skip_locked(benchmark::State& state) {
 }
 BENCHMARK(BM_baseline_raw_libpq_skip_locked)->Apply(relay_rows<10'000>)->Iterations(3);
 BENCHMARK(BM_baseline_raw_libpq_skip_locked)->Apply(relay_rows<100'000>)->Iterations(1);
+
+// ---- stats over a long history -----------------------------------------------------------------
+
+/// A schema holding `completed` events, every one delivered through the outbox (filled, drained
+/// and vacuumed once per size, off the clock, and shared by the outbox's row and its baseline);
+/// null, with the benchmark skipped, if that failed.
+temp_schema* history_schema(benchmark::State& state, std::size_t completed) {
+  static std::map<std::size_t, std::unique_ptr<temp_schema>> built;
+  auto& slot = built[completed];
+  if (slot) return slot.get();
+  auto schema = std::make_unique<temp_schema>();
+  if (auto failed = fill(*schema, make_pool(), completed)) {
+    state.SkipWithError(("setup: " + *failed).c_str());
+    return nullptr;
+  }
+  auto storage = open_storage(*schema);
+  if (!succeeded(state, storage)) return nullptr;
+  postgres_outbox box(std::move(*storage), drain_options());
+  box.set_user(user);
+  double seconds = 0;
+  const auto delivered = drain(box, [] { return false; }, seconds);
+  if (!delivered || *delivered != completed) {
+    state.SkipWithError("setup: the history's drain did not deliver every event");
+    return nullptr;
+  }
+  // A history is deliveries autovacuum has since visited: until then the index entries of their
+  // earlier versions (pending, processing) are still there to be skipped.
+  if (!schema->admin().exec("VACUUM ANALYZE " + schema->name() + ".events")) {
+    state.SkipWithError(("setup: " + schema->admin().error()).c_str());
+    return nullptr;
+  }
+  slot = std::move(schema);
+  return slot.get();
+}
+
+/// stats() for all users over a history of N delivered events: what a status screen polls. Real
+/// time: the server does the work.
+void BM_postgres_storage_stats(benchmark::State& state) {
+  temp_schema* schema = history_schema(state, static_cast<std::size_t>(state.range(0)));
+  if (schema == nullptr) return;
+  auto storage = open_storage(*schema);
+  if (!succeeded(state, storage)) return;
+  for (auto _ : state) {
+    auto counted = storage->stats(std::nullopt, outbox::system_clock{}.now());
+    if (!counted) {
+      state.SkipWithError(counted.error().what().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(counted->counts);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_postgres_storage_stats)->ArgName("completed")->Arg(10'000)->Arg(100'000)->UseRealTime();
+
+/// The plain way to the same counts: `SELECT status, count(*) ... GROUP BY status` over the same
+/// table, which reads every event (the ages stats() also gives are left out).
+void BM_baseline_raw_libpq_count_by_status(benchmark::State& state) {
+  temp_schema* schema = history_schema(state, static_cast<std::size_t>(state.range(0)));
+  if (schema == nullptr) return;
+  pq_connection conn;
+  const std::string sql = "SELECT status, count(*) FROM " + schema->name() + ".events GROUP BY status";
+  for (auto _ : state) {
+    pq_result r = conn.query(sql, {});
+    if (!r) {
+      state.SkipWithError(conn.error().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(r.get());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_baseline_raw_libpq_count_by_status)->ArgName("completed")->Arg(10'000)->Arg(100'000)->UseRealTime();
 
 }  // namespace
 

@@ -34,6 +34,7 @@ PAIRS = [
     ("BM_nats_transport_send", "BM_baseline_raw_nats_publish_async"),
     ("BM_postgres_storage_enqueue", "BM_baseline_raw_libpq_insert"),
     ("BM_postgres_storage_drain", "BM_baseline_raw_libpq_skip_locked"),
+    ("BM_postgres_storage_stats", "BM_baseline_raw_libpq_count_by_status"),
 ]
 # Enqueue rows drawn in the chart: label -> benchmark name.
 CHART = {

@@ -411,6 +411,14 @@ TEST_CASE("postgres_storage: 4 relays SIGKILLed at random deliver every event on
   }
   const sink_contents seen = read_sink(s.sink_path);
   for (const auto& f : seen.failures) violations.push_back("reported: " + f);
+  // The kept completed count agrees with the events: a killed relay's transaction took its
+  // share of the count with it.
+  const auto counted_after = storage->stats(std::nullopt, outbox::system_clock{}.now());
+  REQUIRE(counted_after);
+  const auto completed_stored = static_cast<std::size_t>(std::count_if(
+      stored.begin(), stored.end(), [](const outbox::event& e) { return e.status == outbox::status::completed; }));
+  CHECK(counted_after->count(outbox::status::completed) == completed_stored);
+  CHECK(counted_after->total() == stored.size());
 
   std::unordered_map<std::string, const outbox::event*> by_id;
   for (const auto& e : stored) {

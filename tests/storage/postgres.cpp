@@ -87,7 +87,7 @@ TEST_CASE("postgres: the schema lives in its own schema name, created once by re
   raw_pg raw;
   CHECK(raw.exec("SELECT value FROM " + owner.schema + ".meta WHERE key = 'schema_version'") ==
         std::to_string(outbox::detail::postgres::schema_version));
-  CHECK(raw.number("SELECT count(*) FROM pg_tables WHERE schemaname = '" + owner.schema + "'") == 4);  // meta, events, keys, entities
+  CHECK(raw.number("SELECT count(*) FROM pg_tables WHERE schemaname = '" + owner.schema + "'") == 5);  // meta, events, keys, entities, completed
   CHECK(raw.number("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'events'") == 0);
 }
 

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "support/fixture.hpp"
@@ -48,6 +50,7 @@ void fill(raw_pg& raw, const std::string& schema, int n) {
 /// says so in its meta row.
 void make_version(raw_pg& raw, const std::string& schema, int v) {
   const std::string s = schema + ".";
+  if (v < 4) raw.exec("DROP TABLE " + s + "completed");  // completed events were counted by reading them
   if (v < 3)  // the line also held processing events, the status index every status
     raw.exec("DROP INDEX " + s + "events_line; CREATE INDEX events_line ON " + s +
              "events (user_id, ordering_key, seq) WHERE status IN (0, 1, 3); DROP INDEX " + s +
@@ -136,6 +139,97 @@ TEST_CASE("postgres: a version 2 schema takes the narrower indexes and keeps its
   const auto stats = s.stats(std::nullopt, f.t0 + 3s).value();
   CHECK(stats.count(status::completed) == 1);
   CHECK(stats.count(status::processing) == 2);
+}
+
+TEST_CASE("postgres: completed events are counted where they change, by every relay, and not read by stats()",
+          "[storage][postgres][schema][stats]") {
+  OUTBOX_REQUIRE_POSTGRES();
+  using namespace std::chrono_literals;
+  outbox::testing::storage_fixture f;
+  schema_owner owner(fresh_schema());
+  raw_pg raw;
+  std::vector<outbox::event> batch = {f.make("alice", "a1"), f.make("alice", "a2"), f.make("bob", "b1")};
+  auto deliver = [&](outbox::postgres_storage& s, std::string_view user, outbox::timestamp at) {
+    std::vector<outbox::event> claimed;
+    REQUIRE(s.claim(f.claim_at(user, at), claimed).has_value());
+    std::vector<outbox::outcome> done;
+    for (const auto& e : claimed) done.push_back(f.complete(e, at));
+    REQUIRE(s.record(done).value() == claimed.size());
+    return claimed.size();
+  };
+  {
+    auto s = outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+    REQUIRE(s.append(batch).has_value());
+    REQUIRE(deliver(s, "alice", f.t0 + 1s) == 2);
+    REQUIRE(deliver(s, "bob", f.t0 + 5s) == 1);
+  }
+  // Version 3 had no counts: its step counts the history once.
+  make_version(raw, owner.schema, 3);
+  auto s = outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+  CHECK(raw.exec("SELECT value FROM " + owner.schema + ".meta WHERE key = 'schema_version'") ==
+        std::to_string(outbox::detail::postgres::schema_version));
+  auto completed = [&](std::optional<std::string_view> user) {
+    return s.stats(user, f.t0 + 20s).value().count(status::completed);
+  };
+  CHECK(completed("alice") == 2);
+  CHECK(completed("bob") == 1);
+  CHECK(completed(std::nullopt) == 3);
+
+  // Another relay's deliveries count too, and a stale outcome counts nothing.
+  auto other = outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+  std::vector<outbox::event> more = {f.make("alice", "a3")};
+  REQUIRE(s.append(more).has_value());
+  std::vector<outbox::event> claimed;
+  REQUIRE(other.claim(f.claim_at("alice", f.t0 + 10s), claimed).value() == 1);
+  std::vector<outbox::outcome> done = {f.complete(claimed[0], f.t0 + 10s)};
+  REQUIRE(other.record(done).value() == 1);
+  REQUIRE(other.record(done).value() == 0);
+  CHECK(completed("alice") == 3);
+  CHECK(s.stats(std::string_view("alice"), f.t0 + 20s).value().count(status::processing) == 0);
+
+  // A purge takes what it deletes from the count: alice's two delivered at t0 + 1s.
+  CHECK(s.purge_completed(f.t0 + 3s).value() == 2);
+  CHECK(completed("alice") == 1);
+  CHECK(completed("bob") == 1);
+  CHECK(raw.number("SELECT count(*) FROM " + owner.schema + ".events WHERE status = 2") == 2);
+
+  // stats() reads the kept count: it does not count the delivered events again.
+  raw.exec("UPDATE " + owner.schema + ".completed SET n = n + 40 WHERE user_id = 'bob' AND shard = 0");
+  CHECK(completed("bob") == 41);
+  CHECK(completed(std::nullopt) == 42);
+}
+
+TEST_CASE("postgres: the counts and oldest ages of stats() read no delivered event, with or without statistics",
+          "[storage][postgres][plans][stats]") {
+  OUTBOX_REQUIRE_POSTGRES();
+  schema_owner owner(fresh_schema());
+  (void)outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+  raw_pg raw;
+  fill(raw, owner.schema, 20000);
+  raw.exec("UPDATE " + owner.schema + ".events SET status = 2 WHERE seq % 100 <> 0");  // the history
+  const statements sql(owner.schema);
+  auto check_plan = [&](const char* user) {
+    const std::string plan = plan_of(raw, sql.count_by_status, {user});
+    INFO(plan);
+    CHECK(plan.find("Seq Scan on events") == std::string::npos);
+    CHECK(uses_index(plan, "events_status"));
+    // The oldest pending (failed, dead) event: read through an index of waiting events only
+    // (events_status, or events_line for one user), not by walking the primary key.
+    const std::string oldest = plan_of(raw, sql.oldest_with_status, {user, "0"});
+    INFO(oldest);
+    CHECK((uses_index(oldest, "events_status") || uses_index(oldest, "events_line")));
+    CHECK(oldest.find("events_pkey") == std::string::npos);
+    CHECK(oldest.find("Seq Scan on events") == std::string::npos);
+  };
+  SECTION("never analyzed") {
+    check_plan(nullptr);
+    check_plan("u1");
+  }
+  SECTION("analyzed") {
+    raw.exec("ANALYZE " + owner.schema + ".events");
+    check_plan(nullptr);
+    check_plan("u1");
+  }
 }
 
 TEST_CASE("postgres: queries by entity and by type walk their indexes", "[storage][postgres][plans]") {

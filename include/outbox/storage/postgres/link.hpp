@@ -30,6 +30,11 @@ namespace outbox::detail::postgres {
   return static_cast<std::int64_t>(v | 1);
 }
 
+/// The shard of each user's completed count a relay adds to (schema version 4): its id modulo 64,
+/// one of 32 odd shards, as relay ids are odd, so relays recording at once seldom share a row;
+/// shard 0 is the purges'.
+[[nodiscard]] constexpr int completed_shard(std::int64_t relay) noexcept { return static_cast<int>(relay % 64); }
+
 struct link : connection_gate {
   connection_handle handle;
   std::string conninfo;  // empty for an adopted connection

@@ -43,7 +43,7 @@ namespace outbox::detail::postgres {
 [[nodiscard]] inline result<std::size_t> purge_completed_events(link& l, timestamp before) {
   auto r = l.run_one({l.sql.purge, {text_of(before)}}, "purging completed events");
   if (!r) return r.error();
-  return changed(*r);
+  return static_cast<std::size_t>(r->integer(0, 0));
 }
 
 /// Retries due later than `retry_limit` are due then; leases ending after `lease_limit` end

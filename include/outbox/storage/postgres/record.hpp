@@ -36,7 +36,8 @@ namespace outbox::detail::postgres {
       {l.sql.lock_recorded_keys, {id_list}},
       {l.sql.record,
        {std::move(id_list), std::move(leases).str(), std::move(statuses).str(), std::move(attempts).str(),
-        std::move(ats).str(), std::move(retries).str(), std::move(errors).str(), std::move(remote_ids).str()}}};
+        std::move(ats).str(), std::move(retries).str(), std::move(errors).str(), std::move(remote_ids).str(),
+        text_of(std::int64_t{completed_shard(l.relay_id)})}}};
   auto all = l.run(queries, "recording outcomes");  // one round trip, one implicit transaction
   if (!all) return all.error();
   const result_handle* r = &(*all)[1];

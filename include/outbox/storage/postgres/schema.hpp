@@ -17,7 +17,7 @@
 
 namespace outbox::detail::postgres {
 
-inline constexpr int schema_version = 3;
+inline constexpr int schema_version = 4;
 
 /// Whether `name` may name the outbox's schema (see postgres_options::schema). Only such a
 /// name is ever placed into SQL text; every value is a bound parameter.
@@ -168,6 +168,20 @@ CREATE INDEX events_line ON {S}.events (user_id, ordering_key, seq) WHERE status
 DROP INDEX {S}.events_status;
 CREATE INDEX events_status ON {S}.events (status, user_id, seq) WHERE status IN (0, 3, 4);
 UPDATE {S}.meta SET value = '3' WHERE key = 'schema_version';
+)sql",
+    // 4: completed events counted where they change (a delivery recorded, a purge), in the same
+    // transaction, so statistics read no history. A relay adds to its own shard of a user's count
+    // (completed_shard in link.hpp), so relays recording at once seldom queue on one row; a purge
+    // takes from shard 0. The count is the sum of a user's shards.
+    R"sql(
+CREATE TABLE {S}.completed (
+  user_id text    NOT NULL,
+  shard   integer NOT NULL,
+  n       bigint  NOT NULL,
+  PRIMARY KEY (user_id, shard)
+);
+INSERT INTO {S}.completed (user_id, shard, n) SELECT user_id, 0, count(*) FROM {S}.events WHERE status = 2 GROUP BY user_id;
+UPDATE {S}.meta SET value = '4' WHERE key = 'schema_version';
 )sql",
 };
 static_assert(std::size(migrations) == schema_version - 1, "one migration step per version after the first");

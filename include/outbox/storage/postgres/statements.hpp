@@ -174,12 +174,24 @@ inline entity_record read_entity(const result_handle& r, int row) {
     "sync = CASE WHEN u.status = 2 AND t.last_event = u.id THEN 1 ELSE t.sync END, "                              \
     "sync_error = CASE WHEN u.status = 4 THEN u.last_error WHEN t.last_event = u.id THEN '' ELSE t.sync_error END, " \
     "version = t.version + 1 FROM u WHERE u.status IN (2, 4) AND u.entity_type <> '' "                            \
-    "AND t.collection = u.entity_type AND t.id = u.entity_id) SELECT id FROM u")                                  \
+    "AND t.collection = u.entity_type AND t.id = u.entity_id), "                                                  \
+    "c AS (INSERT INTO {S}.completed AS c (user_id, shard, n) SELECT u.user_id, $9, count(*) FROM u "              \
+    "WHERE u.status = 2 GROUP BY u.user_id ORDER BY u.user_id "                                                    \
+    "ON CONFLICT (user_id, shard) DO UPDATE SET n = c.n + excluded.n) SELECT id FROM u")                          \
   X(find_event, "SELECT " OUTBOX_PG_EVENT_COLUMNS " FROM {S}.events WHERE id = $1")                              \
-  X(count_by_status, "SELECT status, count(*) FROM {S}.events WHERE ($1::text IS NULL OR user_id = $1) GROUP BY status") \
-  /* The event of status $2 appended first: the oldest pending, failed and dead ages. */                          \
+  /* Counts by status without the history: the waiting statuses through the partial events_status */          \
+  /* index, processing through events_leases, completed from its kept count (schema.hpp, version 4). */        \
+  X(count_by_status,                                                                                              \
+    "SELECT status, count(*) FROM {S}.events WHERE status IN (0, 3, 4) AND ($1::text IS NULL OR user_id = $1) "   \
+    "GROUP BY status UNION ALL SELECT 1, count(*) FROM {S}.events WHERE status = 1 AND "                          \
+    "($1::text IS NULL OR user_id = $1) UNION ALL SELECT 2, coalesce(sum(n), 0) FROM {S}.completed "             \
+    "WHERE $1::text IS NULL OR user_id = $1")                                                                     \
+  /* The event of status $2 appended first: the oldest pending, failed and dead ages. The events of */          \
+  /* that status are read through events_status (OFFSET 0 keeps the order and the limit out of the */            \
+  /* subquery); as `ORDER BY seq LIMIT 1` the planner walked the primary key, every delivered event. */         \
   X(oldest_with_status,                                                                                           \
-    "SELECT created_at FROM {S}.events WHERE status = $2 AND ($1::text IS NULL OR user_id = $1) ORDER BY seq LIMIT 1") \
+    "SELECT created_at FROM (SELECT created_at, seq FROM {S}.events WHERE status = $2 AND "                        \
+    "($1::text IS NULL OR user_id = $1) OFFSET 0) w ORDER BY seq LIMIT 1")                                       \
   /* The oldest claimable event: a head (as in the claim: first of its key, the key not in flight) that */       \
   /* is pending, or failed and due. */                                                                            \
   X(oldest_due,                                                                                                   \
@@ -211,7 +223,12 @@ inline entity_record read_entity(const result_handle& r, int row) {
   X(reset_dead,                                                                                                   \
     "UPDATE {S}.events SET status = 0, attempts = 0, retry_after = 0, updated_at = $2 "                           \
     "WHERE status = 4 AND ($1::text IS NULL OR user_id = $1)")                                                    \
-  X(purge, "DELETE FROM {S}.events WHERE status = 2 AND completed_at < $1")                                       \
+  /* A purge takes what it deletes from shard 0 of each user's completed count, users in order. */              \
+  X(purge,                                                                                                        \
+    "WITH d AS (DELETE FROM {S}.events WHERE status = 2 AND completed_at < $1 RETURNING user_id), "               \
+    "c AS (INSERT INTO {S}.completed AS c (user_id, shard, n) SELECT user_id, 0, -count(*) FROM d "               \
+    "GROUP BY user_id ORDER BY user_id ON CONFLICT (user_id, shard) DO UPDATE SET n = c.n + excluded.n) "         \
+    "SELECT count(*) FROM d")                                                                                     \
   X(clamp_retries, "UPDATE {S}.events SET retry_after = $1 WHERE status = 3 AND retry_after > $1")                \
   /* Leases are re-bounded only for this relay's own claims ($2) and those of relays that are gone: a */          \
   /* relay holds its session advisory lock (relay_lock) while its connection lives, so another live */           \
