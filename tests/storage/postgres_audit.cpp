@@ -63,6 +63,14 @@ std::string index_definition(raw_pg& raw, const std::string& schema, const std::
   return raw.exec("SELECT indexdef FROM pg_indexes WHERE schemaname = '" + schema + "' AND indexname = '" + index + "'");
 }
 
+/// What a schema test starts from (after OUTBOX_REQUIRE_POSTGRES): the fixture, a fresh schema of
+/// its own, a raw connection of the test's own.
+struct schema_test {
+  outbox::testing::storage_fixture f;
+  schema_owner owner{fresh_schema()};
+  raw_pg raw;
+};
+
 bool uses_index(const std::string& plan, const std::string& index) {
   return (plan.find("Index Scan using " + index) != std::string::npos ||
           plan.find("Index Only Scan using " + index) != std::string::npos ||
@@ -73,9 +81,8 @@ bool uses_index(const std::string& plan, const std::string& index) {
 TEST_CASE("postgres: an older schema takes the migration steps and keeps its events",
           "[storage][postgres][schema]") {
   OUTBOX_REQUIRE_POSTGRES();
-  outbox::testing::storage_fixture f;
-  schema_owner owner(fresh_schema());
-  raw_pg raw;
+  schema_test t;
+  auto& [f, owner, raw] = t;
   std::vector<outbox::event> batch = {f.make("alice", "k1"), f.make("alice", "k2")};
   batch[0].entity_id = "order-1";
   batch[1].entity_id = "order-2";
@@ -107,9 +114,8 @@ TEST_CASE("postgres: a version 2 schema takes the narrower indexes and keeps its
           "[storage][postgres][schema]") {
   OUTBOX_REQUIRE_POSTGRES();
   using namespace std::chrono_literals;
-  outbox::testing::storage_fixture f;
-  schema_owner owner(fresh_schema());
-  raw_pg raw;
+  schema_test t;
+  auto& [f, owner, raw] = t;
   std::vector<outbox::event> batch = {f.make("alice", "k1"), f.make("alice", "k1"), f.make("alice", "k2")};
   std::vector<outbox::event> claimed;
   {
@@ -145,9 +151,8 @@ TEST_CASE("postgres: completed events are counted where they change, by every re
           "[storage][postgres][schema][stats]") {
   OUTBOX_REQUIRE_POSTGRES();
   using namespace std::chrono_literals;
-  outbox::testing::storage_fixture f;
-  schema_owner owner(fresh_schema());
-  raw_pg raw;
+  schema_test t;
+  auto& [f, owner, raw] = t;
   std::vector<outbox::event> batch = {f.make("alice", "a1"), f.make("alice", "a2"), f.make("bob", "b1")};
   auto deliver = [&](outbox::postgres_storage& s, std::string_view user, outbox::timestamp at) {
     std::vector<outbox::event> claimed;
