@@ -71,6 +71,17 @@ struct schema_test {
   raw_pg raw;
 };
 
+/// What a plan test starts from: a schema the storage made, with `n` events put straight in
+/// (fill), and a raw connection of the test's own.
+struct filled_schema {
+  schema_owner owner{fresh_schema()};
+  raw_pg raw;
+  explicit filled_schema(int n) {
+    (void)outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
+    fill(raw, owner.schema, n);
+  }
+};
+
 bool uses_index(const std::string& plan, const std::string& index) {
   return (plan.find("Index Scan using " + index) != std::string::npos ||
           plan.find("Index Only Scan using " + index) != std::string::npos ||
@@ -207,10 +218,8 @@ TEST_CASE("postgres: completed events are counted where they change, by every re
 TEST_CASE("postgres: the counts and oldest ages of stats() read no delivered event, with or without statistics",
           "[storage][postgres][plans][stats]") {
   OUTBOX_REQUIRE_POSTGRES();
-  schema_owner owner(fresh_schema());
-  (void)outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
-  raw_pg raw;
-  fill(raw, owner.schema, 20000);
+  filled_schema t(20000);
+  auto& [owner, raw] = t;
   raw.exec("UPDATE " + owner.schema + ".events SET status = 2 WHERE seq % 100 <> 0");  // the history
   const statements sql(owner.schema);
   auto check_plan = [&](const char* user) {
@@ -239,10 +248,8 @@ TEST_CASE("postgres: the counts and oldest ages of stats() read no delivered eve
 
 TEST_CASE("postgres: queries by entity and by type walk their indexes", "[storage][postgres][plans]") {
   OUTBOX_REQUIRE_POSTGRES();
-  schema_owner owner(fresh_schema());
-  (void)outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
-  raw_pg raw;
-  fill(raw, owner.schema, 20000);
+  filled_schema t(20000);
+  auto& [owner, raw] = t;
   raw.exec("ANALYZE " + owner.schema + ".events");
   const statements sql(owner.schema);
   // $1 after_seq, $2 status, $3 user, $4 limit, $5 entity or type, $6 type beside an entity.
@@ -263,10 +270,8 @@ TEST_CASE("postgres: queries by entity and by type walk their indexes", "[storag
 TEST_CASE("postgres: a claim walks the ready index and probes each candidate's key, with or without statistics",
           "[storage][postgres][plans]") {
   OUTBOX_REQUIRE_POSTGRES();
-  schema_owner owner(fresh_schema());
-  (void)outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
-  raw_pg raw;
-  fill(raw, owner.schema, 10000);  // filled in one burst: no statistics yet
+  filled_schema t(10000);  // filled in one burst: no statistics yet
+  auto& [owner, raw] = t;
   const statements sql(owner.schema);
   // $1 user, $2 now, $3 lease end, $4 limit, $5 relay.
   auto check_plan = [&] {
@@ -295,10 +300,8 @@ TEST_CASE("postgres: a claim walks the ready index and probes each candidate's k
 TEST_CASE("postgres: a record finds its keys by event id, not through the lease index",
           "[storage][postgres][plans]") {
   OUTBOX_REQUIRE_POSTGRES();
-  schema_owner owner(fresh_schema());
-  (void)outbox::postgres_storage::open(*pg_conninfo(), pg_options(owner.schema)).value();
-  raw_pg raw;
-  fill(raw, owner.schema, 10000);
+  filled_schema t(10000);
+  auto& [owner, raw] = t;
   raw.exec("UPDATE " + owner.schema + ".events SET status = 1, lease_until = 1 WHERE seq % 10 = 0");
   const std::string ids =
       raw.exec("SELECT array_agg(id)::text FROM (SELECT id FROM " + owner.schema + ".events WHERE status = 1 LIMIT 100) x");
